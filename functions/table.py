@@ -1,0 +1,93 @@
+"""The one table of functions: name, service, target, trigger (HTTP route, topic or schedule).
+
+The dev server, the tests, the docs and the Knative manifests all read this table. Data only: no imports of
+handlers, no side effects. Adding a function is one row here plus its handler in functions/<service>/main.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from shared_lib.web import Route
+
+Trigger = Literal["http", "cloudevent", "cron"]
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    port: int
+    precondition_status: int  # what a failed precondition (code 9) answers with: 412 in cart, 400 in loms
+    public: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Function:
+    name: str  # the functions-framework target, unique across the shop
+    service: str
+    trigger: Trigger
+    method: str = ""  # http only
+    path: str = ""  # http only; {name:id} is a positive int64, {name} any non-empty segment
+    idempotent: bool = False  # honours the Idempotency-Key header
+    topic: str = ""  # cloudevent only
+    schedule: str = ""  # cron only
+    public: bool = True  # False: reachable inside the cluster only
+
+    @property
+    def source(self) -> str:
+        return f"functions/{self.service}/main.py"
+
+
+SERVICES: dict[str, Service] = {
+    s.name: s
+    for s in (
+        Service("cart", 8080, precondition_status=412),
+        Service("product", 8082, precondition_status=400),
+        Service("loms", 8084, precondition_status=400),
+    )
+}
+
+FUNCTIONS: tuple[Function, ...] = (
+    # product
+    Function("get_product", "product", "http", "GET", "/product/{sku:id}"),
+    Function("list_products", "product", "http", "GET", "/product"),
+    # cart
+    Function("add_item", "cart", "http", "POST", "/user/{user_id:id}/cart/{sku:id}", idempotent=True),
+    Function("delete_item", "cart", "http", "DELETE", "/user/{user_id:id}/cart/{sku:id}"),
+    Function("clear_cart", "cart", "http", "DELETE", "/user/{user_id:id}/cart"),
+    Function("list_cart", "cart", "http", "GET", "/user/{user_id:id}/cart"),
+    Function("checkout", "cart", "http", "POST", "/checkout/{user_id:id}", idempotent=True),
+    # loms
+    Function("create_order", "loms", "http", "POST", "/order/create", idempotent=True),
+    Function("order_info", "loms", "http", "GET", "/order/info"),
+    Function("pay_order", "loms", "http", "POST", "/order/pay", idempotent=True),
+    Function("cancel_order", "loms", "http", "POST", "/order/cancel", idempotent=True),
+    Function("stock_info", "loms", "http", "GET", "/stock/info"),
+)
+
+BY_NAME: dict[str, Function] = {f.name: f for f in FUNCTIONS}
+
+
+def route(name: str) -> Route:
+    """The HTTP route of one function, with its service's error conventions."""
+    function = BY_NAME[name]
+    if function.trigger != "http":
+        raise ValueError(f"{name} is not an HTTP function")
+    service = SERVICES[function.service]
+    return Route(
+        function=function.name,
+        service=function.service,
+        method=function.method,
+        path=function.path,
+        precondition_status=service.precondition_status,
+        idempotent=function.idempotent,
+    )
+
+
+def routes_of(service: str) -> list[Route]:
+    return [route(f.name) for f in FUNCTIONS if f.service == service and f.trigger == "http"]
+
+
+def functions_of(service: str) -> list[Function]:
+    return [f for f in FUNCTIONS if f.service == service]

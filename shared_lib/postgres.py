@@ -1,0 +1,254 @@
+"""PostgreSQL access for adapters: a small thread-safe pool of pg8000 connections, transactions, migrations.
+
+pg8000 connections are not thread-safe, so each is lent to one thread at a time. Driver errors that are safe
+to retry become TransientError here; nothing above the adapters sees pg8000.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pg8000.native
+from pg8000.exceptions import DatabaseError, InterfaceError
+
+from shared_lib.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+Connection = pg8000.native.Connection
+
+# SQLSTATE classes and codes that mean "try again": connection, serialization, deadlock, shutdown, too many.
+_TRANSIENT_PREFIXES = ("08", "40", "53", "57P")
+_TRANSIENT_CODES = {"55P03"}  # lock_not_available
+
+
+@dataclass(frozen=True, slots=True)
+class Dsn:
+    user: str
+    password: str | None
+    host: str
+    port: int
+    database: str
+
+    @classmethod
+    def parse(cls, dsn: str) -> Dsn:
+        parts = urlsplit(dsn)
+        if parts.scheme not in ("postgres", "postgresql"):
+            raise ValueError("a DSN looks like postgresql://user:password@host:port/database")
+        return cls(
+            user=unquote(parts.username or "postgres"),
+            password=unquote(parts.password) if parts.password else None,
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5432,
+            database=(parts.path or "/postgres").lstrip("/") or "postgres",
+        )
+
+    def with_database(self, database: str) -> Dsn:
+        return Dsn(self.user, self.password, self.host, self.port, database)
+
+    def url(self) -> str:
+        auth = self.user if self.password is None else f"{self.user}:{self.password}"
+        return f"postgresql://{auth}@{self.host}:{self.port}/{self.database}"
+
+
+def sqlstate(exc: BaseException) -> str:
+    if isinstance(exc, DatabaseError) and exc.args and isinstance(exc.args[0], dict):
+        return str(exc.args[0].get("C", ""))
+    return ""
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (InterfaceError, OSError, TimeoutError)):
+        return True
+    code = sqlstate(exc)
+    return code in _TRANSIENT_CODES or code.startswith(_TRANSIENT_PREFIXES)
+
+
+def connect(dsn: Dsn, timeout: float = 5.0, application_name: str = "shop") -> Connection:
+    try:
+        return pg8000.native.Connection(
+            user=dsn.user,
+            password=dsn.password,
+            host=dsn.host,
+            port=dsn.port,
+            database=dsn.database,
+            timeout=timeout,
+            application_name=application_name,
+        )
+    except Exception as exc:
+        if is_transient(exc):
+            raise TransientError("the database is unavailable") from exc
+        raise
+
+
+class ConnectionPool:
+    """At most `size` connections to one database, each lent to one thread at a time."""
+
+    def __init__(self, dsn: str, size: int = 8, acquire_timeout: float = 5.0, name: str = "shop") -> None:
+        self.dsn = Dsn.parse(dsn)
+        self.size = size
+        self.acquire_timeout = acquire_timeout
+        self.name = name
+        self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(size)
+        self._closed = False
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection in autocommit mode; broken connections are discarded, driver errors translated."""
+        if not self._slots.acquire(timeout=self.acquire_timeout):
+            raise TransientError("the database connection pool is exhausted")
+        conn: Connection | None = None
+        try:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = connect(self.dsn, application_name=self.name)
+            try:
+                yield conn
+            except Exception as exc:
+                if is_transient(exc):
+                    self._discard(conn)
+                    conn = None
+                    raise TransientError("the database is unavailable") from exc
+                if conn is not None and _in_failed_state(conn):
+                    self._discard(conn)
+                    conn = None
+                raise
+        finally:
+            if conn is not None and not self._closed:
+                self._idle.put(conn)
+            elif conn is not None:
+                self._discard(conn)
+            self._slots.release()
+
+    @contextlib.contextmanager
+    def transaction(self, isolation: str = "READ COMMITTED") -> Iterator[Connection]:
+        """BEGIN … COMMIT, ROLLBACK on any error."""
+        with self.connection() as conn:
+            conn.run(f"BEGIN ISOLATION LEVEL {isolation}")
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.run("ROLLBACK")
+                raise
+            conn.run("COMMIT")
+
+    def run(self, sql: str, **params: Any) -> list[list[Any]]:
+        with self.connection() as conn:
+            return conn.run(sql, **params) or []
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                self._discard(self._idle.get_nowait())
+            except queue.Empty:
+                return
+
+    @staticmethod
+    def _discard(conn: Connection) -> None:
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def _in_failed_state(conn: Connection) -> bool:
+    try:
+        conn.run("ROLLBACK")
+        return False
+    except Exception:
+        return True
+
+
+# --- databases and migrations -------------------------------------------------------------------------
+
+
+def ensure_database(server_dsn: str, database: str) -> None:
+    """CREATE DATABASE if it does not exist (connects to the server's maintenance database)."""
+    dsn = Dsn.parse(server_dsn).with_database("postgres")
+    conn = connect(dsn)
+    try:
+        exists = conn.run("SELECT 1 FROM pg_database WHERE datname = :n", n=database)
+        if not exists:
+            conn.run(f'CREATE DATABASE "{database}"')
+    finally:
+        conn.close()
+
+
+def migrate(dsn: str, directories: Sequence[Path]) -> list[str]:
+    """Apply forward-only migrations (NNN_what.sql) in order, each once, each in its own transaction.
+
+    A lock serialises concurrent migrators (several replicas starting at once). Returns what was applied.
+    """
+    conn = connect(Dsn.parse(dsn))
+    applied: list[str] = []
+    try:
+        conn.run("SELECT pg_advisory_lock(7243991)")
+        conn.run(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in conn.run("SELECT name FROM schema_migrations")}
+        for directory in directories:
+            for path in sorted(directory.glob("*.sql")):
+                name = f"{directory.name}/{path.name}"
+                if name in done:
+                    continue
+                conn.run("BEGIN")
+                try:
+                    for statement in split_sql(path.read_text()):
+                        conn.run(statement)
+                    conn.run("INSERT INTO schema_migrations (name) VALUES (:n)", n=name)
+                    conn.run("COMMIT")
+                except Exception:
+                    conn.run("ROLLBACK")
+                    raise
+                applied.append(name)
+                log.info("applied migration %s", name)
+        conn.run("SELECT pg_advisory_unlock(7243991)")
+    finally:
+        conn.close()
+    return applied
+
+
+def split_sql(text: str) -> list[str]:
+    """Split a migration into statements on `;` at line ends, outside $$ bodies."""
+    statements, current, in_body = [], [], False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("--") and not in_body:
+            continue
+        current.append(line)
+        if line.count("$$") % 2 == 1:
+            in_body = not in_body
+        if stripped.endswith(";") and not in_body:
+            statement = "\n".join(current).strip().rstrip(";").strip()
+            if statement:
+                statements.append(statement)
+            current = []
+    tail = "\n".join(current).strip()
+    if tail:
+        statements.append(tail)
+    return statements
+
+
+def wait_until_ready(dsn: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connect(Dsn.parse(dsn), timeout=2.0).close()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -1,0 +1,278 @@
+"""HTTP plumbing every function shares: route binding, body and query parsing, the one error table.
+
+Handlers call `handle`; services never see Flask. Nothing here knows about a particular service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import flask
+import pydantic
+
+from shared_lib.errors import (
+    DomainError,
+    IdempotencyKeyReusedError,
+    InvalidInputError,
+    NotFoundError,
+    PreconditionError,
+    RateLimitedError,
+    ShopError,
+    TransientError,
+    UnauthenticatedError,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+INT64_MAX = 2**63 - 1
+_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
+
+S = TypeVar("S")
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+class MethodNotAllowedError(ShopError):
+    def __init__(self, allowed: Iterable[str]) -> None:
+        self.allowed = sorted(set(allowed))
+        super().__init__("method not allowed; allowed: " + ", ".join(self.allowed))
+
+
+class PayloadTooLargeError(ShopError):
+    pass
+
+
+class RouteNotFoundError(NotFoundError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One HTTP function's route: `{name:id}` segments are positive int64, `{name}` any segment."""
+
+    function: str
+    service: str
+    method: str
+    path: str
+    precondition_status: int = 412
+    idempotent: bool = False
+
+    def segments(self) -> list[str]:
+        return [s for s in self.path.split("/") if s]
+
+    def matches(self, path: str) -> bool:
+        pattern = self.segments()
+        given = [s for s in path.split("/") if s] if path != "/" else []
+        if len(pattern) != len(given):
+            return False
+        return all(p.startswith("{") or p == g for p, g in zip(pattern, given, strict=True))
+
+    def params(self, path: str) -> dict[str, int | str]:
+        """Typed path parameters; a malformed id is an InvalidInputError (the path's shape is known)."""
+        values: dict[str, int | str] = {}
+        given = [s for s in path.split("/") if s]
+        for pattern, value in zip(self.segments(), given, strict=True):
+            if not pattern.startswith("{"):
+                continue
+            name, _, kind = pattern[1:-1].partition(":")
+            values[name] = parse_id(value, name) if kind == "id" else value
+        return values
+
+
+def parse_id(value: str, name: str) -> int:
+    """A positive int64 written in decimal, or InvalidInputError naming the field."""
+    if not value.isascii() or not value.isdigit():
+        raise InvalidInputError(f"{name} must be a positive integer")
+    number = int(value)
+    if not 0 < number <= INT64_MAX:
+        raise InvalidInputError(f"{name} must be a positive integer in int64 range")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: Any = None  # JSON-serialisable, or None for an empty body
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def ok(body: Any) -> Reply:
+    return Reply(200, body)
+
+
+def no_content() -> Reply:
+    return Reply(204)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What an api function sees of a request: typed path params, query, headers and raw body."""
+
+    method: str
+    path: str
+    params: Mapping[str, int | str]
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    body: bytes
+
+    def id(self, name: str) -> int:
+        value = self.params[name]
+        assert isinstance(value, int)
+        return value
+
+    def text(self, name: str) -> str:
+        return str(self.params[name])
+
+    def json(self, model: type[M]) -> M:
+        if not self.body.strip():
+            raise InvalidInputError("a JSON request body is required")
+        try:
+            data = json.loads(self.body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InvalidInputError("the request body is not valid JSON") from None
+        return validate(model, data)
+
+    def query_model(self, model: type[M]) -> M:
+        return validate(model, dict(self.query))
+
+
+def validate(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise InvalidInputError(describe(exc)) from None
+
+
+def describe(exc: pydantic.ValidationError) -> str:
+    """A readable summary of a validation error that never echoes the input."""
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts[:5])
+
+
+class IdempotencyStore(Protocol):
+    def run(self, scope: str, key: str, fingerprint: str, action: Callable[[], Reply]) -> Reply:
+        """Run `action` once per (scope, key); a repeat returns the stored reply."""
+        ...
+
+
+# --- the one error table ------------------------------------------------------------------------------
+
+GRPC_INVALID_ARGUMENT = 3
+GRPC_NOT_FOUND = 5
+GRPC_RESOURCE_EXHAUSTED = 8
+GRPC_FAILED_PRECONDITION = 9
+GRPC_INTERNAL = 13
+GRPC_UNAVAILABLE = 14
+GRPC_UNAUTHENTICATED = 16
+
+
+def error_body(code: int, message: str) -> dict[str, Any]:
+    return {"code": code, "message": message, "details": []}
+
+
+def error_reply(exc: BaseException, precondition_status: int = 412) -> Reply:
+    """Map an exception to status and body. Unknown exceptions are bugs: logged with traceback, 500."""
+    table: list[tuple[type[BaseException], int, int]] = [
+        (MethodNotAllowedError, 405, GRPC_INVALID_ARGUMENT),
+        (PayloadTooLargeError, 413, GRPC_INVALID_ARGUMENT),
+        (IdempotencyKeyReusedError, 422, GRPC_INVALID_ARGUMENT),
+        (InvalidInputError, 400, GRPC_INVALID_ARGUMENT),
+        (NotFoundError, 404, GRPC_NOT_FOUND),
+        (PreconditionError, precondition_status, GRPC_FAILED_PRECONDITION),
+        (UnauthenticatedError, 401, GRPC_UNAUTHENTICATED),
+        (RateLimitedError, 429, GRPC_RESOURCE_EXHAUSTED),
+        (TransientError, 503, GRPC_UNAVAILABLE),
+    ]
+    for kind, status, code in table:
+        if isinstance(exc, kind):
+            assert isinstance(exc, ShopError)
+            headers = {"Allow": ", ".join(exc.allowed)} if isinstance(exc, MethodNotAllowedError) else {}
+            if isinstance(exc, TransientError):
+                log.warning("transient failure: %s", exc.message, exc_info=exc.__cause__ is not None)
+            return Reply(status, error_body(code, exc.message), headers)
+    if isinstance(exc, DomainError):  # a domain error without its own row is still not a crash
+        return Reply(400, error_body(GRPC_INVALID_ARGUMENT, exc.message))
+    log.error("unhandled error", exc_info=exc)
+    return Reply(500, error_body(GRPC_INTERNAL, "internal error"))
+
+
+# --- request handling --------------------------------------------------------------------------------
+
+
+def read_body(request: flask.Request) -> bytes:
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise PayloadTooLargeError(f"request body is over {MAX_BODY_BYTES} bytes")
+    data = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(data) > MAX_BODY_BYTES:
+        raise PayloadTooLargeError(f"request body is over {MAX_BODY_BYTES} bytes")
+    return data
+
+
+def fingerprint(call: Call) -> str:
+    digest = hashlib.sha256()
+    for part in (call.method.encode(), call.path.encode(), call.body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def handle(
+    request: flask.Request,
+    route: Route,
+    endpoint: Callable[[S, Call], Reply],
+    service: Callable[[], S],
+    idempotency: Callable[[], IdempotencyStore] | None = None,
+) -> flask.Response:
+    """Bind the route, run the endpoint against the lazily built service, and shape the JSON response."""
+    try:
+        if not route.matches(request.path):
+            raise RouteNotFoundError(f"no route for {request.path}")
+        if request.method != route.method:
+            raise MethodNotAllowedError([route.method])
+        call = Call(
+            method=request.method,
+            path=request.path,
+            params=route.params(request.path),
+            query={k: v for k, v in request.args.items()},
+            headers=request.headers,
+            body=read_body(request),
+        )
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and route.idempotent and idempotency is not None:
+            if not _KEY_PATTERN.match(key):
+                raise InvalidInputError("Idempotency-Key must be 1 to 200 visible ASCII characters")
+            instance = service()
+
+            def action() -> Reply:  # outcomes, errors included, are what a repeat must see again
+                try:
+                    return endpoint(instance, call)
+                except Exception as exc:  # noqa: BLE001
+                    return error_reply(exc, route.precondition_status)
+
+            reply = idempotency().run(route.function, key, fingerprint(call), action)
+        else:
+            reply = endpoint(service(), call)
+    except Exception as exc:  # noqa: BLE001 - the error table decides; unknown errors are logged there
+        reply = error_reply(exc, route.precondition_status)
+    return to_flask(reply)
+
+
+def to_flask(reply: Reply) -> flask.Response:
+    if reply.body is None:
+        response = flask.Response(status=reply.status)
+    else:
+        payload = json.dumps(reply.body, ensure_ascii=False, separators=(",", ":"))
+        response = flask.Response(payload, status=reply.status, content_type="application/json")
+    for name, value in reply.headers.items():
+        response.headers[name] = value
+    return response
