@@ -1,0 +1,75 @@
+"""Test tooling shared by every suite: a real PostgreSQL started for the session and fresh databases.
+
+The server is started once per pytest session (throwaway data directory, fsync off) and stopped at the end.
+Set TEST_PG_DSN to use an already running server instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from shared_lib.devtools.pg_server import PgServer
+from shared_lib.postgres import Dsn, ensure_database, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn() -> Iterator[str]:
+    """The DSN of the session's PostgreSQL server (maintenance database `postgres`)."""
+    existing = os.environ.get("TEST_PG_DSN")
+    if existing:
+        yield existing
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="shop-test-pg-"))
+    server = PgServer(data_dir / "data", free_port(), fast_unsafe=True)
+    server.start()
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+
+
+MakeDatabase = Callable[[str], str]
+
+
+@pytest.fixture(scope="session")
+def make_database(pg_server_dsn: str) -> MakeDatabase:
+    """make_database(service) -> DSN of a new, uniquely named database with that service's migrations."""
+
+    def make(service: str) -> str:
+        name = f"{service}_{uuid.uuid4().hex[:10]}"
+        ensure_database(pg_server_dsn, name)
+        dsn = Dsn.parse(pg_server_dsn).with_database(name).url()
+        migrate(dsn, [ROOT / "sql" / "shared", ROOT / "sql" / service])
+        return dsn
+
+    return make
+
+
+_ids = iter(range(10**6))
+
+
+@pytest.fixture
+def unique_id() -> Callable[[], int]:
+    """Fresh positive ids per test (user ids, SKUs, …) so tests never need to truncate tables."""
+    base = (uuid.uuid4().int % 10**12) * 1000 + 1
+
+    def next_id() -> int:
+        return base + next(_ids)
+
+    return next_id
