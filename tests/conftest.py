@@ -73,3 +73,28 @@ def unique_id() -> Callable[[], int]:
         return base + next(_ids)
 
     return next_id
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--function", default=None, help="run only the tests of one function (a table name)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "function(name): the test exercises that function of the table")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--function F keeps the tests marked function("F") and those whose name mentions F."""
+    wanted = config.getoption("--function")
+    if not wanted:
+        return
+    from functions.table import BY_NAME
+
+    if wanted not in BY_NAME:
+        raise pytest.UsageError(f"no function {wanted!r} in functions/table.py")
+    keep, drop = [], []
+    for item in items:
+        marked = {m.args[0] for m in item.iter_markers("function") if m.args}
+        (keep if wanted in marked or wanted in item.nodeid else drop).append(item)
+    config.hook.pytest_deselected(items=drop)
+    items[:] = keep

