@@ -89,6 +89,8 @@ class PgServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             user=self.user,
+            group=self.user,  # drop root's groups too: a root-group directory would otherwise deny access
+            extra_groups=[] if self.user else None,
             cwd="/",
             timeout=60,
         )
