@@ -98,3 +98,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         (keep if wanted in marked or wanted in item.nodeid else drop).append(item)
     config.hook.pytest_deselected(items=drop)
     items[:] = keep
+
+
+@pytest.fixture(scope="session")
+def shop(pg_server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The whole dev server on the contract's ports, on the session's PostgreSQL: {service: base URL}.
+
+    Started the way `make run` starts it (same databases, migrations, seed and processes); logs go to
+    the session's temporary directory and are printed when a service fails to start.
+    """
+    from functions import devserver, table
+
+    environment = devserver.service_environment(pg_server_dsn)
+    devserver.prepare_databases(pg_server_dsn, environment)
+    log_dir = tmp_path_factory.mktemp("shop-logs")
+    stack = devserver.Stack(environment, log_dir=log_dir)
+    try:
+        stack.start()
+    except Exception:
+        stack.stop()
+        for log_file in log_dir.glob("*.log"):
+            print(f"--- {log_file.name}\n{log_file.read_text()[-3000:]}")
+        raise
+    try:
+        yield {name: f"http://127.0.0.1:{s.port}" for name, s in table.SERVICES.items()}
+    finally:
+        stack.stop()

@@ -1,0 +1,35 @@
+"""Small pieces the benchmarks share: free ports, percentiles and printing figures."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def report(title: str, figures: Mapping[str, float | int | str]) -> None:
+    """Print the figures and keep them in bench/results/<title>.json for the README."""
+    print(f"\n== {title}")
+    for name, value in figures.items():
+        shown = f"{value:,.3f}" if isinstance(value, float) else str(value)
+        print(f"  {name:<40} {shown}")
+    RESULTS.mkdir(exist_ok=True)
+    slug = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")[:60]
+    (RESULTS / f"{slug}.json").write_text(json.dumps({"title": title, **figures}, indent=2, ensure_ascii=False))
