@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 import pg8000.native
@@ -24,7 +24,7 @@ from shared_lib.errors import TransientError
 
 log = logging.getLogger(__name__)
 
-Connection = pg8000.native.Connection
+Connection: TypeAlias = pg8000.native.Connection  # untyped driver: Any to mypy
 
 # SQLSTATE classes and codes that mean "try again": connection, serialization, deadlock, shutdown, too many.
 _TRANSIENT_PREFIXES = ("08", "40", "53", "57P")

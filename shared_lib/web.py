@@ -11,7 +11,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import flask
 import pydantic
@@ -89,6 +89,8 @@ def parse_id(value: str, name: str) -> int:
     """A positive int64 written in decimal, or InvalidInputError naming the field."""
     if not value.isascii() or not value.isdigit():
         raise InvalidInputError(f"{name} must be a positive integer")
+    if len(value.lstrip("0")) > len(str(INT64_MAX)):  # before int(): over 4300 digits it raises ValueError
+        raise InvalidInputError(f"{name} must be a positive integer in int64 range")
     number = int(value)
     if not 0 < number <= INT64_MAX:
         raise InvalidInputError(f"{name} must be a positive integer in int64 range")
@@ -134,7 +136,7 @@ class Call:
             raise InvalidInputError("a JSON request body is required")
         try:
             data = json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, a huge number, deep nesting
             raise InvalidInputError("the request body is not valid JSON") from None
         return validate(model, data)
 
@@ -244,7 +246,7 @@ def handle(
             path=request.path,
             params=route.params(request.path),
             query={k: v for k, v in request.args.items()},
-            headers=request.headers,
+            headers=cast(Mapping[str, str], request.headers),  # werkzeug Headers: a case-insensitive mapping
             body=read_body(request),
         )
         key = request.headers.get("Idempotency-Key")
