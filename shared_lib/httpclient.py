@@ -1,0 +1,112 @@
+"""A thin pooled HTTP client for calls between functions: JSON in and out, timeouts, no hidden retries.
+
+Connection failures and timeouts become TransientError here; what a status code means is the caller's call.
+Nothing service-specific: adapters build one client per peer and translate its answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import urllib3
+
+from shared_lib.errors import TransientError
+
+
+class UnexpectedResponseError(Exception):
+    """A peer answered in a way its contract does not allow: a bug on one side, not a hiccup (so a 500)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    peer: str = "the peer"
+
+    def json(self) -> Any:
+        """The body as JSON, or UnexpectedResponseError (never echoing the body)."""
+        try:
+            return json.loads(self.body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise UnexpectedResponseError(f"{self.peer} answered {self.status} without JSON") from None
+
+    def error_code(self) -> int | None:
+        """The gRPC `code` of a contract error body, or None when the body is not one."""
+        try:
+            data = json.loads(self.body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        code = data.get("code") if isinstance(data, dict) else None
+        return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
+class HttpClient:
+    """Keep-alive connections to one base URL; thread-safe (urllib3 lends each call its own connection)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        name: str = "the peer",
+        timeout: float = 5.0,
+        connect_timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_connections: int = 10,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.name = name
+        self._pool = urllib3.PoolManager(
+            num_pools=4,
+            maxsize=max_connections,
+            retries=False,  # retries are the caller's decision (shared_lib.retry), never hidden here
+            timeout=urllib3.Timeout(connect=connect_timeout or timeout, read=timeout),
+            headers={"Accept": "application/json", **(headers or {})},
+        )
+
+    def get(
+        self,
+        path: str,
+        *,
+        query: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> HttpResponse:
+        return self.request("GET", path, query=query, headers=headers)
+
+    def post(
+        self, path: str, *, json_body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> HttpResponse:
+        return self.request("POST", path, json_body=json_body, headers=headers)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str | int] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> HttpResponse:
+        """One request; TransientError when the peer cannot be reached or does not answer in time."""
+        url = self.base_url + path
+        if query:
+            url += "?" + urlencode({k: str(v) for k, v in query.items()})
+        send_headers = dict(headers or {})
+        body: bytes | None = None
+        if json_body is not None:
+            body = json.dumps(json_body, separators=(",", ":")).encode()
+            send_headers["Content-Type"] = "application/json"
+        try:
+            response = self._pool.request(
+                method, url, body=body, headers=send_headers or None, redirect=False, preload_content=True
+            )
+        except urllib3.exceptions.HTTPError as exc:  # refused, reset, DNS, connect or read timeout
+            raise TransientError(f"{self.name} is unavailable") from exc
+        return HttpResponse(response.status, response.data, dict(response.headers), self.name)
+
+    def close(self) -> None:
+        self._pool.clear()

@@ -1,0 +1,120 @@
+"""map_bounded: the cap on calls in flight, input order, and the first error ending the rest."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import CancelledError, ThreadPoolExecutor
+
+import pytest
+
+from shared_lib.workpool import map_bounded
+
+
+class Gauge:
+    """Counts calls in flight and remembers the most seen at once."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.most = 0
+        self.started: list[int] = []
+        self._lock = threading.Lock()
+
+    def enter(self, item: int) -> None:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.started.append(item)
+
+    def leave(self) -> None:
+        with self._lock:
+            self.now -= 1
+
+
+def test_results_come_back_in_input_order_whatever_the_finishing_order() -> None:
+    def slow_for_small(n: int) -> int:
+        time.sleep(0.002 * (10 - n))
+        return n * n
+
+    assert map_bounded(slow_for_small, range(10), limit=5) == [n * n for n in range(10)]
+
+
+def test_never_more_than_limit_calls_in_flight() -> None:
+    gauge = Gauge()
+
+    def work(n: int) -> int:
+        gauge.enter(n)
+        time.sleep(0.01)
+        gauge.leave()
+        return n
+
+    assert map_bounded(work, range(30), limit=5) == list(range(30))
+    assert gauge.most == 5
+    assert sorted(gauge.started) == list(range(30))
+
+
+def test_the_cap_holds_on_a_shared_larger_executor() -> None:
+    gauge = Gauge()
+
+    def work(n: int) -> int:
+        gauge.enter(n)
+        time.sleep(0.01)
+        gauge.leave()
+        return n
+
+    with ThreadPoolExecutor(max_workers=20) as executor:
+        assert map_bounded(work, range(25), limit=3, executor=executor) == list(range(25))
+    assert gauge.most == 3
+
+
+def test_first_error_is_raised_unstarted_work_never_starts_and_running_work_is_told() -> None:
+    gauge = Gauge()
+    cancel = threading.Event()
+    told: list[int] = []
+
+    def work(n: int) -> int:
+        gauge.enter(n)
+        if n == 2:
+            time.sleep(0.02)
+            raise ValueError("sku 2 failed")
+        if cancel.wait(2.0):  # a long call that gives up when told
+            told.append(n)
+            raise CancelledError()
+        return n
+
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="sku 2 failed"):
+        map_bounded(work, range(50), limit=5, cancel=cancel)
+    assert time.monotonic() - started < 1.0  # did not wait for the long calls
+    assert cancel.is_set()
+    assert sorted(gauge.started) == [0, 1, 2, 3, 4]  # nothing beyond the first five ever started
+    deadline = time.monotonic() + 2
+    while len(told) < 4 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert sorted(told) == [0, 1, 3, 4]
+
+
+def test_an_error_raised_by_the_first_item_stops_everything_after_it() -> None:
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def work(n: int) -> int:
+        with lock:
+            calls.append(n)
+        if n == 0:
+            raise KeyError(n)
+        time.sleep(0.01)
+        return n
+
+    with pytest.raises(KeyError):
+        map_bounded(work, range(100), limit=1)
+    assert calls == [0]
+
+
+def test_no_items_no_calls() -> None:
+    assert map_bounded(lambda n: n, [], limit=5) == []
+
+
+def test_a_limit_below_one_is_refused() -> None:
+    with pytest.raises(ValueError):
+        map_bounded(lambda n: n, [1], limit=0)
