@@ -1,0 +1,111 @@
+"""HTTP shapes of the loms functions: parse and validate, call the service, shape the response.
+
+As protojson does: int64 fields are read from JSON numbers or decimal strings and written as strings;
+counts are JSON numbers. A boolean or a float is never an integer here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from functions.loms.domain import UINT32_MAX, Item, Order
+from functions.loms.service import LomsService
+from shared_lib import web
+
+
+def _whole(value: Any, high: int, strings: bool) -> int:
+    if isinstance(value, str) and strings:
+        digits = value.lstrip("0")
+        if not value.isascii() or not value.isdigit() or len(digits) > len(str(high)):
+            raise ValueError(
+                f"must be an integer from 1 to {high} (a JSON number or a string of decimal digits)"
+            )
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        kind = "a JSON number or a string of decimal digits" if strings else "a JSON number"
+        raise ValueError(f"must be an integer from 1 to {high} ({kind})")
+    if not 1 <= value <= high:
+        raise ValueError(f"must be an integer from 1 to {high}")
+    return value
+
+
+def _int64(value: Any) -> int:
+    return _whole(value, web.INT64_MAX, strings=True)
+
+
+def _count(value: Any) -> int:
+    return _whole(value, UINT32_MAX, strings=False)
+
+
+Int64 = Annotated[int, BeforeValidator(_int64)]
+Count = Annotated[int, BeforeValidator(_count)]
+
+
+class ItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sku: Int64
+    count: Count
+
+
+class CreateOrderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Int64 = Field(alias="userId")
+    items: list[ItemIn] = Field(min_length=1)
+
+
+class OrderIdIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: Int64 = Field(alias="orderId")
+
+
+class OrderQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    order_id: Int64 = Field(alias="orderId")
+
+
+class StockQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    sku: Int64
+
+
+def _order(order: Order) -> dict[str, object]:
+    return {
+        "status": order.status.value,
+        "userId": str(order.user_id),
+        "items": [
+            {"sku": str(item.sku), "count": item.count} for item in sorted(order.items, key=lambda i: i.sku)
+        ],
+    }
+
+
+def create_order(service: LomsService, call: web.Call) -> web.Reply:
+    body = call.json(CreateOrderIn)
+    order_id = service.create_order(body.user_id, [Item(item.sku, item.count) for item in body.items])
+    return web.ok({"orderId": str(order_id)})
+
+
+def order_info(service: LomsService, call: web.Call) -> web.Reply:
+    query = call.query_model(OrderQuery)
+    return web.ok(_order(service.order_info(query.order_id)))
+
+
+def pay_order(service: LomsService, call: web.Call) -> web.Reply:
+    service.pay_order(call.json(OrderIdIn).order_id)
+    return web.ok({})
+
+
+def cancel_order(service: LomsService, call: web.Call) -> web.Reply:
+    service.cancel_order(call.json(OrderIdIn).order_id)
+    return web.ok({})
+
+
+def stock_info(service: LomsService, call: web.Call) -> web.Reply:
+    query = call.query_model(StockQuery)
+    return web.ok({"count": service.stock_info(query.sku)})

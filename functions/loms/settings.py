@@ -1,0 +1,40 @@
+"""The loms service's configuration: the only reader of the environment for this service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+class LomsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOMS_")
+
+    # Comma-separated. Orders are sharded over every DSN by order id; the first shard also holds the stock.
+    shard_dsns: str = "postgresql://postgres@127.0.0.1:15432/loms"
+    # Comma-separated read replicas, one per shard (an empty entry: that shard has none); empty: no replicas.
+    replica_dsns: str = ""
+    pool_size: int = Field(10, ge=1, le=1000)  # connections per shard and per replica
+    idempotency_pool_size: int = Field(4, ge=1, le=1000)  # held while an Idempotency-Key request runs
+    stock_seed_path: Path = DATA / "stock-data.json"
+
+    def shards(self) -> list[str]:
+        return [d.strip() for d in self.shard_dsns.split(",") if d.strip()]
+
+    def replicas(self) -> list[str | None]:
+        """One entry per shard (None: no replica), or an empty list when no replica is configured."""
+        if not self.replica_dsns.strip():
+            return []
+        return [d.strip() or None for d in self.replica_dsns.split(",")]
+
+    @model_validator(mode="after")
+    def _replicas_match_shards(self) -> LomsSettings:
+        if not self.shards():
+            raise ValueError("LOMS_SHARD_DSNS needs at least one DSN")
+        replicas = self.replicas()
+        if replicas and len(replicas) != len(self.shards()):
+            raise ValueError("LOMS_REPLICA_DSNS needs one entry per shard (leave an entry empty for none)")
+        return self
