@@ -65,8 +65,9 @@ class HttpClient:
             maxsize=max_connections,
             retries=False,  # retries are the caller's decision (shared_lib.retry), never hidden here
             timeout=urllib3.Timeout(connect=connect_timeout or timeout, read=timeout),
-            headers={"Accept": "application/json", **(headers or {})},
         )
+        # kept here, not in the PoolManager: urllib3 drops its default headers when a call passes any
+        self.headers = {"Accept": "application/json", **(headers or {})}
 
     def get(
         self,
@@ -95,14 +96,14 @@ class HttpClient:
         url = self.base_url + path
         if query:
             url += "?" + urlencode({k: str(v) for k, v in query.items()})
-        send_headers = dict(headers or {})
+        send_headers = {**self.headers, **(headers or {})}
         body: bytes | None = None
         if json_body is not None:
             body = json.dumps(json_body, separators=(",", ":")).encode()
             send_headers["Content-Type"] = "application/json"
         try:
             response = self._pool.request(
-                method, url, body=body, headers=send_headers or None, redirect=False, preload_content=True
+                method, url, body=body, headers=send_headers, redirect=False, preload_content=True
             )
         except urllib3.exceptions.HTTPError as exc:  # refused, reset, DNS, connect or read timeout
             raise TransientError(f"{self.name} is unavailable") from exc
