@@ -1,0 +1,105 @@
+"""Client-side rate limiting: callers block until they may send the next request.
+
+PgRateLimiter keeps the schedule in PostgreSQL so every replica of a function shares one limit;
+InProcessRateLimiter is the same algorithm for one process (tests, fakes). Both use GCRA with strict spacing
+of 1/rate seconds and no burst, so a peer enforcing the same rate with a token bucket never refuses us.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import CancelledError
+from typing import Protocol
+
+from shared_lib.postgres import ConnectionPool
+
+
+class RateLimiter(Protocol):
+    def acquire(self, cancel: threading.Event | None = None) -> None:
+        """Block until the caller may proceed; CancelledError if `cancel` is set while waiting."""
+        ...
+
+
+def _interval(rate: float) -> float:
+    if rate <= 0:
+        raise ValueError("rate must be positive (requests per second)")
+    return 1.0 / rate
+
+
+def _pause(seconds: float, cancel: threading.Event | None, sleep: Callable[[float], None]) -> None:
+    if cancel is not None and cancel.is_set():
+        raise CancelledError()
+    if seconds <= 0:
+        return
+    if cancel is None:
+        sleep(seconds)
+    elif cancel.wait(seconds):
+        raise CancelledError()  # the reserved slot is simply not used
+
+
+# One atomic statement per acquire: the row holds the theoretical arrival time (TAT) of the next request.
+# A caller is granted max(TAT, now) and moves the TAT one interval past that; it waits until its grant.
+# The row lock of ON CONFLICT DO UPDATE serialises replicas; the database clock is the one clock they share.
+_RESERVE = """
+INSERT INTO rate_limits AS r (name, tat)
+VALUES (:name, clock_timestamp() + make_interval(secs => CAST(:interval AS float8)))
+ON CONFLICT (name) DO UPDATE
+    SET tat = GREATEST(r.tat, clock_timestamp()) + make_interval(secs => CAST(:interval AS float8))
+RETURNING extract(epoch FROM (r.tat - make_interval(secs => CAST(:interval AS float8)) - clock_timestamp()))
+"""
+
+
+class PgRateLimiter:
+    """At most `rate` grants a second under `name`, across every process using the same database.
+
+    Needs the `rate_limits` table (name text primary key, tat timestamptz). One short autocommit statement
+    per acquire; the waiting happens here, holding no connection.
+    """
+
+    def __init__(
+        self, pool: ConnectionPool, name: str, rate: float, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        self.pool = pool
+        self.name = name
+        self.interval = _interval(rate)
+        self._sleep = sleep
+
+    def reserve(self) -> float:
+        """Take the next slot; seconds to wait before using it (≤ 0: now)."""
+        rows = self.pool.run(_RESERVE, name=self.name, interval=self.interval)
+        return float(rows[0][0])
+
+    def acquire(self, cancel: threading.Event | None = None) -> None:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError()
+        _pause(self.reserve(), cancel, self._sleep)
+
+
+class InProcessRateLimiter:
+    """The same GCRA on this process's monotonic clock; thread-safe."""
+
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = _interval(rate)
+        self._clock = clock
+        self._sleep = sleep
+        self._tat = float("-inf")
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        with self._lock:
+            now = self._clock()
+            grant = max(self._tat, now)
+            self._tat = grant + self.interval
+            return grant - now
+
+    def acquire(self, cancel: threading.Event | None = None) -> None:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError()
+        _pause(self.reserve(), cancel, self._sleep)

@@ -1,0 +1,87 @@
+"""InProcessRateLimiter: strict spacing of 1/rate, no burst, cancellation while waiting."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import CancelledError
+
+import pytest
+
+from shared_lib.ratelimit import InProcessRateLimiter
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.grants: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_grants_are_spaced_one_interval_apart_from_the_first() -> None:
+    fake = FakeTime()
+    limiter = InProcessRateLimiter(10, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(5):
+        limiter.acquire()
+        fake.grants.append(fake.now)
+    assert fake.grants == pytest.approx([100.0, 100.1, 100.2, 100.3, 100.4])
+
+
+def test_idle_time_is_not_saved_up_as_a_burst() -> None:
+    fake = FakeTime()
+    limiter = InProcessRateLimiter(10, clock=fake.clock, sleep=fake.sleep)
+    limiter.acquire()
+    fake.now += 5  # a long quiet spell
+    limiter.acquire()
+    first_after_pause = fake.now
+    limiter.acquire()
+    assert fake.now - first_after_pause == pytest.approx(0.1)
+
+
+def test_threads_share_the_rate() -> None:
+    limiter = InProcessRateLimiter(100)
+    grants: list[float] = []
+    lock = threading.Lock()
+
+    def take() -> None:
+        for _ in range(5):
+            limiter.acquire()
+            with lock:
+                grants.append(time.monotonic())
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(grants) == 20
+    assert time.monotonic() - started >= 19 / 100 * 0.95
+
+
+def test_a_cancelled_wait_raises_promptly() -> None:
+    limiter = InProcessRateLimiter(0.5)  # one grant every two seconds
+    limiter.acquire()
+    cancel = threading.Event()
+    threading.Timer(0.05, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(CancelledError):
+        limiter.acquire(cancel)
+    assert time.monotonic() - started < 1
+
+
+def test_an_already_cancelled_caller_does_not_take_a_slot() -> None:
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(CancelledError):
+        InProcessRateLimiter(10).acquire(cancel)
+
+
+def test_a_rate_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        InProcessRateLimiter(0)
