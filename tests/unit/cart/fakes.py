@@ -1,0 +1,170 @@
+"""Stateful in-memory stand-ins for the cart's ports, and a service wired to them.
+
+The same behavioural suite runs InMemoryCarts and PgCartRepository (tests/integration/cart), so they agree.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from functions.cart.adapters.cache import InMemoryTtlProductCache
+from functions.cart.domain import OrderRejectedError, Product
+from functions.cart.service import CartService
+from shared_lib import web
+from shared_lib.errors import IdempotencyKeyReusedError, TransientError
+
+BOOK = Product(1076963, "Теория нравственных чувств | Смит Адам", 3379)
+PEN = Product(1148162, "Шариковая ручка", 100)
+TEA = Product(2956315, "Чай зелёный", 250)
+
+
+class InMemoryCarts:
+    def __init__(self) -> None:
+        self.carts: dict[int, dict[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def items_of(self, user_id: int) -> dict[int, int]:
+        with self._lock:
+            return dict(self.carts.get(user_id, {}))
+
+    def add(self, user_id: int, sku: int, count: int, limit: int) -> bool:
+        with self._lock:
+            cart = self.carts.setdefault(user_id, {})
+            wanted = cart.get(sku, 0) + count
+            if wanted > limit:
+                if not cart:
+                    del self.carts[user_id]
+                return False
+            cart[sku] = wanted
+            return True
+
+    def remove(self, user_id: int, sku: int) -> None:
+        with self._lock:
+            cart = self.carts.get(user_id, {})
+            cart.pop(sku, None)
+            if not cart:
+                self.carts.pop(user_id, None)
+
+    def clear(self, user_id: int) -> None:
+        with self._lock:
+            self.carts.pop(user_id, None)
+
+    def remove_ordered(self, user_id: int, ordered: Mapping[int, int]) -> None:
+        with self._lock:
+            cart = self.carts.get(user_id, {})
+            for sku, count in ordered.items():
+                if sku in cart:
+                    left = cart[sku] - count
+                    if left > 0:
+                        cart[sku] = left
+                    else:
+                        del cart[sku]
+            if not cart:
+                self.carts.pop(user_id, None)
+
+
+class InMemoryCatalog:
+    """The product service: `down` makes every call an outage; `served` counts answered lookups."""
+
+    def __init__(self, *products: Product) -> None:
+        self.products = {p.sku: p for p in products}
+        self.down = False
+        self.served = 0
+
+    def get(self, sku: int) -> Product | None:
+        if self.down:
+            raise TransientError("the product service is unavailable")
+        self.served += 1
+        return self.products.get(sku)
+
+    def many(self, skus: Sequence[int]) -> dict[int, Product]:
+        found = {}
+        for sku in skus:
+            product = self.get(sku)
+            if product is not None:
+                found[sku] = product
+        return found
+
+
+class InMemoryStock:
+    def __init__(self, stock: Mapping[int, int]) -> None:
+        self.stock = dict(stock)
+        self.down = False
+
+    def available(self, sku: int) -> int | None:
+        if self.down:
+            raise TransientError("loms is unavailable")
+        return self.stock.get(sku)
+
+
+class InMemoryOrders:
+    """loms' order creation: `reject` refuses the reservation, `down` is an outage; `orders` what it took.
+
+    `during` runs inside create_order, to act out something happening while loms is working.
+    """
+
+    def __init__(self) -> None:
+        self.orders: dict[int, tuple[int, dict[int, int]]] = {}
+        self.reject = False
+        self.down = False
+        self.during: Callable[[], None] | None = None
+
+    def create_order(self, user_id: int, items: Mapping[int, int]) -> int:
+        if self.down:
+            raise TransientError("loms is unavailable")
+        if self.during is not None:
+            self.during()
+        if self.reject:
+            raise OrderRejectedError()
+        order_id = len(self.orders) + 1
+        self.orders[order_id] = (user_id, dict(items))
+        return order_id
+
+
+class InMemoryIdempotencyStore:
+    """As PgIdempotencyStore: a repeat gets the first reply; another body under the same key is a 422."""
+
+    def __init__(self) -> None:
+        self.replies: dict[tuple[str, str], tuple[str, web.Reply]] = {}
+        self._lock = threading.Lock()
+
+    def run(self, scope: str, key: str, fingerprint: str, action: Callable[[], web.Reply]) -> web.Reply:
+        with self._lock:
+            stored = self.replies.get((scope, key))
+            if stored is not None:
+                if stored[0] != fingerprint:
+                    raise IdempotencyKeyReusedError("this Idempotency-Key was used with a different request")
+                return stored[1]
+            reply = action()
+            if reply.status < 500:
+                self.replies[(scope, key)] = (fingerprint, reply)
+            return reply
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Shop:
+    """A cart service on fakes, with the fakes at hand for arranging and asserting."""
+
+    carts: InMemoryCarts = field(default_factory=InMemoryCarts)
+    catalog: InMemoryCatalog = field(default_factory=lambda: InMemoryCatalog(BOOK, PEN, TEA))
+    stock: InMemoryStock = field(default_factory=lambda: InMemoryStock({BOOK.sku: 10, PEN.sku: 2**40}))
+    orders: InMemoryOrders = field(default_factory=InMemoryOrders)
+    clock: FakeClock = field(default_factory=FakeClock)
+    cache_ttl: float = 0
+    idempotency: InMemoryIdempotencyStore = field(default_factory=InMemoryIdempotencyStore)
+
+    def __post_init__(self) -> None:
+        self.cache = InMemoryTtlProductCache(self.cache_ttl, clock=self.clock)
+        self.service = CartService(
+            carts=self.carts, catalog=self.catalog, stock=self.stock, orders=self.orders, cache=self.cache
+        )
