@@ -137,6 +137,9 @@ class InMemoryLoms:
             stock=InMemoryStockReader(self.state, self.lock),
         )
 
+    def user(self, base: int) -> int:  # any user id will do: the fakes have no shards
+        return base
+
     def put_stock(self, sku: int, total_count: int, reserved: int = 0) -> None:
         with self.lock:
             self.state.stock[sku] = StockLevel(sku, total_count, reserved)
