@@ -1,0 +1,230 @@
+"""HttpProductCatalog against the real product function served on a local port, and against a scripted
+server for what the real one cannot be made to do on cue (5xx, 420, slow answers, counting concurrency).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import functions_framework
+import pytest
+from werkzeug.wrappers import Request, Response
+
+from functions.cart.adapters.product_http import HttpProductCatalog, ProductThrottledError
+from functions.cart.domain import Product
+from functions.product import bootstrap as product_bootstrap
+from shared_lib.errors import TransientError
+from shared_lib.httpclient import HttpClient, UnexpectedResponseError
+from shared_lib.postgres import ConnectionPool
+from shared_lib.ratelimit import InProcessRateLimiter, PgRateLimiter, RateLimiter
+from shared_lib.retry import Backoff
+from tests.conftest import MakeDatabase, free_port
+from tests.integration.shared_lib.serving import serve_in_thread
+
+pytestmark = pytest.mark.integration
+
+BOOK = Product(1076963, "Теория нравственных чувств | Смит Адам", 3379)
+STOCKED = [2956315, 1076963, 135717466, 135937324, 1148162, 1625903, 2618151, 2958025, 3596599, 3618852]
+NO_BACKOFF = Backoff(0.01, 0.01, jitter=False)
+
+
+def catalog(
+    url: str,
+    limiter: RateLimiter | None = None,
+    *,
+    key: str = "testToken",
+    workers: int = 5,
+    tries: int = 3,
+    backoff: Backoff = NO_BACKOFF,
+) -> HttpProductCatalog:
+    client = HttpClient(url, name="the product service", timeout=2, headers={"X-API-KEY": key})
+    return HttpProductCatalog(
+        client, limiter or InProcessRateLimiter(10_000), workers=workers, tries=tries, backoff=backoff
+    )
+
+
+ProductServer = Callable[..., AbstractContextManager[str]]
+
+
+@pytest.fixture
+def product_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ProductServer]:
+    """product_server(RATE_LIMIT_RPS="2", …) serves the real get_product with that PRODUCT_* configuration."""
+
+    @contextmanager
+    def serve(**env: str) -> Iterator[str]:
+        for name, value in env.items():
+            monkeypatch.setenv(f"PRODUCT_{name}", value)
+        product_bootstrap.product_service.cache_clear()  # built again, lazily, from this configuration
+        app = functions_framework.create_app(target="get_product", source="functions/product/main.py")
+        with serve_in_thread(app) as url:
+            yield url
+
+    yield serve
+    product_bootstrap.product_service.cache_clear()
+
+
+def test_a_known_product_and_an_unknown_one(product_server: ProductServer) -> None:
+    with product_server() as url:
+        products = catalog(url)
+        assert products.get(BOOK.sku) == BOOK
+        assert products.get(1) is None
+
+
+def test_many_returns_the_known_products_by_sku(product_server: ProductServer) -> None:
+    with product_server() as url:
+        found = catalog(url).many([*STOCKED, 1, 2])
+    assert sorted(found) == sorted(STOCKED)
+    assert found[BOOK.sku] == BOOK
+
+
+def test_a_429_from_the_product_limit_is_retried_after_a_backoff(product_server: ProductServer) -> None:
+    # the product lets one request through, then one more every half second
+    with product_server(RATE_LIMIT_RPS="2", RATE_LIMIT_BURST="1") as url:
+        products = catalog(url, backoff=Backoff(0.6, 1.0, jitter=False))
+        assert products.get(BOOK.sku) == BOOK
+        started = time.monotonic()
+        assert products.get(1148162) is not None  # 429 first, then admitted after the pause
+        assert time.monotonic() - started >= 0.6
+
+
+def test_three_429s_in_a_row_are_a_transient_error(product_server: ProductServer) -> None:
+    with product_server(RATE_LIMIT_RPS="0.01", RATE_LIMIT_BURST="1") as url:
+        products = catalog(url)
+        products.get(BOOK.sku)
+        with pytest.raises(ProductThrottledError) as caught:
+            products.get(BOOK.sku)
+    assert isinstance(caught.value, TransientError)  # a 503 for the cart's caller
+
+
+def test_the_shared_limiter_keeps_lists_from_two_replicas_under_the_product_rate(
+    product_server: ProductServer, make_database: MakeDatabase
+) -> None:
+    # the product admits 20/s with a burst of 10; 40 requests from two "replicas" at once would pass the
+    # burst without the shared limiter, and with one try a single 429 would fail the list
+    dsn = make_database("cart")
+    limiters = [PgRateLimiter(ConnectionPool(dsn, size=5), "product", rate=20) for _ in range(2)]
+    results: list[dict[int, Product]] = []
+    errors: list[BaseException] = []
+    with product_server(RATE_LIMIT_RPS="20", RATE_LIMIT_BURST="10") as url:
+
+        def replica(limiter: PgRateLimiter) -> None:
+            try:
+                results.append(catalog(url, limiter, tries=1).many(STOCKED * 2))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=replica, args=(limiter,)) for limiter in limiters]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        elapsed = time.monotonic() - started
+    assert errors == []
+    assert [sorted(found) for found in results] == [sorted(STOCKED)] * 2
+    assert elapsed >= 39 / 20 * 0.95  # 40 requests, strictly spaced
+
+
+def test_a_wrong_key_is_a_bug_not_an_outage(product_server: ProductServer) -> None:
+    with product_server() as url, pytest.raises(UnexpectedResponseError):
+        catalog(url, key="wrong").get(BOOK.sku)
+
+
+def test_a_closed_port_is_a_transient_error() -> None:
+    products = catalog(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(TransientError):
+        products.get(BOOK.sku)
+    with pytest.raises(TransientError):
+        products.many([BOOK.sku, 1148162])
+
+
+# --- a scripted product service ------------------------------------------------------------------------
+
+
+class Script:
+    """A product service whose answers are chosen per SKU: status codes in turn, delays, and concurrency."""
+
+    def __init__(self) -> None:
+        self.statuses: dict[int, list[int]] = {}
+        self.delay = 0.0
+        self.seen: list[int] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._lock = threading.Lock()
+
+    @Request.application  # type: ignore[misc]
+    def __call__(self, request: Request) -> Response:
+        sku = int(request.path.rsplit("/", 1)[-1])
+        with self._lock:
+            self.seen.append(sku)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            queue = self.statuses.get(sku, [])
+            status = queue.pop(0) if queue else 200
+        try:
+            time.sleep(self.delay)
+            if status != 200:
+                return Response(json.dumps({"code": 14, "message": "", "details": []}), status=status)
+            body: dict[str, Any] = {"sku": sku, "name": f"product {sku}", "price": sku % 1000}
+            return Response(json.dumps(body), content_type="application/json")
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[Script, str]]:
+    script = Script()
+    with serve_in_thread(script) as url:
+        yield script, url
+
+
+def test_at_most_five_requests_are_in_flight_for_one_list(scripted: tuple[Script, str]) -> None:
+    script, url = scripted
+    script.delay = 0.05
+    found = catalog(url, workers=5).many(list(range(1, 31)))
+    assert sorted(found) == list(range(1, 31))
+    assert script.most_in_flight == 5
+
+
+@pytest.mark.parametrize("status", [420, 429])
+def test_420_and_429_are_retried(scripted: tuple[Script, str], status: int) -> None:
+    script, url = scripted
+    script.statuses[7] = [status, status]
+    assert catalog(url).get(7) == Product(7, "product 7", 7)
+    assert script.seen == [7, 7, 7]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_a_5xx_is_a_transient_error_and_is_not_retried(scripted: tuple[Script, str], status: int) -> None:
+    script, url = scripted
+    script.statuses[7] = [status]
+    with pytest.raises(TransientError) as caught:
+        catalog(url).get(7)
+    assert not isinstance(caught.value, ProductThrottledError)
+    assert script.seen == [7]
+
+
+def test_the_first_failure_of_a_list_ends_it_without_fetching_the_rest(scripted: tuple[Script, str]) -> None:
+    script, url = scripted
+    script.delay = 0.05
+    script.statuses[3] = [500]
+    started = time.monotonic()
+    with pytest.raises(TransientError):
+        catalog(url, workers=5).many(list(range(1, 101)))
+    assert time.monotonic() - started < 1.0
+    time.sleep(0.2)  # let requests already sent finish
+    assert len(script.seen) < 20  # far from the 100 a list would have asked for
+
+
+def test_a_slow_product_service_is_a_transient_error(scripted: tuple[Script, str]) -> None:
+    script, url = scripted
+    script.delay = 1.0
+    client = HttpClient(url, timeout=0.2)
+    with pytest.raises(TransientError):
+        HttpProductCatalog(client, InProcessRateLimiter(1000)).get(7)
