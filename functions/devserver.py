@@ -122,12 +122,12 @@ def serve(service: str, port: int, workers: int, threads: int) -> None:
 DATABASES = {"cart": "cart", "loms": "loms"}
 
 
-def service_environment(pg_dsn: str) -> dict[str, str]:
+def service_environment(pg_dsn: str, port_offset: int = 0) -> dict[str, str]:
     """The configuration each service process gets: its database and its peers' URLs."""
     from shared_lib.postgres import Dsn
 
     server = Dsn.parse(pg_dsn)
-    ports = {name: s.port for name, s in table.SERVICES.items()}
+    ports = {name: s.port + port_offset for name, s in table.SERVICES.items()}
     return {
         "CART_DATABASE_URL": server.with_database(DATABASES["cart"]).url(),
         "CART_PRODUCT_URL": f"http://127.0.0.1:{ports['product']}",
@@ -175,12 +175,13 @@ class Stack:
     workers: int = 1
     threads: int = 32
     log_dir: Path | None = None
+    port_offset: int = 0  # a second stack beside the first (tests): every port shifted by this much
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, timeout: float = 30.0) -> None:
         env = {**os.environ, **self.environment, "PYTHONPATH": str(ROOT)}
         for service in self.services:
-            port = table.SERVICES[service].port
+            port = self.port(service)
             output: Any = None
             if self.log_dir is not None:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +195,10 @@ class Stack:
                 stderr=subprocess.STDOUT if output is not None else None,
             )
         for service in self.services:
-            wait_healthy(f"http://127.0.0.1:{table.SERVICES[service].port}/healthz", timeout, self.processes[service])
+            wait_healthy(f"http://127.0.0.1:{self.port(service)}/healthz", timeout, self.processes[service])
+
+    def port(self, service: str) -> int:
+        return table.SERVICES[service].port + self.port_offset
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -224,15 +228,15 @@ def wait_healthy(url: str, timeout: float, process: subprocess.Popen[bytes] | No
         time.sleep(0.05)
 
 
-def run(pg_port: int, data_dir: Path) -> int:
+def run(pg_port: int, data_dir: Path, port_offset: int = 0) -> int:
     from shared_lib.devtools.pg_server import PgServer
 
     print(f"PostgreSQL: starting on 127.0.0.1:{pg_port} (data in {data_dir}) …", flush=True)
     pg = PgServer(data_dir, pg_port)
     print(f"PostgreSQL: using the {pg.origin} binaries in {pg.bin_dir}", flush=True)
     pg.start()
-    environment = service_environment(pg.dsn)
-    stack = Stack(environment, log_dir=None)
+    environment = service_environment(pg.dsn, port_offset)
+    stack = Stack(environment, port_offset=port_offset)
     stopping = False
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -248,13 +252,14 @@ def run(pg_port: int, data_dir: Path) -> int:
         print("\nThe shop is up:", flush=True)
         for name, service in table.SERVICES.items():
             functions = ", ".join(f.name for f in table.functions_of(name))
-            print(f"  {name:<8} http://127.0.0.1:{service.port}   ({functions})")
+            print(f"  {name:<8} http://127.0.0.1:{stack.port(name)}   ({functions})")
+        cart = f"localhost:{stack.port('cart')}"
         print(
             "\nTry:\n"
-            "  curl -s -X POST localhost:8080/user/31337/cart/1076963 -d '{\"count\": 2}'\n"
-            "  curl -s localhost:8080/user/31337/cart\n"
-            "  curl -s -X POST localhost:8080/checkout/31337\n"
-            "\nCtrl-C stops everything (data stays in " + str(data_dir) + ").",
+            f"  curl -s -X POST {cart}/user/31337/cart/1076963 -d '{{\"count\": 2}}'\n"
+            f"  curl -s {cart}/user/31337/cart\n"
+            f"  curl -s -X POST {cart}/checkout/31337\n"
+            f"\nCtrl-C stops everything (data stays in {data_dir}).",
             flush=True,
         )
         while not stopping:
@@ -277,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     run_parser = sub.add_parser("run", help="start PostgreSQL and every service")
     run_parser.add_argument("--pg-port", type=int, default=int(os.environ.get("SHOP_PG_PORT", "15432")))
     run_parser.add_argument("--data", type=Path, default=Path(os.environ.get("SHOP_DATA", ROOT / ".local/pg")))
+    run_parser.add_argument("--port-offset", type=int, default=int(os.environ.get("SHOP_PORT_OFFSET", "0")))
     serve_parser = sub.add_parser("serve", help="serve one service's functions")
     serve_parser.add_argument("--service", required=True, choices=sorted(table.SERVICES))
     serve_parser.add_argument("--port", type=int)
@@ -284,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--threads", type=int, default=32)
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run(args.pg_port, args.data)
+        return run(args.pg_port, args.data, args.port_offset)
     serve(args.service, args.port or table.SERVICES[args.service].port, args.workers, args.threads)
     return 0
 
