@@ -14,7 +14,10 @@ from functions.loms.domain import Item, Order, OrderStatus, StockLevel
 
 class OrderRepository(Protocol):
     def add(self, user_id: int, items: tuple[Item, ...]) -> Order:
-        """Store a new order with a fresh id and status `new`; `items` are merged and sorted."""
+        """Store a new order with a fresh id and status `new`; `items` are merged and sorted.
+
+        Creation is not a status change, but it does record the first status: the `new` event belongs here.
+        """
         ...
 
     def get_for_update(self, order_id: int) -> Order | None:
@@ -22,7 +25,7 @@ class OrderRepository(Protocol):
         ...
 
     def change_status(self, order: Order, status: OrderStatus) -> Order:
-        """The one way an order's status changes (the outbox event of the change belongs here).
+        """The one way an order's status changes; the change's outbox event belongs here, in the same unit.
 
         Raises IllegalStatusChangeError when the status table forbids the move.
         """

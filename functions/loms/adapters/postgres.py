@@ -12,10 +12,14 @@ Transactions. A unit of work is one transaction on the order's shard. The stock 
   transaction and fully atomic;
 - order in another shard: the stock work runs in its own transaction on shard 0, opened on first use while the
   order's transaction is open, and committed just before it. Residual window: a crash (or a lost connection)
-  between the two commits leaves the stock side committed and the order side not. For create that means
-  reservations of an order id that no order row has (ids are never reused, so a sweep can find and release
-  them after a grace period); for pay, reservations already consumed under an order still awaiting payment (a
-  retried pay then finds nothing to consume and completes); for cancel, the same with a release.
+  between the two commits leaves the stock side committed and the order side not:
+  - create: reservations of an order id that no order row has. Ids are never reused, so a sweep can find
+    them (no order row after a grace period) and release them; until then that stock is held.
+  - pay: the sale is made but the order still awaits payment. A retried pay finds no reservations left and
+    completes; a cancel instead would mark the order cancelled with its stock still sold.
+  - cancel: the stock is released but the order still awaits payment. A retried cancel completes; a pay
+    instead would mark the order paid without lowering the total (an oversell of that order's items).
+  Either case shows as an order awaiting payment without reservation rows, which a reconciliation can find.
 Row locks are always taken in the same order (the order row first, then stock rows ascending by SKU), so
 concurrent units wait for each other but never deadlock.
 """
