@@ -89,9 +89,10 @@ def parse_id(value: str, name: str) -> int:
     """A positive int64 written in decimal, or InvalidInputError naming the field."""
     if not value.isascii() or not value.isdigit():
         raise InvalidInputError(f"{name} must be a positive integer")
-    if len(value.lstrip("0")) > len(str(INT64_MAX)):  # before int(): over 4300 digits it raises ValueError
+    digits = value.lstrip("0")  # int() refuses over 4300 digits, leading zeros included
+    if len(digits) > len(str(INT64_MAX)):
         raise InvalidInputError(f"{name} must be a positive integer in int64 range")
-    number = int(value)
+    number = int(digits or "0")
     if not 0 < number <= INT64_MAX:
         raise InvalidInputError(f"{name} must be a positive integer in int64 range")
     return number
