@@ -22,7 +22,7 @@ def _whole(value: Any, high: int, strings: bool) -> int:
             raise ValueError(
                 f"must be an integer from 1 to {high} (a JSON number or a string of decimal digits)"
             )
-        value = int(value)
+        value = int(digits or "0")  # int() refuses over 4300 digits, leading zeros included
     if isinstance(value, bool) or not isinstance(value, int):
         kind = "a JSON number or a string of decimal digits" if strings else "a JSON number"
         raise ValueError(f"must be an integer from 1 to {high} ({kind})")

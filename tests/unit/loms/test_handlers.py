@@ -363,3 +363,12 @@ def test_stock_info(client: Client, loms: InMemoryLoms) -> None:
 )
 def test_stock_info_refuses_bad_skus(client: Client, query: str) -> None:
     assert_error(client("stock_info").get(f"/stock/info?{query}"), 400, 3)
+
+
+@pytest.mark.function("order_info")
+def test_leading_zeros_are_only_zeros(client: Client, loms: InMemoryLoms) -> None:
+    create(client, {"userId": "31337", "items": [{"sku": SKU, "count": 1}]})
+    many_zeros = "0" * 5000 + "1"
+    assert client("order_info").get(f"/order/info?orderId={many_zeros}").json["userId"] == "31337"
+    assert client("pay_order").post("/order/pay", json={"orderId": many_zeros}).status_code == 200
+    assert_error(client("order_info").get("/order/info?orderId=" + "0" * 5000), 400, 3)
