@@ -10,8 +10,8 @@ from shared_lib import web
 
 
 class AddItemBody(BaseModel):
-    # strict: "2", true and 1.5 are not counts; unknown fields are ignored
-    model_config = ConfigDict(strict=True, extra="ignore")
+    # strict: "2", true and 1.5 are not counts; an unknown field is refused, as loms does
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     count: int = Field(ge=1, le=UINT32_MAX)
 
