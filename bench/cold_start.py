@@ -24,10 +24,23 @@ from bench.common import free_port, report  # noqa: E402
 def one_start(target: str, path: str, headers: dict[str, str]) -> float:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "functions_framework", "--target", target,
-               "--source", f"functions/{service_of(target)}/main.py", "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "functions_framework",
+        "--target",
+        target,
+        "--source",
+        f"functions/{service_of(target)}/main.py",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
         while True:
@@ -55,7 +68,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
     one_start("get_product", "/product/1076963", {"X-API-KEY": "testToken"})  # warm the file cache
-    samples = [one_start("get_product", "/product/1076963", {"X-API-KEY": "testToken"}) for _ in range(args.runs)]
+    samples = [
+        one_start("get_product", "/product/1076963", {"X-API-KEY": "testToken"}) for _ in range(args.runs)
+    ]
     report(
         "cold start: get_product process start -> first 200",
         {

@@ -32,4 +32,6 @@ def report(title: str, figures: Mapping[str, float | int | str]) -> None:
         print(f"  {name:<40} {shown}")
     RESULTS.mkdir(exist_ok=True)
     slug = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")[:60]
-    (RESULTS / f"{slug}.json").write_text(json.dumps({"title": title, **figures}, indent=2, ensure_ascii=False))
+    (RESULTS / f"{slug}.json").write_text(
+        json.dumps({"title": title, **figures}, indent=2, ensure_ascii=False)
+    )

@@ -56,9 +56,11 @@ class ServiceDispatcher:
         if path in ("/openapi.json", "/openapi.yaml") and self.openapi is not None:
             if path.endswith(".json"):
                 return self._json(start_response, 200, self.openapi)
-            body = yaml.safe_dump(self.openapi, allow_unicode=True, sort_keys=False).encode()
-            start_response("200 OK", [("Content-Type", "application/yaml"), ("Content-Length", str(len(body)))])
-            return [body]
+            text = yaml.safe_dump(self.openapi, allow_unicode=True, sort_keys=False).encode()
+            start_response(
+                "200 OK", [("Content-Type", "application/yaml"), ("Content-Length", str(len(text)))]
+            )
+            return [text]
         matching = [r for r in self.routes if r.matches(path)]
         for route in matching:
             if route.method == method:
@@ -75,7 +77,11 @@ class ServiceDispatcher:
     ) -> list[bytes]:
         payload = json.dumps(body, ensure_ascii=False).encode()
         reason = {200: "OK", 404: "NOT FOUND", 405: "METHOD NOT ALLOWED"}.get(status, "")
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), *(extra or [])]
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(payload))),
+            *(extra or []),
+        ]
         start_response(f"{status} {reason}", headers)
         return [payload]
 
@@ -83,8 +89,8 @@ class ServiceDispatcher:
 def service_app(service: str) -> ServiceDispatcher:
     import functions_framework
 
-    apps = {
-        f.name: functions_framework.create_app(target=f.name, source=str(ROOT / f.source))
+    apps: dict[str, WSGIApp] = {
+        f.name: functions_framework.create_app(target=f.name, source=str(ROOT / f.source))  # type: ignore[no-untyped-call]
         for f in table.functions_of(service)
         if f.trigger == "http"
     }
@@ -142,7 +148,9 @@ def prepare_databases(pg_dsn: str, environment: Mapping[str, str]) -> None:
 
     for database in DATABASES.values():
         ensure_database(pg_dsn, database)
-    migrate(Dsn.parse(pg_dsn).with_database(DATABASES["cart"]).url(), [ROOT / "sql/shared", ROOT / "sql/cart"])
+    migrate(
+        Dsn.parse(pg_dsn).with_database(DATABASES["cart"]).url(), [ROOT / "sql/shared", ROOT / "sql/cart"]
+    )
     with _environment(environment):
         from functions.loms import bootstrap as loms
 
@@ -187,8 +195,20 @@ class Stack:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
                 output = (self.log_dir / f"{service}.log").open("ab")
             self.processes[service] = subprocess.Popen(
-                [sys.executable, "-m", "functions.devserver", "serve", "--service", service, "--port", str(port),
-                 "--workers", str(self.workers), "--threads", str(self.threads)],
+                [
+                    sys.executable,
+                    "-m",
+                    "functions.devserver",
+                    "serve",
+                    "--service",
+                    service,
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(self.workers),
+                    "--threads",
+                    str(self.threads),
+                ],
                 env=env,
                 cwd=ROOT,
                 stdout=output,
@@ -250,7 +270,7 @@ def run(pg_port: int, data_dir: Path, port_offset: int = 0) -> int:
         prepare_databases(pg.dsn, environment)
         stack.start()
         print("\nThe shop is up:", flush=True)
-        for name, service in table.SERVICES.items():
+        for name in table.SERVICES:
             functions = ", ".join(f.name for f in table.functions_of(name))
             print(f"  {name:<8} http://127.0.0.1:{stack.port(name)}   ({functions})")
         cart = f"localhost:{stack.port('cart')}"
@@ -281,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="start PostgreSQL and every service")
     run_parser.add_argument("--pg-port", type=int, default=int(os.environ.get("SHOP_PG_PORT", "15432")))
-    run_parser.add_argument("--data", type=Path, default=Path(os.environ.get("SHOP_DATA", ROOT / ".local/pg")))
+    run_parser.add_argument(
+        "--data", type=Path, default=Path(os.environ.get("SHOP_DATA", ROOT / ".local/pg"))
+    )
     run_parser.add_argument("--port-offset", type=int, default=int(os.environ.get("SHOP_PORT_OFFSET", "0")))
     serve_parser = sub.add_parser("serve", help="serve one service's functions")
     serve_parser.add_argument("--service", required=True, choices=sorted(table.SERVICES))

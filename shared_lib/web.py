@@ -259,13 +259,13 @@ def handle(
             def action() -> Reply:  # outcomes, errors included, are what a repeat must see again
                 try:
                     return endpoint(instance, call)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     return error_reply(exc, route.precondition_status)
 
             reply = idempotency().run(route.function, key, fingerprint(call), action)
         else:
             reply = endpoint(service(), call)
-    except Exception as exc:  # noqa: BLE001 - the error table decides; unknown errors are logged there
+    except Exception as exc:
         reply = error_reply(exc, route.precondition_status)
     return to_flask(reply)
 

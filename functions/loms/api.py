@@ -64,13 +64,13 @@ class OrderIdIn(BaseModel):
 
 
 class OrderQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # an unknown query parameter is a 400, not silently dropped
 
     order_id: Int64 = Field(alias="orderId")
 
 
 class StockQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # an unknown query parameter is a 400, not silently dropped
 
     sku: Int64
 

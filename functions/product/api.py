@@ -10,7 +10,7 @@ from shared_lib import web
 
 
 class ListQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # an unknown query parameter is a typo worth a 400
 
     count: int = Field(100, ge=1, le=1000)
     start_after_sku: int = Field(0, ge=0, le=web.INT64_MAX)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from functions.product.domain import InvalidApiKeyError, Product, ProductRateExceededError, UnknownProductError
+from functions.product.domain import (
+    InvalidApiKeyError,
+    Product,
+    ProductRateExceededError,
+    UnknownProductError,
+)
 from functions.product.ports import Catalogue, Latency, RateLimiter
 
 

@@ -107,14 +107,28 @@ class PgServer:
             os.chmod(self.data_dir, 0o700)
         if not (self.data_dir / "PG_VERSION").exists():
             self._run(
-                [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                 "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"]
+                [
+                    str(self.bin_dir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ]
             )
 
     def running(self) -> bool:
         if not (self.data_dir / "postmaster.pid").exists():
             return False
-        return self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "status"], check=False).returncode == 0
+        return (
+            self._run(
+                [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "status"], check=False
+            ).returncode
+            == 0
+        )
 
     def start(self) -> None:
         self._prepare()
@@ -124,8 +138,19 @@ class PgServer:
         if self.fast_unsafe:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         result = self._run(
-            [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"),
-             "-w", "-t", "60", "-o", options, "start"],
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.data_dir / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                options,
+                "start",
+            ],
             check=False,
         )
         if result.returncode != 0:
@@ -135,8 +160,10 @@ class PgServer:
 
     def stop(self) -> None:
         if self.running():
-            self._run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
-                      check=False)
+            self._run(
+                [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
+                check=False,
+            )
 
 
 def main() -> int:

@@ -26,9 +26,22 @@ OFFSET = 1000
 def start(data: Path, pg_port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "functions.devserver", "run", "--data", str(data), "--pg-port", str(pg_port),
-         "--port-offset", str(OFFSET)],
-        cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "functions.devserver",
+            "run",
+            "--data",
+            str(data),
+            "--pg-port",
+            str(pg_port),
+            "--port-offset",
+            str(OFFSET),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     wait_healthy(f"http://127.0.0.1:{8080 + OFFSET}/healthz", 90, process)
     wait_healthy(f"http://127.0.0.1:{8084 + OFFSET}/healthz", 30, process)

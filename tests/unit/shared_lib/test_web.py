@@ -81,7 +81,9 @@ def test_body_over_a_mebibyte_is_413(app: flask.Flask) -> None:
     assert response.status_code == 413
 
 
-@pytest.mark.parametrize(("count", "status", "code"), [(9, 412, 9), (5, 404, 5), (14, 503, 14), (13, 500, 13)])
+@pytest.mark.parametrize(
+    ("count", "status", "code"), [(9, 412, 9), (5, 404, 5), (14, 503, 14), (13, 500, 13)]
+)
 def test_error_table(app: flask.Flask, count: int, status: int, code: int) -> None:
     response = app.test_client().post("/user/1/cart/2", json={"count": count})
     assert response.status_code == status
