@@ -5,8 +5,8 @@ process on a fresh database), and against a scripted loms for answers the real o
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from werkzeug.wrappers import Request, Response
@@ -17,6 +17,9 @@ from shared_lib.errors import TransientError
 from shared_lib.httpclient import HttpClient, UnexpectedResponseError
 from tests.conftest import free_port
 from tests.integration.shared_lib.serving import serve_in_thread
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 pytestmark = pytest.mark.integration
 
@@ -72,8 +75,10 @@ class ScriptedLoms:
         self.body: Any = {}
         self.received: list[Any] = []
 
-    @Request.application  # type: ignore[misc]
-    def __call__(self, request: Request) -> Response:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        return self.answer(Request(environ))(environ, start_response)
+
+    def answer(self, request: Request) -> Response:
         self.received.append(
             request.get_json(silent=True) if request.method == "POST" else dict(request.args)
         )

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import functions_framework
 import pytest
@@ -25,6 +25,9 @@ from shared_lib.ratelimit import InProcessRateLimiter, PgRateLimiter, RateLimite
 from shared_lib.retry import Backoff
 from tests.conftest import MakeDatabase, free_port
 from tests.integration.shared_lib.serving import serve_in_thread
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 pytestmark = pytest.mark.integration
 
@@ -157,8 +160,10 @@ class Script:
         self.most_in_flight = 0
         self._lock = threading.Lock()
 
-    @Request.application  # type: ignore[misc]
-    def __call__(self, request: Request) -> Response:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        return self.answer(Request(environ))(environ, start_response)
+
+    def answer(self, request: Request) -> Response:
         sku = int(request.path.rsplit("/", 1)[-1])
         with self._lock:
             self.seen.append(sku)

@@ -18,7 +18,7 @@ from tests.integration.shared_lib.serving import serve_in_thread
 pytestmark = pytest.mark.integration
 
 
-@Request.application  # type: ignore[misc]
+@Request.application
 def peer(request: Request) -> Response:
     if request.path == "/echo":
         payload = {
