@@ -119,8 +119,9 @@ def _build(
     missing = [a for a in ("id", "source", "type") if not attributes.get(a)]
     if missing:
         raise MalformedEventError("missing CloudEvent attributes: " + ", ".join(missing))
+    stamp = attributes.get("time")
     try:
-        moment = parse_time(attributes["time"]) if attributes.get("time") else datetime.now(UTC)
+        moment = parse_time(stamp) if stamp else datetime.now(UTC)
     except ValueError as exc:
         raise MalformedEventError("ce_time is not RFC 3339") from exc
     return Event(
