@@ -92,7 +92,7 @@ def service_app(service: str) -> ServiceDispatcher:
     apps: dict[str, WSGIApp] = {
         f.name: functions_framework.create_app(target=f.name, source=str(ROOT / f.source))  # type: ignore[no-untyped-call]
         for f in table.functions_of(service)
-        if f.trigger == "http"
+        if f.path
     }
     return ServiceDispatcher(service, apps)
 

@@ -45,6 +45,7 @@ SERVICES: dict[str, Service] = {
         Service("cart", 8080, precondition_status=412),
         Service("product", 8082, precondition_status=400),
         Service("loms", 8084, precondition_status=400),
+        Service("notifier", 8085, precondition_status=400),
     )
 }
 
@@ -64,16 +65,50 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("pay_order", "loms", "http", "POST", "/order/pay", idempotent=True),
     Function("cancel_order", "loms", "http", "POST", "/order/cancel", idempotent=True),
     Function("stock_info", "loms", "http", "GET", "/stock/info"),
+    # loms, cluster-internal: PingSource (cron) or an HTTP POST from inside the cluster
+    Function(
+        "relay_outbox", "loms", "cron", "POST", "/internal/relay-outbox", schedule="* * * * *", public=False
+    ),
+    Function(
+        "cancel_stale_orders",
+        "loms",
+        "cron",
+        "POST",
+        "/internal/cancel-stale-orders",
+        schedule="* * * * *",
+        public=False,
+    ),
+    # notifier
+    Function(
+        "notify_status",
+        "notifier",
+        "cloudevent",
+        "POST",
+        "/events/notify_status",
+        topic="loms.order-events",
+        public=False,
+    ),
+    Function("list_notifications", "notifier", "http", "GET", "/notifications"),
 )
+
+# Kafka topics: name -> partitions. Every topic a function reads or writes, and each one's dead-letter topic.
+TOPICS: dict[str, int] = {
+    "loms.order-events": 2,
+    "loms.order-events.dlq": 1,
+}
 
 BY_NAME: dict[str, Function] = {f.name: f for f in FUNCTIONS}
 
 
 def route(name: str) -> Route:
-    """The HTTP route of one function, with its service's error conventions."""
+    """The HTTP route of one function, with its service's error conventions.
+
+    Cron functions are HTTP functions too (PingSource POSTs to them); a CloudEvent function's path is where
+    the dev server mounts it (in the cluster it is its own Knative Service and takes POST on any path).
+    """
     function = BY_NAME[name]
-    if function.trigger != "http":
-        raise ValueError(f"{name} is not an HTTP function")
+    if not function.path:
+        raise ValueError(f"{name} has no HTTP route")
     service = SERVICES[function.service]
     return Route(
         function=function.name,
@@ -86,7 +121,8 @@ def route(name: str) -> Route:
 
 
 def routes_of(service: str) -> list[Route]:
-    return [route(f.name) for f in FUNCTIONS if f.service == service and f.trigger == "http"]
+    """Every route the service's dev-server process dispatches: HTTP, cron and CloudEvent functions."""
+    return [route(f.name) for f in FUNCTIONS if f.service == service and f.path]
 
 
 def functions_of(service: str) -> list[Function]:

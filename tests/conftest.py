@@ -18,6 +18,9 @@ import pytest
 from shared_lib.devtools.pg_server import PgServer
 from shared_lib.postgres import Dsn, ensure_database, migrate
 
+# Session fixtures for the other real components live in their own plugin modules.
+pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.memcached"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
