@@ -47,4 +47,4 @@ def list_cart(service: CartService, call: web.Call) -> web.Reply:
 
 
 def checkout(service: CartService, call: web.Call) -> web.Reply:
-    return web.ok({"order_id": service.checkout(call.id("user_id"))})
+    return web.ok({"order_id": service.checkout(call.id("user_id"), call.headers.get("Idempotency-Key"))})

@@ -47,6 +47,9 @@ class StockLookup(Protocol):
 
 
 class OrderPlacer(Protocol):
-    def create_order(self, user_id: int, items: Mapping[int, int]) -> int:
-        """The new order's id. Raises OrderRejectedError when loms cannot reserve the stock."""
+    def create_order(self, user_id: int, items: Mapping[int, int], idempotency_key: str | None = None) -> int:
+        """The new order's id. Raises OrderRejectedError when loms cannot reserve the stock.
+
+        With a key, a repeat of the same call returns the first order instead of creating another.
+        """
         ...

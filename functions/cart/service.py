@@ -60,15 +60,18 @@ class CartService:
             lines.append(CartLine(sku=sku, name=product.name, count=items[sku], price=product.price))
         return CartView(tuple(lines))
 
-    def checkout(self, user_id: int) -> int:
+    def checkout(self, user_id: int, request_key: str | None = None) -> int:
         """The new order's id. Raises EmptyCartError, OrderRejectedError, TransientError.
 
-        The cart is emptied only after loms created the order, and only of what was ordered.
+        The cart is emptied only after loms created the order, and only of what was ordered. A checkout sent
+        with an Idempotency-Key passes a key derived from it to loms, so a retry after a failure that came
+        once the order existed (clearing the cart failed, the answer was lost) finds that order again.
         """
         items = self.carts.items_of(user_id)
         if not items:
             raise EmptyCartError(user_id)
-        order_id = self.orders.create_order(user_id, items)
+        loms_key = None if request_key is None else f"cart-checkout:{user_id}:{request_key}"
+        order_id = self.orders.create_order(user_id, items, loms_key)
         self.carts.remove_ordered(user_id, items)
         return order_id
 

@@ -53,12 +53,13 @@ class HttpOrderPlacer:
     def __init__(self, client: HttpClient) -> None:
         self.client = client
 
-    def create_order(self, user_id: int, items: Mapping[int, int]) -> int:
+    def create_order(self, user_id: int, items: Mapping[int, int], idempotency_key: str | None = None) -> int:
         payload = {
             "userId": str(user_id),
             "items": [{"sku": str(sku), "count": count} for sku, count in sorted(items.items())],
         }
-        response = self.client.post("/order/create", json_body=payload)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        response = self.client.post("/order/create", json_body=payload, headers=headers)
         if response.status == 400 and response.error_code() == GRPC_FAILED_PRECONDITION:
             raise OrderRejectedError()
         if (error := _unavailable(response)) is not None:

@@ -110,16 +110,21 @@ class InMemoryOrders:
         self.reject = False
         self.down = False
         self.during: Callable[[], None] | None = None
+        self.keys: dict[str, int] = {}  # as loms' Idempotency-Key store
 
-    def create_order(self, user_id: int, items: Mapping[int, int]) -> int:
+    def create_order(self, user_id: int, items: Mapping[int, int], idempotency_key: str | None = None) -> int:
         if self.down:
             raise TransientError("loms is unavailable")
+        if idempotency_key is not None and idempotency_key in self.keys:
+            return self.keys[idempotency_key]
         if self.during is not None:
             self.during()
         if self.reject:
             raise OrderRejectedError()
         order_id = len(self.orders) + 1
         self.orders[order_id] = (user_id, dict(items))
+        if idempotency_key is not None:
+            self.keys[idempotency_key] = order_id
         return order_id
 
 

@@ -191,3 +191,21 @@ def test_what_is_added_while_loms_creates_the_order_stays_in_the_cart(shop: Shop
     order_id = shop.service.checkout(USER)
     assert shop.orders.orders[order_id] == (USER, {BOOK.sku: 2})
     assert shop.carts.items_of(USER) == {BOOK.sku: 1, PEN.sku: 4}
+
+
+def test_a_keyed_checkout_retried_after_the_cart_failed_to_clear_makes_one_order(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shop.service.add_item(USER, BOOK.sku, 2)
+    clear = shop.carts.remove_ordered
+
+    def fails_once(user_id: int, items: object) -> None:
+        monkeypatch.setattr(shop.carts, "remove_ordered", clear)
+        raise TransientError("the cart database went away")
+
+    monkeypatch.setattr(shop.carts, "remove_ordered", fails_once)
+    with pytest.raises(TransientError):
+        shop.service.checkout(USER, request_key="k-1")
+    order_id = shop.service.checkout(USER, request_key="k-1")  # the client retries with the same key
+    assert list(shop.orders.orders) == [order_id]
+    assert shop.carts.items_of(USER) == {}
