@@ -1,0 +1,415 @@
+"""Caches for any function: a Memcached client, an in-process twin, and `load_through` (stampede-safe).
+
+A cache is never the source of truth and never breaks a request: every Memcached failure is logged and
+becomes a miss or a no-op. Values are JSON, stored serialised, so a hit returns a fresh copy.
+Nothing service-specific here.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pymemcache.client.base import PooledClient
+from pymemcache.client.rendezvous import RendezvousHash
+from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
+
+log = logging.getLogger(__name__)
+
+MAX_TTL_SECONDS = 30 * 24 * 3600  # memcached reads a larger expiry as an absolute unix time
+_MAX_KEY_LENGTH = 200  # memcached allows 250 bytes; longer keys are hashed
+
+
+class Cache(Protocol):
+    """JSON values under string keys, each with a TTL in seconds. None is never a value: it means a miss."""
+
+    def get(self, key: str) -> Any | None: ...
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]: ...  # only the keys found
+
+    def set(self, key: str, value: Any, ttl: float) -> None: ...
+
+    def add(self, key: str, value: Any, ttl: float) -> bool | None:
+        """Store only if the key is absent: True stored, False it was there, None the cache did not answer."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+    def incr(self, key: str, delta: int = 1) -> int | None:
+        """Add `delta` (≥ 0) to an integer value; None when the key is absent or the cache did not answer."""
+        ...
+
+
+def encode(value: Any) -> bytes:
+    if value is None:
+        raise ValueError("None cannot be cached: it means a miss")
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def decode(data: bytes | str) -> Any:
+    return json.loads(data)
+
+
+def safe_key(key: str) -> str:
+    """A memcached-safe key: printable ASCII without spaces, short; anything else is hashed (stable)."""
+    if len(key) <= _MAX_KEY_LENGTH and key.isascii() and key.isprintable() and " " not in key:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _expiry(ttl: float) -> int:
+    return max(1, min(MAX_TTL_SECONDS, math.ceil(ttl)))
+
+
+# --- the in-process cache ------------------------------------------------------------------------------
+
+
+class InProcessCache:
+    """A thread-safe TTL cache in this process: the fallback when there is no Memcached, and the tests' twin.
+
+    The oldest entries go first beyond `max_entries`. `clock` is injectable for tests.
+    """
+
+    def __init__(self, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _live(self, key: str) -> bytes | None:  # with the lock held
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, data = entry
+        if self._clock() >= expires:
+            del self._entries[key]
+            return None
+        return data
+
+    def _store(self, key: str, data: bytes, ttl: float) -> None:  # with the lock held
+        self._entries[key] = (self._clock() + min(ttl, MAX_TTL_SECONDS), data)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            data = self._live(key)
+        return None if data is None else decode(data)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        with self._lock:
+            found = {key: data for key in keys if (data := self._live(key)) is not None}
+        return {key: decode(data) for key, data in found.items()}
+
+    def set(self, key: str, value: Any, ttl: float) -> None:
+        data = encode(value)
+        if ttl <= 0:
+            return
+        with self._lock:
+            self._store(key, data, ttl)
+
+    def add(self, key: str, value: Any, ttl: float) -> bool | None:
+        data = encode(value)
+        with self._lock:
+            if self._live(key) is not None:
+                return False
+            if ttl > 0:
+                self._store(key, data, ttl)
+            return True
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def incr(self, key: str, delta: int = 1) -> int | None:
+        if delta < 0:
+            raise ValueError("delta must not be negative")
+        with self._lock:
+            data = self._live(key)
+            if data is None:
+                return None
+            value = decode(data)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"the value of {key!r} is not a non-negative integer")
+            expires, _ = self._entries[key]
+            self._entries[key] = (expires, encode(value + delta))  # memcached keeps the expiry too
+            return int(value + delta)
+
+
+# --- Memcached -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Server:
+    address: str
+    client: PooledClient
+    down_until: float = 0.0
+    failing: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _get_many(client: PooledClient, names: list[str]) -> Any:
+    return client.get_many(names)
+
+
+def parse_servers(servers: str | Iterable[str]) -> list[tuple[str, int]]:
+    """`host:port,host:port` (or an iterable of `host:port`) -> [(host, port)]; the port defaults to 11211."""
+    items = servers.replace(" ", ",").split(",") if isinstance(servers, str) else list(servers)
+    parsed = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "11211")
+        if not host or not port.isdigit():
+            raise ValueError(f"a memcached server is host:port, not {item!r}")
+        parsed.append((host.strip("[]"), int(port)))
+    return parsed
+
+
+class MemcachedCache:
+    """Memcached through pymemcache: a pooled client per server, keys spread by rendezvous hashing.
+
+    Every failure is logged and becomes a miss or a no-op. A server that failed to answer is skipped for
+    `retry_after` seconds (its keys are misses meanwhile), so an outage costs one timeout, not one per call.
+    """
+
+    def __init__(
+        self,
+        servers: str | Iterable[str],
+        *,
+        prefix: str = "",
+        connect_timeout: float = 0.2,
+        timeout: float = 0.2,
+        pool_size: int = 32,
+        retry_after: float = 1.0,
+    ) -> None:
+        addresses = parse_servers(servers)
+        if not addresses:
+            raise ValueError("MemcachedCache needs at least one server")
+        self.prefix = prefix
+        self.retry_after = retry_after
+        self._servers: dict[str, _Server] = {}
+        self._hash = RendezvousHash()
+        for host, port in addresses:
+            address = f"{host}:{port}"
+            client = PooledClient(
+                (host, port),
+                connect_timeout=connect_timeout,
+                timeout=timeout,
+                no_delay=True,
+                max_pool_size=pool_size,
+                default_noreply=False,  # add must say whether it stored; set must say it failed
+            )
+            self._servers[address] = _Server(address, client)
+            self._hash.add_node(address)
+
+    def _key(self, key: str) -> str:
+        return safe_key(self.prefix + key)
+
+    def _server(self, memcached_key: str) -> _Server | None:
+        """The key's server, or None while that server is being skipped after a failure."""
+        server = self._servers[self._hash.get_node(memcached_key)]
+        return None if time.monotonic() < server.down_until else server
+
+    def _call(self, server: _Server | None, what: str, fn: Callable[[PooledClient], Any]) -> tuple[bool, Any]:
+        """(True, result), or (False, None) when the server was skipped or failed (logged)."""
+        if server is None:
+            return False, None
+        try:
+            result = fn(server.client)
+        except (
+            OSError,
+            MemcacheUnexpectedCloseError,
+        ) as exc:  # refused, reset, timed out: the server is down
+            with server.lock:
+                server.down_until = time.monotonic() + self.retry_after
+                first = not server.failing
+                server.failing = True
+            if first:
+                log.warning("memcached %s is unavailable (%s); serving without it", server.address, what)
+            else:
+                log.debug("memcached %s still unavailable: %s", server.address, exc)
+            return False, None
+        except (
+            MemcacheError,
+            ValueError,
+        ) as exc:  # refused this item (too large, bad input), answered though
+            log.warning("memcached %s refused %s: %s", server.address, what, type(exc).__name__)
+            return False, None
+        if server.failing:
+            with server.lock:
+                server.failing = False
+            log.info("memcached %s is back", server.address)
+        return True, result
+
+    @staticmethod
+    def _decode(key: str, data: Any) -> Any | None:
+        try:
+            return decode(data)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("memcached held a value that is not JSON under %s; treated as a miss", key)
+            return None
+
+    def get(self, key: str) -> Any | None:
+        mkey = self._key(key)
+        _, data = self._call(self._server(mkey), "get", lambda c: c.get(mkey))
+        return None if data is None else self._decode(key, data)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        by_server: dict[str, dict[str, str]] = {}
+        for key in keys:
+            mkey = self._key(key)
+            by_server.setdefault(self._hash.get_node(mkey), {})[mkey] = key
+        found: dict[str, Any] = {}
+        for address, wanted in by_server.items():
+            server = self._servers[address]
+            skipped = time.monotonic() < server.down_until
+            fetch = functools.partial(_get_many, names=list(wanted))
+            _, result = self._call(None if skipped else server, "get_many", fetch)
+            for mkey, data in (result or {}).items():
+                value = self._decode(wanted[mkey], data)
+                if value is not None:
+                    found[wanted[mkey]] = value
+        return found
+
+    def set(self, key: str, value: Any, ttl: float) -> None:
+        data = encode(value)
+        if ttl <= 0:
+            return
+        mkey = self._key(key)
+        self._call(self._server(mkey), "set", lambda c: c.set(mkey, data, expire=_expiry(ttl), noreply=False))
+
+    def add(self, key: str, value: Any, ttl: float) -> bool | None:
+        data = encode(value)
+        mkey = self._key(key)
+        answered, stored = self._call(
+            self._server(mkey), "add", lambda c: c.add(mkey, data, expire=_expiry(ttl), noreply=False)
+        )
+        return bool(stored) if answered else None
+
+    def delete(self, key: str) -> None:
+        mkey = self._key(key)
+        self._call(self._server(mkey), "delete", lambda c: c.delete(mkey, noreply=False))
+
+    def incr(self, key: str, delta: int = 1) -> int | None:
+        if delta < 0:
+            raise ValueError("delta must not be negative")
+        mkey = self._key(key)
+        _, value = self._call(self._server(mkey), "incr", lambda c: c.incr(mkey, delta, noreply=False))
+        return None if value is None else int(value)
+
+    def close(self) -> None:
+        for server in self._servers.values():
+            server.client.close()
+
+
+# --- load-through with stampede protection -------------------------------------------------------------
+
+
+@dataclass
+class _Flight:
+    done: threading.Event = field(default_factory=threading.Event)
+    value: Any = None
+    hit: bool = False
+    error: BaseException | None = None
+
+
+_flights: dict[tuple[int, str], _Flight] = {}
+_flights_lock = threading.Lock()
+
+
+def load_through(
+    cache: Cache,
+    key: str,
+    ttl: float,
+    loader: Callable[[], Any],
+    *,
+    lock_ttl: float = 5.0,
+    wait: float = 0.5,
+    poll: float = 0.005,
+    follower_timeout: float = 30.0,
+) -> tuple[Any, bool]:
+    """(value, hit): the cached value, else `loader()`'s result, stored for `ttl` seconds.
+
+    Concurrent misses for one key make one loader call. In this process the first caller loads and the others
+    wait for its result (or its error). Across replicas the loader holds a short-lived lock key (memcached
+    `add`); the others poll the cache for up to `wait` seconds, then load themselves — as does everyone when
+    the cache does not answer. The value is returned JSON round-tripped, as a hit would return it; a None
+    from the loader is returned and not cached.
+    """
+    cached = cache.get(key)
+    if cached is not None:
+        return cached, True
+    ident = (id(cache), key)
+    with _flights_lock:
+        flight = _flights.get(ident)
+        leader = flight is None
+        if flight is None:
+            flight = _flights[ident] = _Flight()
+    if not leader:
+        if flight.done.wait(follower_timeout):
+            if flight.error is not None:
+                raise flight.error
+            return flight.value, flight.hit
+        log.warning("the load of cache key %s took over %.0fs; loading again", key, follower_timeout)
+        return _load_and_store(cache, key, ttl, loader), False
+    try:
+        flight.value, flight.hit = _load_across_replicas(cache, key, ttl, loader, lock_ttl, wait, poll)
+        return flight.value, flight.hit
+    except BaseException as exc:
+        flight.error = exc
+        raise
+    finally:
+        with _flights_lock:
+            _flights.pop(ident, None)
+        flight.done.set()
+
+
+def _load_and_store(cache: Cache, key: str, ttl: float, loader: Callable[[], Any]) -> Any:
+    loaded = loader()
+    if loaded is None:
+        return None
+    value = decode(encode(loaded))
+    cache.set(key, value, ttl)
+    return value
+
+
+def _load_across_replicas(
+    cache: Cache, key: str, ttl: float, loader: Callable[[], Any], lock_ttl: float, wait: float, poll: float
+) -> tuple[Any, bool]:
+    lock_key = key + ":loading"
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + wait
+    delay = poll
+    while True:
+        taken = cache.add(lock_key, token, lock_ttl)
+        if taken is None:  # the cache does not answer: nobody can coordinate, nothing to wait for
+            return _load_and_store(cache, key, ttl, loader), False
+        if taken:
+            try:
+                cached = cache.get(key)  # stored by another replica between our miss and our lock
+                if cached is not None:
+                    return cached, True
+                return _load_and_store(cache, key, ttl, loader), False
+            finally:
+                if cache.get(lock_key) == token:  # our lock may have expired and been taken by another
+                    cache.delete(lock_key)
+        if time.monotonic() >= deadline:
+            log.info("cache key %s: another replica is slow to load it; loading here too", key)
+            return _load_and_store(cache, key, ttl, loader), False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+        cached = cache.get(key)
+        if cached is not None:
+            return cached, True

@@ -1,0 +1,270 @@
+"""shared_lib.cache: one behavioural suite for every Cache (here InProcessCache; MemcachedCache runs it in
+tests/integration/shared_lib/test_cache_memcached.py), and load_through's stampede protection.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from shared_lib.cache import Cache, InProcessCache, load_through, safe_key
+from shared_lib.errors import TransientError
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fresh() -> str:
+    return f"test:{uuid.uuid4().hex}"
+
+
+class CacheContract:
+    """What every Cache must do. Subclasses give `cache` and `expire(seconds)` (lets that much time pass)."""
+
+    @pytest.fixture
+    def cache(self) -> Cache:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def expire(self) -> Callable[[float], None]:
+        raise NotImplementedError
+
+    ttl = 2.0
+
+    def test_a_miss_is_none_and_a_set_value_comes_back_equal_and_fresh(self, cache: Cache) -> None:
+        key = fresh()
+        assert cache.get(key) is None
+        value = {"name": "Чайник", "price": 3379, "tags": ["a", "b"], "ok": True, "ratio": 0.5}
+        cache.set(key, value, self.ttl)
+        first = cache.get(key)
+        assert first == value
+        first["name"] = "changed"  # a hit is a copy: changing it changes nothing cached
+        assert cache.get(key) == value
+
+    def test_set_replaces_and_delete_removes(self, cache: Cache) -> None:
+        key = fresh()
+        cache.set(key, 1, self.ttl)
+        cache.set(key, [2], self.ttl)
+        assert cache.get(key) == [2]
+        cache.delete(key)
+        assert cache.get(key) is None
+        cache.delete(key)  # deleting what is absent is fine
+
+    def test_get_many_returns_only_the_keys_found(self, cache: Cache) -> None:
+        keys = [fresh() for _ in range(5)]
+        for i, key in enumerate(keys[:3]):
+            cache.set(key, {"i": i}, self.ttl)
+        assert cache.get_many(keys) == {keys[0]: {"i": 0}, keys[1]: {"i": 1}, keys[2]: {"i": 2}}
+        assert cache.get_many([]) == {}
+
+    def test_add_stores_only_when_absent(self, cache: Cache) -> None:
+        key = fresh()
+        assert cache.add(key, "first", self.ttl) is True
+        assert cache.add(key, "second", self.ttl) is False
+        assert cache.get(key) == "first"
+
+    def test_incr_counts_on_an_existing_integer_only(self, cache: Cache) -> None:
+        key = fresh()
+        assert cache.incr(key) is None
+        cache.set(key, 5, self.ttl)
+        assert cache.incr(key) == 6
+        assert cache.incr(key, 10) == 16
+        assert cache.get(key) == 16
+
+    def test_entries_expire_after_their_ttl(self, cache: Cache, expire: Callable[[float], None]) -> None:
+        short, long = fresh(), fresh()
+        cache.set(short, "short", self.ttl)
+        cache.set(long, "long", 60)
+        assert cache.add(fresh(), "x", self.ttl) is True
+        assert cache.get(short) == "short"
+        expire(self.ttl + 0.2)
+        assert cache.get(short) is None
+        assert cache.get(long) == "long"
+        assert cache.add(short, "again", self.ttl) is True  # an expired key is absent for add too
+
+    def test_unicode_and_very_long_keys_are_usable(self, cache: Cache) -> None:
+        keys = [fresh() + " с пробелом", fresh() + "x" * 1000]
+        for key in keys:
+            cache.set(key, key[-3:], self.ttl)
+        assert [cache.get(k) for k in keys] == [key[-3:] for key in keys]
+
+    def test_none_cannot_be_cached(self, cache: Cache) -> None:
+        with pytest.raises(ValueError):
+            cache.set(fresh(), None, self.ttl)
+
+
+class TestInProcessCache(CacheContract):
+    @pytest.fixture
+    def clock(self) -> FakeClock:
+        return FakeClock()
+
+    @pytest.fixture
+    def cache(self, clock: FakeClock) -> Cache:  # type: ignore[override]
+        return InProcessCache(clock=clock)
+
+    @pytest.fixture
+    def expire(self, clock: FakeClock) -> Callable[[float], None]:  # type: ignore[override]
+        def advance(seconds: float) -> None:
+            clock.now += seconds
+
+        return advance
+
+    def test_the_oldest_entries_go_beyond_max_entries(self) -> None:
+        cache = InProcessCache(max_entries=2)
+        for key in ("a", "b", "c"):
+            cache.set(key, key, 60)
+        assert cache.get_many(["a", "b", "c"]) == {"b": "b", "c": "c"}
+
+    def test_a_zero_ttl_keeps_nothing(self) -> None:
+        cache = InProcessCache()
+        cache.set("k", 1, 0)
+        assert cache.get("k") is None
+
+
+def test_safe_keys_keep_plain_keys_and_hash_the_rest() -> None:
+    assert safe_key("notifier:history:1") == "notifier:history:1"
+    hashed = safe_key("с пробелом")
+    assert hashed.startswith("sha256:") and hashed == safe_key("с пробелом")
+    assert safe_key("x" * 1000) != safe_key("x" * 1001)
+
+
+# --- load_through ---------------------------------------------------------------------------------------
+
+
+class CountingLoader:
+    """A loader that counts its calls, optionally slow, optionally failing."""
+
+    def __init__(self, value: Any = None, delay: float = 0.0, error: BaseException | None = None) -> None:
+        self.value = {"loaded": True} if value is None else value
+        self.delay = delay
+        self.error = error
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Any:
+        with self._lock:
+            self.calls += 1
+        time.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class UnreachableCache(InProcessCache):
+    """A cache that never answers: every read misses, every write is lost, add says "no answer"."""
+
+    def get(self, key: str) -> Any | None:
+        return None
+
+    def get_many(self, keys: Any) -> dict[str, Any]:
+        return {}
+
+    def set(self, key: str, value: Any, ttl: float) -> None:
+        return None
+
+    def add(self, key: str, value: Any, ttl: float) -> bool | None:
+        return None
+
+
+def run_concurrently(n: int, fn: Callable[[], Any]) -> list[Any]:
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = fn()
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return results
+
+
+def test_a_miss_loads_and_stores_and_the_next_call_is_a_hit() -> None:
+    cache, loader = InProcessCache(), CountingLoader(value=("a", 1))
+    assert load_through(cache, "k", 60, loader) == (["a", 1], False)  # as a hit would return it: JSON
+    assert load_through(cache, "k", 60, loader) == (["a", 1], True)
+    assert loader.calls == 1
+
+
+def test_concurrent_misses_in_one_process_make_one_loader_call() -> None:
+    cache, loader = InProcessCache(), CountingLoader(delay=0.2)
+    results = run_concurrently(20, lambda: load_through(cache, "k", 60, loader))
+    assert loader.calls == 1
+    assert all(value == {"loaded": True} for value, _hit in results)
+
+
+def test_concurrent_misses_share_one_load_even_when_the_cache_does_not_answer() -> None:
+    cache, loader = UnreachableCache(), CountingLoader(delay=0.2)
+    started = time.monotonic()
+    results = run_concurrently(10, lambda: load_through(cache, "k", 60, loader, wait=5))
+    assert loader.calls == 1
+    assert all(r == ({"loaded": True}, False) for r in results)
+    assert time.monotonic() - started < 2  # nobody waited for a lock the cache cannot hold
+
+
+def test_a_loader_error_reaches_every_waiting_caller_and_the_next_call_loads_again() -> None:
+    cache = InProcessCache()
+    failing = CountingLoader(delay=0.2, error=TransientError("the database is unavailable"))
+    results = run_concurrently(5, lambda: load_through(cache, "k", 60, failing))
+    assert failing.calls == 1
+    assert all(isinstance(r, TransientError) for r in results)
+    loader = CountingLoader()
+    assert load_through(cache, "k", 60, loader) == ({"loaded": True}, False)  # no lock left behind
+    assert loader.calls == 1
+
+
+def test_a_none_from_the_loader_is_returned_and_not_cached() -> None:
+    cache = InProcessCache()
+    assert load_through(cache, "k", 60, lambda: None) == (None, False)
+    assert cache.get("k") is None
+
+
+def test_another_replica_loading_the_key_is_waited_for_not_repeated() -> None:
+    cache, loader = InProcessCache(), CountingLoader()
+    assert cache.add("k:loading", "another replica", 5) is True  # another replica holds the load lock
+
+    def other_replica_finishes() -> None:
+        time.sleep(0.1)
+        cache.set("k", {"from": "the other replica"}, 60)
+        cache.delete("k:loading")
+
+    threading.Thread(target=other_replica_finishes).start()
+    assert load_through(cache, "k", 60, loader, wait=2) == ({"from": "the other replica"}, True)
+    assert loader.calls == 0
+
+
+def test_a_slow_replica_holding_the_lock_is_given_up_on_after_the_wait() -> None:
+    cache, loader = InProcessCache(), CountingLoader()
+    cache.add("k:loading", "a stuck replica", 30)
+    started = time.monotonic()
+    assert load_through(cache, "k", 60, loader, wait=0.2) == ({"loaded": True}, False)
+    assert 0.2 <= time.monotonic() - started < 1.5
+    assert loader.calls == 1
+    assert cache.get("k") == {"loaded": True}
+
+
+def test_a_replica_that_gave_up_its_lock_without_a_value_lets_the_next_one_load() -> None:
+    cache, loader = InProcessCache(), CountingLoader()
+    cache.add("k:loading", "a replica whose load failed", 30)
+    threading.Timer(0.05, lambda: cache.delete("k:loading")).start()
+    started = time.monotonic()
+    assert load_through(cache, "k", 60, loader, wait=5) == ({"loaded": True}, False)
+    assert time.monotonic() - started < 1  # took the freed lock instead of waiting out the 5 s
+    assert loader.calls == 1
+    assert cache.get("k:loading") is None  # released after loading
