@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from shared_lib.errors import InvalidInputError, NotFoundError, PreconditionError
 
@@ -88,6 +89,22 @@ class StockLevel:
     @property
     def available(self) -> int:
         return max(0, self.total_count - self.reserved)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStatusChanged:
+    """One status change of an order, as its outbox row holds it until the relay has published it.
+
+    `event_id` is unique across shards and is the event's CloudEvents id; an order's changes have ascending
+    ids in the order they happened (they are written under the order's row lock).
+    """
+
+    event_id: int
+    order_id: int
+    user_id: int
+    status: OrderStatus
+    moment: datetime  # when the change was made (timezone-aware)
+    traceparent: str | None = None
 
 
 # --- errors -------------------------------------------------------------------------------------------

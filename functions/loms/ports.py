@@ -1,4 +1,5 @@
-"""What the loms service needs from the outside world: units of work over orders and stock, and stale reads.
+"""What the loms service needs from the outside world: units of work over orders and stock, stale reads,
+the outbox of status events with a way to publish them, and coordination of the stale-order sweep.
 
 Protocols only. A unit of work is the transaction boundary: what happens inside one commits or rolls back
 as one (see adapters/postgres.py for how that holds when an order and the stock live in different databases).
@@ -6,10 +7,13 @@ as one (see adapters/postgres.py for how that holds when an order and the stock 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from datetime import timedelta
 from typing import Protocol
 
-from functions.loms.domain import Item, Order, OrderStatus, StockLevel
+from functions.loms.domain import Item, Order, OrderStatus, OrderStatusChanged, StockLevel
+from shared_lib.events import Event
 
 
 class OrderRepository(Protocol):
@@ -28,6 +32,12 @@ class OrderRepository(Protocol):
         """The one way an order's status changes; the change's outbox event belongs here, in the same unit.
 
         Raises IllegalStatusChangeError when the status table forbids the move.
+        """
+        ...
+
+    def next_stale(self, older_than: timedelta) -> Order | None:
+        """The open order (`new` or `awaiting payment`) unchanged for longer than `older_than`, oldest first,
+        that no other unit holds (those are skipped, not waited for); locked until this unit ends. None: none.
         """
         ...
 
@@ -55,12 +65,19 @@ class OrderUnit(Protocol):
 
 
 class UnitOfWork(Protocol):
+    @property
+    def shard_count(self) -> int: ...
+
     def for_new_order(self, user_id: int) -> AbstractContextManager[OrderUnit]:
         """A unit in which a new order of this user is created; commits when the block ends without error."""
         ...
 
     def for_order(self, order_id: int) -> AbstractContextManager[OrderUnit]:
         """A unit over an existing order and the stock; commits when the block ends without error."""
+        ...
+
+    def for_shard(self, index: int) -> AbstractContextManager[OrderUnit]:
+        """A unit over the orders of shard `index` (0 ≤ index < shard_count) and the stock."""
         ...
 
 
@@ -70,3 +87,44 @@ class OrderReader(Protocol):
 
 class StockReader(Protocol):
     def get(self, sku: int) -> StockLevel | None: ...  # may lag a little behind (a replica); None: unknown
+
+
+class SweepCoordinator(Protocol):
+    def claim(self, shard: int) -> AbstractContextManager[bool]:
+        """True when this caller alone sweeps `shard` until the block ends; False at once if another does."""
+        ...
+
+    def orphaned_reservations(self, older_than: timedelta, limit: int) -> list[int]:
+        """Ids of orders that hold reservations older than `older_than` but have no order row: a create that
+        died between its two commits (see adapters/postgres.py). At most `limit`, ascending."""
+        ...
+
+
+class Outbox(Protocol):
+    """The status events waiting in every shard's outbox, as one relay (one thread) sees them."""
+
+    @property
+    def shard_count(self) -> int: ...
+
+    def claim(self, shard: int) -> AbstractContextManager[bool]:
+        """True when this relay alone publishes `shard`'s events until the block ends; False at once when
+        another relay does. Correctness never rests on it (a lost claim costs duplicates, not order)."""
+        ...
+
+    def pending(self, shard: int, limit: int) -> list[OrderStatusChanged]:
+        """Up to `limit` events of the shard not yet marked sent, ascending by event id."""
+        ...
+
+    def mark_sent(self, shard: int, event_ids: Sequence[int]) -> None: ...
+
+    def wait(self, timeout: float) -> bool:
+        """Block until events may have arrived in any shard (True) or `timeout` seconds passed (False)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class EventPublisher(Protocol):
+    def publish(self, topic: str, events: Sequence[Event]) -> None:
+        """Return only once the transport acknowledged every event, in order per key; else TransientError."""
+        ...

@@ -21,6 +21,26 @@ class LomsSettings(BaseSettings):
     idempotency_pool_size: int = Field(4, ge=1, le=1000)  # held while an Idempotency-Key request runs
     stock_seed_path: Path = DATA / "stock-data.json"
 
+    # Where status events go. Kafka brokers (comma-separated host:port) when set; else the embedded fallback,
+    # HTTP delivery straight to CloudEvent functions: comma-separated topic=url pairs (a topic may repeat);
+    # else nowhere: events wait in the outbox until a transport is configured.
+    kafka_bootstrap: str = ""
+    event_sinks: str = ""
+    relay_batch_size: int = Field(1000, ge=1, le=100_000)  # events per publish and per mark
+    relay_linger_seconds: float = Field(5.0, ge=0, le=900)  # how long a cron-triggered relay stays listening
+    relay_poll_seconds: float = Field(1.0, gt=0, le=60)  # the fallback when no notification comes
+    # Orders `new` or `awaiting payment` for longer than this are cancelled by cancel_stale_orders.
+    stale_after_seconds: float = Field(600, ge=0)
+    sweep_batch_size: int = Field(500, ge=1, le=100_000)  # orders per shard per sweep
+
+    def event_routes(self) -> dict[str, list[str]]:
+        """LOMS_EVENT_SINKS as {topic: [url, …]}."""
+        routes: dict[str, list[str]] = {}
+        for pair in filter(None, (p.strip() for p in self.event_sinks.split(","))):
+            topic, _, url = pair.partition("=")
+            routes.setdefault(topic.strip(), []).append(url.strip())
+        return routes
+
     def shards(self) -> list[str]:
         return [d.strip() for d in self.shard_dsns.split(",") if d.strip()]
 
@@ -37,4 +57,7 @@ class LomsSettings(BaseSettings):
         replicas = self.replicas()
         if replicas and len(replicas) != len(self.shards()):
             raise ValueError("LOMS_REPLICA_DSNS needs one entry per shard (leave an entry empty for none)")
+        for topic, urls in self.event_routes().items():
+            if not topic or not all(url.startswith(("http://", "https://")) for url in urls):
+                raise ValueError("LOMS_EVENT_SINKS is a comma-separated list of topic=http(s)://… pairs")
         return self

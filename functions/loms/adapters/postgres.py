@@ -22,21 +22,45 @@ Transactions. A unit of work is one transaction on the order's shard. The stock 
   Either case shows as an order awaiting payment without reservation rows, which a reconciliation can find.
 Row locks are always taken in the same order (the order row first, then stock rows ascending by SKU), so
 concurrent units wait for each other but never deadlock.
+
+Outbox. Every status change (and the `new` of a created order) writes its event row in the order's shard, in
+the same statement as the change, so the event exists if and only if the change committed. Event ids are
+`nextval('outbox_seq') * n + i`, unique across shards; a trigger NOTIFYs `loms_outbox` on insert, and the
+relay (PgOutbox) LISTENs on one dedicated connection per shard, where it also holds its per-shard claim.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import select
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from functions.loms.domain import InsufficientStockError, Item, Order, OrderStatus, StockLevel
+from functions.loms.domain import (
+    InsufficientStockError,
+    Item,
+    Order,
+    OrderStatus,
+    OrderStatusChanged,
+    StockLevel,
+)
 from shared_lib.errors import TransientError
-from shared_lib.postgres import Connection, ConnectionPool, migrate
+from shared_lib.postgres import Connection, ConnectionPool, Dsn, connect, is_transient, migrate
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# Advisory locks, two-key form: loms's key space, then what is locked. Each shard is its own database, and
+# advisory locks are per database, so one key per task is one lock per shard.
+_LOCK_SPACE = 0x4C4F4D53  # "LOMS"
+RELAY_LOCK = 1
+SWEEP_LOCK = 2
+NOTIFY_CHANNEL = "loms_outbox"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +120,20 @@ class PgUnitOfWork:
     def __init__(self, shards: Shards) -> None:
         self.shards = shards
 
+    @property
+    def shard_count(self) -> int:
+        return self.shards.count
+
     def for_new_order(self, user_id: int) -> contextlib.AbstractContextManager[PgOrderUnit]:
         return self._unit(user_id % self.shards.count)
 
     def for_order(self, order_id: int) -> contextlib.AbstractContextManager[PgOrderUnit]:
         return self._unit(self.shards.index_of(order_id))
+
+    def for_shard(self, index: int) -> contextlib.AbstractContextManager[PgOrderUnit]:
+        if not 0 <= index < self.shards.count:
+            raise ValueError(f"no shard {index} of {self.shards.count}")
+        return self._unit(index)
 
     @contextlib.contextmanager
     def _unit(self, index: int) -> Iterator[PgOrderUnit]:
@@ -143,10 +176,13 @@ class PgOrderRepository:
         sequence = self.conn.run("SELECT nextval('order_seq')")[0][0]
         order_id = int(sequence) * self.shard_count + self.shard_index
         self.conn.run(
-            "INSERT INTO orders (order_id, user_id, status) VALUES (:o, :u, :s)",
+            "WITH added AS (INSERT INTO orders (order_id, user_id, status) VALUES (:o, :u, :s)"
+            " RETURNING order_id, user_id, status) " + _OUTBOX_INSERT + " FROM added",
             o=order_id,
             u=user_id,
             s=OrderStatus.NEW.value,
+            n=self.shard_count,
+            i=self.shard_index,
         )
         self.conn.run(
             "INSERT INTO order_items (order_id, sku, count)"
@@ -163,11 +199,35 @@ class PgOrderRepository:
     def change_status(self, order: Order, status: OrderStatus) -> Order:
         changed = order.moved_to(status)
         self.conn.run(
-            "UPDATE orders SET status = :s, updated_at = now() WHERE order_id = :o",
+            "WITH changed AS (UPDATE orders SET status = :s, updated_at = now() WHERE order_id = :o"
+            " RETURNING order_id, user_id, status) " + _OUTBOX_INSERT + " FROM changed",
             s=status.value,
             o=order.order_id,
+            n=self.shard_count,
+            i=self.shard_index,
         )
+        if self.conn.row_count != 1:  # the unit holds the order's row lock: it cannot have gone
+            raise RuntimeError(f"order {order.order_id} vanished while its status changed")
         return changed
+
+    def next_stale(self, older_than: timedelta) -> Order | None:
+        # The status literals match the partial index orders_open_by_age. SKIP LOCKED: an order that a pay, a
+        # cancel or another sweeper holds is not waited for; the next sweep sees it again if still open.
+        rows = self.conn.run(
+            "SELECT order_id FROM orders WHERE status IN ('new', 'awaiting payment')"
+            " AND updated_at < now() - make_interval(secs => :w)"
+            " ORDER BY updated_at, order_id LIMIT 1 FOR UPDATE SKIP LOCKED",
+            w=older_than.total_seconds(),
+        )
+        return load_order(self.conn, int(rows[0][0]), lock=True) if rows else None
+
+
+# The event row of a change, in the same statement as the change; `moment` is the wall clock of the statement
+# (clock_timestamp, not now()), so the `new` and the next status of one create get distinct, ordered moments.
+_OUTBOX_INSERT = (
+    "INSERT INTO outbox (event_id, order_id, user_id, status, moment)"
+    " SELECT nextval('outbox_seq') * :n + :i, order_id, user_id, status, clock_timestamp()"
+)
 
 
 def load_order(conn: Connection, order_id: int, lock: bool = False) -> Order | None:
@@ -332,3 +392,176 @@ def _read(
             pass
     with primary.connection() as conn:
         return query(conn)
+
+
+# --- the stale-order sweep's coordination -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _advisory_lock(pool: ConnectionPool, key: int) -> Iterator[bool]:
+    """Try a session-level advisory lock on a pooled connection, held (no transaction open) until the block
+    ends. A connection that breaks meanwhile is discarded by the pool, and its lock goes with it."""
+    with pool.connection() as conn:
+        locked = bool(conn.run("SELECT pg_try_advisory_lock(:a, :k)", a=_LOCK_SPACE, k=key)[0][0])
+        try:
+            yield locked
+        finally:
+            if locked:
+                conn.run("SELECT pg_advisory_unlock(:a, :k)", a=_LOCK_SPACE, k=key)
+
+
+class PgSweepCoordinator:
+    def __init__(self, shards: Shards, page_size: int = 1000) -> None:
+        self.shards = shards
+        self.page_size = page_size
+
+    def claim(self, shard: int) -> contextlib.AbstractContextManager[bool]:
+        return _advisory_lock(self.shards.primaries[shard], SWEEP_LOCK)
+
+    def orphaned_reservations(self, older_than: timedelta, limit: int) -> list[int]:
+        """Pages through old reservations (shard 0) and asks each order's shard whether the order exists."""
+        orphans: list[int] = []
+        after = 0
+        while len(orphans) < limit:
+            rows = self.shards.stock.run(
+                "SELECT DISTINCT order_id FROM reservations"
+                " WHERE created_at < now() - make_interval(secs => :w) AND order_id > :after"
+                " ORDER BY order_id LIMIT :n",
+                w=older_than.total_seconds(),
+                after=after,
+                n=self.page_size,
+            )
+            candidates = [int(row[0]) for row in rows]
+            if not candidates:
+                break
+            by_shard: dict[int, list[int]] = {}
+            for order_id in candidates:
+                by_shard.setdefault(self.shards.index_of(order_id), []).append(order_id)
+            for index, ids in by_shard.items():
+                found = self.shards.primaries[index].run(
+                    "SELECT order_id FROM orders WHERE order_id = ANY(CAST(:ids AS bigint[]))", ids=ids
+                )
+                existing = {int(row[0]) for row in found}
+                orphans.extend(order_id for order_id in ids if order_id not in existing)
+            after = candidates[-1]
+            if len(candidates) < self.page_size:
+                break
+        return sorted(orphans)[:limit]
+
+
+# --- the outbox, as the relay sees it -----------------------------------------------------------------
+
+
+class PgOutbox:
+    """Every shard's outbox through one dedicated connection per shard (autocommit, never a transaction),
+    which LISTENs for new rows and holds this relay's claim on the shard. One relay thread per instance.
+
+    A connection that fails is dropped and opened again on next use; its claim and LISTEN go with it.
+    """
+
+    def __init__(self, dsns: Sequence[str], application_name: str = "loms-relay") -> None:
+        if not dsns:
+            raise ValueError("the outbox needs at least one shard DSN")
+        self.dsns = [Dsn.parse(dsn) for dsn in dsns]
+        self.application_name = application_name
+        self._conns: list[Connection | None] = [None] * len(self.dsns)
+
+    @property
+    def shard_count(self) -> int:
+        return len(self.dsns)
+
+    def _connection(self, shard: int) -> Connection:
+        conn = self._conns[shard]
+        if conn is None:
+            conn = connect(self.dsns[shard], application_name=self.application_name)
+            try:
+                conn.run(f"LISTEN {NOTIFY_CHANNEL}")
+            except Exception:
+                conn.close()
+                raise
+            self._conns[shard] = conn
+        return conn
+
+    def _run(self, shard: int, sql: str, **params: Any) -> list[list[Any]]:
+        try:
+            return self._connection(shard).run(sql, **params) or []
+        except TransientError:
+            self._drop(shard)
+            raise
+        except Exception as exc:
+            self._drop(shard)  # a connection that failed a statement is not trusted with a claim
+            if is_transient(exc):
+                raise TransientError("the database is unavailable") from exc
+            raise
+
+    def _drop(self, shard: int) -> None:
+        conn, self._conns[shard] = self._conns[shard], None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    @contextlib.contextmanager
+    def claim(self, shard: int) -> Iterator[bool]:
+        locked = bool(
+            self._run(shard, "SELECT pg_try_advisory_lock(:a, :k)", a=_LOCK_SPACE, k=RELAY_LOCK)[0][0]
+        )
+        try:
+            yield locked
+        finally:
+            if locked and self._conns[shard] is not None:
+                with contextlib.suppress(TransientError):  # the connection is gone, and the lock with it
+                    self._run(shard, "SELECT pg_advisory_unlock(:a, :k)", a=_LOCK_SPACE, k=RELAY_LOCK)
+
+    def pending(self, shard: int, limit: int) -> list[OrderStatusChanged]:
+        rows = self._run(
+            shard,
+            "SELECT event_id, order_id, user_id, status, moment, traceparent FROM outbox"
+            " WHERE sent_at IS NULL ORDER BY event_id LIMIT :n",
+            n=limit,
+        )
+        return [
+            OrderStatusChanged(int(e), int(o), int(u), OrderStatus(s), moment, traceparent)
+            for e, o, u, s, moment, traceparent in rows
+        ]
+
+    def mark_sent(self, shard: int, event_ids: Sequence[int]) -> None:
+        self._run(
+            shard,
+            "UPDATE outbox SET sent_at = now()"
+            " WHERE event_id = ANY(CAST(:ids AS bigint[])) AND sent_at IS NULL",
+            ids=list(event_ids),
+        )
+
+    def wait(self, timeout: float) -> bool:
+        """Notifications that came with earlier replies count; else wait on the sockets. (One that arrived in
+        the same read as a reply's end sits in pg8000's buffer unseen: then the timeout is the fallback.)"""
+        for shard in range(self.shard_count):
+            if self._conns[shard] is None:
+                with contextlib.suppress(TransientError):
+                    self._run(shard, "SELECT 1")  # reconnects and LISTENs again
+        conns = {shard: conn for shard, conn in enumerate(self._conns) if conn is not None}
+        if any(conn.notifications for conn in conns.values()):
+            self._clear()
+            return True
+        if not conns:
+            time.sleep(timeout)
+            return False
+        sockets = {conn._usock: shard for shard, conn in conns.items()}  # pg8000's socket: no public name
+        try:
+            readable, _, _ = select.select(list(sockets), [], [], max(0.0, timeout))
+        except (OSError, ValueError):
+            readable = list(sockets)  # a socket closed under us: let the queries below find out
+        for sock in readable:
+            with contextlib.suppress(TransientError):
+                self._run(sockets[sock], "SELECT 1")  # reads the notifications (or finds the broken link)
+        self._clear()
+        return bool(readable)
+
+    def _clear(self) -> None:
+        for conn in self._conns:
+            if conn is not None:
+                conn.notifications.clear()
+
+    def close(self) -> None:
+        for shard in range(self.shard_count):
+            self._drop(shard)

@@ -10,13 +10,23 @@ from __future__ import annotations
 import contextlib
 import copy
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
-from functions.loms.domain import InsufficientStockError, Item, Order, OrderStatus, StockLevel
-from functions.loms.service import LomsService
+from functions.loms.domain import (
+    InsufficientStockError,
+    Item,
+    Order,
+    OrderStatus,
+    OrderStatusChanged,
+    StockLevel,
+)
+from functions.loms.service import LomsService, OutboxRelay, StaleOrderSweeper
 from shared_lib import web
-from shared_lib.errors import IdempotencyKeyReusedError
+from shared_lib.errors import IdempotencyKeyReusedError, TransientError
+from shared_lib.events import Event
 
 
 @dataclass
@@ -26,6 +36,19 @@ class LomsState:
     reservations: dict[int, dict[int, int]] = field(default_factory=dict)  # order id -> sku -> count
     last_order_id: int = 0
     status_changes: list[tuple[int, OrderStatus]] = field(default_factory=list)
+    now: datetime = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)  # the fake clock; `advance` moves it
+    changed_at: dict[int, datetime] = field(default_factory=dict)  # order id -> its last status change
+    reserved_at: dict[int, datetime] = field(default_factory=dict)  # order id -> when it reserved
+    outbox: list[OrderStatusChanged] = field(default_factory=list)
+    sent: set[int] = field(default_factory=set)  # event ids marked sent
+
+    def record(self, order: Order) -> None:
+        """The outbox row of a change, in the same unit (so a unit that fails takes it back)."""
+        self.now += timedelta(microseconds=1)  # distinct, ordered moments, as clock_timestamp() gives
+        event_id = len(self.outbox) + 1
+        change = OrderStatusChanged(event_id, order.order_id, order.user_id, order.status, self.now)
+        self.outbox.append(change)
+        self.changed_at[order.order_id] = self.now
 
 
 class InMemoryOrderRepository:
@@ -36,6 +59,7 @@ class InMemoryOrderRepository:
         self.state.last_order_id += 1
         order = Order(self.state.last_order_id, user_id, OrderStatus.NEW, items)
         self.state.orders[order.order_id] = order
+        self.state.record(order)
         return order
 
     def get_for_update(self, order_id: int) -> Order | None:
@@ -45,7 +69,18 @@ class InMemoryOrderRepository:
         changed = order.moved_to(status)
         self.state.orders[order.order_id] = changed
         self.state.status_changes.append((order.order_id, status))
+        self.state.record(changed)
         return changed
+
+    def next_stale(self, older_than: timedelta) -> Order | None:
+        cutoff = self.state.now - older_than
+        open_orders = [
+            (self.state.changed_at[o.order_id], o.order_id)
+            for o in self.state.orders.values()
+            if o.status in (OrderStatus.NEW, OrderStatus.AWAITING_PAYMENT)
+            and self.state.changed_at[o.order_id] < cutoff
+        ]
+        return self.state.orders[min(open_orders)[1]] if open_orders else None
 
 
 class InMemoryStockRepository:
@@ -58,6 +93,7 @@ class InMemoryStockRepository:
             if level is None or level.total_count - level.reserved < item.count:
                 raise InsufficientStockError(item.sku, item.count, None if level is None else level.available)
         held = self.state.reservations.setdefault(order_id, {})
+        self.state.reserved_at.setdefault(order_id, self.state.now)
         for item in items:
             level = self.state.stock[item.sku]
             self.state.stock[item.sku] = StockLevel(item.sku, level.total_count, level.reserved + item.count)
@@ -85,10 +121,17 @@ class InMemoryUnitOfWork:
         self.state = state
         self.lock = lock
 
+    shard_count = 1
+
     def for_new_order(self, user_id: int) -> contextlib.AbstractContextManager[InMemoryOrderUnit]:
         return self._unit()
 
     def for_order(self, order_id: int) -> contextlib.AbstractContextManager[InMemoryOrderUnit]:
+        return self._unit()
+
+    def for_shard(self, index: int) -> contextlib.AbstractContextManager[InMemoryOrderUnit]:
+        if index != 0:
+            raise ValueError(f"no shard {index} of 1")
         return self._unit()
 
     @contextlib.contextmanager
@@ -124,6 +167,111 @@ class InMemoryStockReader:
             return self.state.stock.get(sku)
 
 
+class Claims:
+    """Per-shard try-locks shared by every relay or sweeper of one fake world, as advisory locks are."""
+
+    def __init__(self) -> None:
+        self._held: set[int] = set()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def claim(self, shard: int) -> Iterator[bool]:
+        with self._lock:
+            mine = shard not in self._held
+            self._held.add(shard)
+        try:
+            yield mine
+        finally:
+            if mine:
+                with self._lock:
+                    self._held.discard(shard)
+
+
+class InMemorySweepCoordinator:
+    def __init__(self, state: LomsState, lock: threading.RLock, claims: Claims) -> None:
+        self.state = state
+        self.lock = lock
+        self.claims = claims
+
+    def claim(self, shard: int) -> contextlib.AbstractContextManager[bool]:
+        return self.claims.claim(shard)
+
+    def orphaned_reservations(self, older_than: timedelta, limit: int) -> list[int]:
+        with self.lock:
+            cutoff = self.state.now - older_than
+            return sorted(
+                order_id
+                for order_id, held in self.state.reservations.items()
+                if held and order_id not in self.state.orders and self.state.reserved_at[order_id] < cutoff
+            )[:limit]
+
+
+class InMemoryOutbox:
+    """The world's outbox as one relay sees it: claims shared with the other relays of the world, a wait
+    that wakes when events were added since this relay last looked."""
+
+    shard_count = 1
+
+    def __init__(self, state: LomsState, lock: threading.RLock, claims: Claims) -> None:
+        self.state = state
+        self.lock = lock
+        self.claims = claims
+        self._seen = 0
+        self.closed = False
+
+    def claim(self, shard: int) -> contextlib.AbstractContextManager[bool]:
+        return self.claims.claim(shard)
+
+    def pending(self, shard: int, limit: int) -> list[OrderStatusChanged]:
+        with self.lock:
+            self._seen = len(self.state.outbox)
+            return [e for e in self.state.outbox if e.event_id not in self.state.sent][:limit]
+
+    def mark_sent(self, shard: int, event_ids: Sequence[int]) -> None:
+        with self.lock:
+            self.state.sent.update(event_ids)
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                if len(self.state.outbox) > self._seen:
+                    self._seen = len(self.state.outbox)
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.005, timeout))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class RecordingPublisher:
+    """Keeps what it was given, like a topic; `failing` makes every publish a TransientError, and
+    `fail_after_sending` delivers a batch and then fails (a relay that dies before it can mark)."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, Event]] = []
+        self.failing = False
+        self.fail_after_sending = 0  # how many more publishes deliver and then raise
+        self.attempts = 0
+        self.lock = threading.Lock()
+
+    def publish(self, topic: str, events: Sequence[Event]) -> None:
+        with self.lock:
+            self.attempts += 1
+            if self.failing:
+                raise TransientError("the fake transport is down")
+            self.published.extend((topic, event) for event in events)
+            if self.fail_after_sending:
+                self.fail_after_sending -= 1
+                raise TransientError("delivered, then the relay died")
+
+    def events(self) -> list[Event]:
+        with self.lock:
+            return [event for _, event in self.published]
+
+
 class InMemoryLoms:
     """The fakes wired together, plus what a test needs to arrange and inspect the state."""
 
@@ -136,9 +284,45 @@ class InMemoryLoms:
             orders=InMemoryOrderReader(self.state, self.lock),
             stock=InMemoryStockReader(self.state, self.lock),
         )
+        self.relay_claims = Claims()
+        self.sweep_claims = Claims()
+        self.coordinator = InMemorySweepCoordinator(self.state, self.lock, self.sweep_claims)
 
     def user(self, base: int) -> int:  # any user id will do: the fakes have no shards
         return base
+
+    def advance(self, seconds: float) -> None:
+        with self.lock:
+            self.state.now += timedelta(seconds=seconds)
+
+    def outbox(self) -> InMemoryOutbox:
+        return InMemoryOutbox(self.state, self.lock, self.relay_claims)
+
+    def relay(
+        self, publisher: RecordingPublisher, batch_size: int = 1000, poll_seconds: float = 0.05
+    ) -> OutboxRelay:
+        return OutboxRelay(
+            self.outbox(), publisher, batch_size=batch_size, poll_seconds=poll_seconds, linger_seconds=0
+        )
+
+    def sweeper(self, older_than: float = 600, batch_size: int = 500) -> StaleOrderSweeper:
+        return StaleOrderSweeper(self.units, self.coordinator, timedelta(seconds=older_than), batch_size)
+
+    def events(self) -> list[OrderStatusChanged]:
+        with self.lock:
+            return list(self.state.outbox)
+
+    def unsent(self) -> list[int]:
+        with self.lock:
+            return [e.event_id for e in self.state.outbox if e.event_id not in self.state.sent]
+
+    def orphan(self, order_id: int, sku: int, count: int) -> None:
+        """Reservations of an order that was never stored: what a create leaves that died between commits."""
+        with self.lock:
+            self.state.reservations[order_id] = {sku: count}
+            self.state.reserved_at[order_id] = self.state.now
+            level = self.state.stock[sku]
+            self.state.stock[sku] = StockLevel(sku, level.total_count, level.reserved + count)
 
     def put_stock(self, sku: int, total_count: int, reserved: int = 0) -> None:
         with self.lock:
