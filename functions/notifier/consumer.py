@@ -1,0 +1,97 @@
+"""The `loms.order-events` consumer: parse and validate the binary-mode CloudEvent, then call the service.
+
+Handled, duplicate, out-of-order and poison events return normally (acknowledged); a TransientError
+propagates, so functions-framework answers 500 and the source delivers the event again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+from functions.notifier.domain import (
+    EventKey,
+    PoisonEventError,
+    StatusChange,
+    parse_instant,
+)
+from functions.notifier.service import NotifierService
+from shared_lib import events, web
+from shared_lib.errors import InvalidInputError
+
+
+def _id(value: Any) -> int:
+    """A positive int64 as a JSON number or decimal text (loms writes int64 as text in its HTTP API)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError("must be a positive integer")
+    try:
+        return web.parse_id(value, "id")
+    except InvalidInputError:
+        raise ValueError("must be a positive integer in int64 range") from None
+
+
+def _instant(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time")
+    try:
+        return parse_instant(value, "moment")
+    except InvalidInputError as exc:
+        raise ValueError(exc.message) from None
+
+
+class OrderStatusChanged(BaseModel):
+    # fields it does not know are ignored: a producer may add some without breaking its consumers
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    order_id: Annotated[int, BeforeValidator(_id)]
+    user_id: Annotated[int, BeforeValidator(_id)]
+    status: Literal["new", "awaiting payment", "failed", "paid", "cancelled"]
+    moment: Annotated[Any, BeforeValidator(_instant)]
+
+
+def parse(headers: Any, body: bytes) -> StatusChange:
+    """The status change an HTTP delivery carries, or PoisonEventError saying why it can never be handled."""
+    try:
+        event = events.from_http(headers, body)
+    except events.MalformedEventError as exc:
+        raise PoisonEventError(str(exc)) from None
+    try:
+        event_id = web.parse_id(event.id, "ce-id")
+    except InvalidInputError:
+        raise PoisonEventError("ce-id is not a positive integer (an outbox row id)") from None
+    try:
+        payload = json.loads(event.data)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, a huge number, deep nesting
+        raise PoisonEventError("the event's data is not JSON") from None
+    try:
+        value = OrderStatusChanged.model_validate(payload)
+    except pydantic.ValidationError as exc:
+        raise PoisonEventError(web.describe(exc)) from None
+    return StatusChange(
+        event=EventKey(event.source, event_id),
+        order_id=value.order_id,
+        user_id=value.user_id,
+        status=value.status,
+        moment=value.moment,
+    )
+
+
+def notify_status(service: Callable[[], NotifierService], headers: Any, body: bytes) -> None:
+    notifier = service()
+    try:
+        change = parse(headers, body)
+    except PoisonEventError as exc:
+        notifier.reject(headers.get("ce-id"), exc.message)
+        return
+    notifier.notify(change)
+
+
+def reject_unreadable(service: Callable[[], NotifierService], headers: Any, error: Exception) -> None:
+    """The CloudEvents SDK could not read the request (raised before notify_status ran): poison."""
+    service().reject(headers.get("ce-id"), f"the event could not be read ({type(error).__name__})")

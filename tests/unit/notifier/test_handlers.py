@@ -1,0 +1,232 @@
+"""notify_status and list_notifications through the real functions-framework apps, on in-memory fakes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import functions_framework
+import pytest
+from flask.testing import FlaskClient
+
+from functions.notifier import bootstrap
+from tests.unit.notifier.fakes import USER, Notifier, change, cloud_event
+
+MAIN = "functions/notifier/main.py"
+YEAR = {"user_id": str(USER), "from": "2026-01-01T00:00:00Z", "to": "2026-12-31T00:00:00Z"}
+
+_apps: dict[str, FlaskClient] = {}
+
+
+def app(target: str) -> FlaskClient:
+    if target not in _apps:
+        _apps[target] = functions_framework.create_app(target=target, source=MAIN).test_client()
+    return _apps[target]
+
+
+@pytest.fixture
+def notifier(monkeypatch: pytest.MonkeyPatch) -> Notifier:
+    n = Notifier()
+    monkeypatch.setattr(bootstrap, "notifier_service", lambda: n.service)
+    return n
+
+
+def post(headers: dict[str, str], body: bytes) -> Any:
+    return app("notify_status").post("/", headers=headers, data=body)
+
+
+def history(**query: str) -> Any:
+    return app("list_notifications").get("/notifications", query_string=query)
+
+
+def assert_error(response: Any, status: int, code: int) -> None:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.content_type == "application/json"
+    assert response.json["code"] == code
+    assert response.json["details"] == []
+
+
+# --- notify_status --------------------------------------------------------------------------------------
+
+
+@pytest.mark.function("notify_status")
+def test_an_event_is_recorded_delivered_and_acknowledged_once(notifier: Notifier) -> None:
+    headers, body = cloud_event(change(1, order_id=1, status="awaiting payment"))
+    for _ in range(3):
+        assert post(headers, body).status_code == 200
+    assert notifier.sink.events() == [1]
+    assert notifier.sink.delivered[0].message == "Order 1 is reserved and awaiting payment"
+
+
+@pytest.mark.function("notify_status")
+def test_ids_may_come_as_decimal_text_and_unknown_fields_are_ignored(notifier: Notifier) -> None:
+    headers, body = cloud_event(change(1), order_id="1", user_id=str(USER), trace="x")
+    assert post(headers, body).status_code == 200
+    assert notifier.sink.delivered[0].user_id == USER
+
+
+POISON_VALUES: list[dict[str, Any]] = [
+    {"status": "shipped"},
+    {"status": None},
+    {"order_id": 0},
+    {"order_id": -1},
+    {"order_id": 2**63},
+    {"order_id": True},
+    {"order_id": 1.5},
+    {"user_id": "abc"},
+    {"moment": "yesterday"},
+    {"moment": "2026-11-22T08:00:00"},  # no offset
+    {"moment": 1700000000},
+]
+
+
+@pytest.mark.function("notify_status")
+@pytest.mark.parametrize("overrides", POISON_VALUES, ids=repr)
+def test_a_payload_with_wrong_fields_is_acknowledged_counted_and_changes_nothing(
+    notifier: Notifier, overrides: dict[str, Any]
+) -> None:
+    headers, body = cloud_event(change(1), **overrides)
+    assert post(headers, body).status_code == 200
+    assert notifier.counters.value("poison") == 1
+    assert notifier.db.claimed == {}
+    assert notifier.sink.delivered == []
+
+
+@pytest.mark.function("notify_status")
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"\xff\xfe", b"", b"[]", b'{"order_id": 1}', b"1" * 5000, b"[" * 100_000],
+    ids=["text", "binary", "empty", "array", "missing-fields", "huge-number", "deep"],
+)
+def test_a_body_that_is_not_the_event_is_acknowledged_and_counted(notifier: Notifier, body: bytes) -> None:
+    headers, _ = cloud_event(change(1))
+    assert post(headers, body).status_code == 200
+    assert notifier.counters.value("poison") == 1
+    assert notifier.db.claimed == {}
+
+
+@pytest.mark.function("notify_status")
+@pytest.mark.parametrize("ce_id", ["abc", "0", "-3", "9223372036854775808", "1.5"])
+def test_an_event_id_that_is_not_an_outbox_row_id_is_poison(notifier: Notifier, ce_id: str) -> None:
+    headers, body = cloud_event(change(1))
+    headers["ce-id"] = ce_id
+    assert post(headers, body).status_code == 200
+    assert notifier.counters.value("poison") == 1
+
+
+@pytest.mark.function("notify_status")
+def test_a_wrong_specversion_is_poison(notifier: Notifier) -> None:
+    headers, body = cloud_event(change(1))
+    headers["ce-specversion"] = "0.3"
+    assert post(headers, body).status_code == 200
+    assert notifier.counters.value("poison") == 1
+
+
+@pytest.mark.function("notify_status")
+def test_a_database_outage_is_a_500_so_the_source_retries(notifier: Notifier) -> None:
+    notifier.db.down = True
+    headers, body = cloud_event(change(1))
+    assert post(headers, body).status_code == 500
+    notifier.db.down = False
+    assert post(headers, body).status_code == 200
+    assert notifier.sink.events() == [1]
+
+
+@pytest.mark.function("notify_status")
+def test_a_sink_outage_is_a_500_and_the_redelivery_delivers(notifier: Notifier) -> None:
+    notifier.sink.down = True
+    headers, body = cloud_event(change(1))
+    assert post(headers, body).status_code == 500
+    notifier.sink.down = False
+    assert post(headers, body).status_code == 200
+    assert notifier.sink.events() == [1]
+
+
+# --- list_notifications ---------------------------------------------------------------------------------
+
+
+@pytest.mark.function("list_notifications")
+def test_the_history_as_the_contract_shows_it_with_x_cache(notifier: Notifier) -> None:
+    notifier.service.notify(change(1, order_id=1, status="paid"))
+    response = history(**YEAR)
+    assert response.status_code == 200
+    assert response.content_type == "application/json"
+    assert response.headers["X-Cache"] == "miss"
+    assert response.json == {
+        "user_id": str(USER),
+        "items": [
+            {
+                "order_id": "1",
+                "status": "paid",
+                "message": "Order 1 is paid",
+                "created_at": "2026-11-22T08:00:01Z",
+            }
+        ],
+    }
+    again = history(**YEAR)
+    assert again.headers["X-Cache"] == "hit"
+    assert again.json == response.json
+
+
+@pytest.mark.function("list_notifications")
+def test_a_user_without_notifications_has_an_empty_history(notifier: Notifier) -> None:
+    response = history(**YEAR)
+    assert response.status_code == 200
+    assert response.json == {"user_id": str(USER), "items": []}
+
+
+@pytest.mark.function("list_notifications")
+def test_bounds_in_other_offsets_name_the_same_instants(notifier: Notifier) -> None:
+    notifier.service.notify(change(1))
+    response = history(
+        user_id=str(USER), **{"from": "2026-11-22T11:00:01+03:00", "to": "2026-11-22t08:00:01z"}
+    )
+    assert len(response.json["items"]) == 1
+
+
+BAD_QUERIES: list[dict[str, str]] = [
+    {},
+    {"from": YEAR["from"], "to": YEAR["to"]},
+    {"user_id": "0", "from": YEAR["from"], "to": YEAR["to"]},
+    {"user_id": "abc", "from": YEAR["from"], "to": YEAR["to"]},
+    {"user_id": "9223372036854775808", "from": YEAR["from"], "to": YEAR["to"]},
+    {"user_id": "1", "to": YEAR["to"]},
+    {"user_id": "1", "from": YEAR["from"]},
+    {"user_id": "1", "from": "2026-01-01", "to": YEAR["to"]},
+    {"user_id": "1", "from": "2026-01-01T00:00:00", "to": YEAR["to"]},
+    {"user_id": "1", "from": "2026-13-01T00:00:00Z", "to": YEAR["to"]},
+    {"user_id": "1", "from": "1700000000", "to": YEAR["to"]},
+    {"user_id": "1", "from": YEAR["to"], "to": YEAR["from"]},  # from after to
+    {**YEAR, "limit": "10"},  # an unknown parameter
+]
+
+
+@pytest.mark.function("list_notifications")
+@pytest.mark.parametrize("query", BAD_QUERIES, ids=repr)
+def test_a_bad_query_is_400(notifier: Notifier, query: dict[str, str]) -> None:
+    assert_error(history(**query), 400, 3)
+    assert notifier.db.queries == 0
+
+
+@pytest.mark.function("list_notifications")
+def test_the_wrong_method_is_405_with_allow(notifier: Notifier) -> None:
+    response = app("list_notifications").post("/notifications", query_string=YEAR)
+    assert_error(response, 405, 3)
+    assert response.headers["Allow"] == "GET"
+
+
+@pytest.mark.function("list_notifications")
+def test_an_unknown_path_is_404(notifier: Notifier) -> None:
+    assert_error(app("list_notifications").get("/notification", query_string=YEAR), 404, 5)
+
+
+@pytest.mark.function("list_notifications")
+def test_a_database_outage_is_503(notifier: Notifier) -> None:
+    notifier.db.down = True
+    assert_error(history(**YEAR), 503, 14)
+
+
+def test_responses_never_echo_the_input(notifier: Notifier) -> None:
+    secret = "2026-01-01T00:00:00Z<script>"
+    response = history(user_id="1", **{"from": secret, "to": YEAR["to"]})
+    assert "<script>" not in json.dumps(response.json)
