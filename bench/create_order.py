@@ -1,0 +1,138 @@
+"""create_order throughput through the HTTP function next to the same SQL transaction run by pgbench.
+
+Both at 8 concurrent clients on the same database (fsync on), one unit of a random SKU out of 100 plentiful
+ones. The pgbench script (bench/create_order.pgbench.sql) is the statement sequence loms runs for an order
+of one item; the ratio HTTP / pgbench is the share of the database's own speed the function keeps.
+Target: ratio ≥ 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import random
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from bench.common import report
+from bench.stack import shop
+from shared_lib.devtools.pg_server import find_binaries
+from shared_lib.postgres import ConnectionPool, Dsn
+
+SCRIPT = Path(__file__).with_name("create_order.pgbench.sql")
+FIRST_SKU = 900_000_001
+SKU_COUNT = 100
+
+
+def stock_up(dsn: str) -> None:
+    ConnectionPool(dsn).run(
+        "INSERT INTO stocks (sku, total_count, reserved)"
+        " SELECT s, 1000000000, 0 FROM generate_series(CAST(:a AS bigint), CAST(:b AS bigint)) s"
+        " ON CONFLICT (sku) DO NOTHING",
+        a=FIRST_SKU,
+        b=FIRST_SKU + SKU_COUNT - 1,
+    )
+
+
+def http_clients(port: int, clients: int, seconds: float) -> tuple[int, int]:
+    done, failed = [0] * clients, [0] * clients
+    deadline = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        rng = random.Random(index)
+        while time.monotonic() < deadline:
+            body = {
+                "userId": rng.randint(1, 10**6),
+                "items": [{"sku": FIRST_SKU + rng.randrange(SKU_COUNT), "count": 1}],
+            }
+            connection.request(
+                "POST", "/order/create", json.dumps(body), {"Content-Type": "application/json"}
+            )
+            response = connection.getresponse()
+            response.read()
+            if response.status == 200:
+                done[index] += 1
+            else:
+                failed[index] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done), sum(failed)
+
+
+def pgbench(dsn: str, clients: int, seconds: int) -> float:
+    parts = Dsn.parse(dsn)
+    binary = find_binaries()[0] / "pgbench"
+    if not binary.exists():
+        binary = Path("/usr/bin/pgbench")
+    output = subprocess.run(
+        [
+            str(binary),
+            "-n",
+            "-c",
+            str(clients),
+            "-j",
+            "2",
+            "-T",
+            str(seconds),
+            "-f",
+            str(SCRIPT),
+            "-D",
+            f"first_sku={FIRST_SKU}",
+            "-D",
+            f"sku_count={SKU_COUNT}",
+            "-h",
+            parts.host,
+            "-p",
+            str(parts.port),
+            "-U",
+            parts.user,
+            parts.database,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    match = re.search(r"tps = ([0-9.]+)", output)
+    assert match, output
+    return float(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of the loms process")
+    args = parser.parse_args()
+    with shop(("loms",), workers=args.workers) as running:
+        dsn = running.environment["LOMS_SHARD_DSNS"].split(",")[0]
+        stock_up(dsn)
+        port = int(running.url("loms").rsplit(":", 1)[1])
+        http_clients(port, args.clients, 2)  # warm-up
+        ok, failed = http_clients(port, args.clients, args.seconds)
+        http_rate = ok / args.seconds
+        database_rate = pgbench(dsn, args.clients, args.seconds)
+    report(
+        "create_order: HTTP function vs pgbench, same transaction",
+        {
+            "clients": args.clients,
+            "loms gunicorn workers": args.workers,
+            "HTTP orders/s": http_rate,
+            "HTTP failures": failed,
+            "pgbench transactions/s": database_rate,
+            "ratio HTTP / pgbench": http_rate / database_rate,
+            "target ratio": 0.5,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
