@@ -41,6 +41,7 @@ from shared_lib.retry import Backoff
 log = logging.getLogger(__name__)
 
 ORDER_EVENTS_TOPIC = "loms.order-events"
+ORPHAN_GRACE = timedelta(minutes=1)
 EVENT_SOURCE = "/loms"
 EVENT_TYPE = "loms.order.status-changed"
 
@@ -175,7 +176,10 @@ class StaleOrderSweeper:
 
     def _release_orphans(self) -> int:
         released = 0
-        for order_id in self.coordinator.orphaned_reservations(self.older_than, self.batch_size):
+        # Never younger than ORPHAN_GRACE, whatever the stale window: a create in flight has its reservations
+        # committed a moment before its order.
+        grace = max(self.older_than, ORPHAN_GRACE)
+        for order_id in self.coordinator.orphaned_reservations(grace, self.batch_size):
             with self.units.for_order(order_id) as unit:
                 if unit.orders.get_for_update(order_id) is None:  # still no order: its create died
                     unit.stock.release(order_id)

@@ -6,14 +6,24 @@ Helpers arrange stock rows and look at what the databases hold.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 import pytest
 
-from functions.loms.adapters.postgres import PgOrderReader, PgStockReader, PgUnitOfWork, Shards
-from functions.loms.domain import StockLevel
-from functions.loms.service import LomsService
+from functions.loms.adapters.postgres import (
+    PgOrderReader,
+    PgOutbox,
+    PgStockReader,
+    PgSweepCoordinator,
+    PgUnitOfWork,
+    Shards,
+)
+from functions.loms.domain import OrderStatus, StockLevel
+from functions.loms.ports import EventPublisher
+from functions.loms.service import LomsService, OutboxRelay, StaleOrderSweeper
 
 MakeDatabase = Callable[[str], str]
+MakeShards = Callable[[int], Shards]
 
 
 class PgLoms:
@@ -58,6 +68,52 @@ class PgLoms:
         """A user id near `base` (a unique id) whose new orders go to the home shard."""
         return base - base % self.shard_count + self.home_shard
 
+    def statuses_of(self, order_id: int) -> list[OrderStatus]:
+        """The statuses of the order's outbox events, in event id order."""
+        rows = self.shards.primaries[self.shards.index_of(order_id)].run(
+            "SELECT status FROM outbox WHERE order_id = :o ORDER BY event_id", o=order_id
+        )
+        return [OrderStatus(row[0]) for row in rows]
+
+    def outbox_ids(self) -> list[int]:
+        """Every event id in every shard's outbox."""
+        return [int(r[0]) for pool in self.shards.primaries for r in pool.run("SELECT event_id FROM outbox")]
+
+    def unsent(self) -> int:
+        return sum(
+            int(pool.run("SELECT count(*) FROM outbox WHERE sent_at IS NULL")[0][0])
+            for pool in self.shards.primaries
+        )
+
+    def backdate(self, order_id: int, seconds: float) -> None:
+        """Make the order's last change (and its reservations) look `seconds` older."""
+        self.shards.primaries[self.shards.index_of(order_id)].run(
+            "UPDATE orders SET updated_at = updated_at - make_interval(secs => :s),"
+            " created_at = created_at - make_interval(secs => :s) WHERE order_id = :o",
+            s=seconds,
+            o=order_id,
+        )
+        self.shards.stock.run(
+            "UPDATE reservations SET created_at = created_at - make_interval(secs => :s) WHERE order_id = :o",
+            s=seconds,
+            o=order_id,
+        )
+
+    def outbox(self) -> PgOutbox:
+        return PgOutbox([pool.dsn.url() for pool in self.shards.primaries])
+
+    def relay(
+        self, publisher: EventPublisher, batch_size: int = 1000, poll_seconds: float = 0.2
+    ) -> OutboxRelay:
+        return OutboxRelay(
+            self.outbox(), publisher, batch_size=batch_size, poll_seconds=poll_seconds, linger_seconds=0
+        )
+
+    def sweeper(self, older_than: float = 600, batch_size: int = 500) -> StaleOrderSweeper:
+        return StaleOrderSweeper(
+            self.units, PgSweepCoordinator(self.shards), timedelta(seconds=older_than), batch_size
+        )
+
 
 @pytest.fixture(scope="session")
 def one_shard(make_database: MakeDatabase) -> Iterator[Shards]:
@@ -79,3 +135,18 @@ def loms(request: pytest.FixtureRequest) -> PgLoms:
     if request.param == "1-shard":
         return PgLoms(request.getfixturevalue("one_shard"))
     return PgLoms(request.getfixturevalue("two_shards"), home_shard=0 if "with-stock" in request.param else 1)
+
+
+@pytest.fixture
+def make_shards(make_database: MakeDatabase) -> Iterator[MakeShards]:
+    """make_shards(n) -> n fresh loms databases as shards, for tests that look at whole outboxes or sweeps."""
+    opened: list[Shards] = []
+
+    def make(count: int) -> Shards:
+        shards = Shards.open([make_database("loms") for _ in range(count)], [], pool_size=10)
+        opened.append(shards)
+        return shards
+
+    yield make
+    for shards in opened:
+        shards.close()

@@ -41,6 +41,8 @@ class World(Protocol):
 
     def reservations(self, order_id: int) -> dict[int, int]: ...
 
+    def statuses_of(self, order_id: int) -> list[OrderStatus]: ...
+
 
 class Boom(Exception):
     pass
@@ -145,3 +147,18 @@ def test_a_unit_for_an_unknown_order_finds_nothing(world: World, unique_id: Uniq
         assert unit.orders.get_for_update(missing) is None
         unit.stock.release(missing)
         unit.stock.consume(missing)
+
+
+def test_changes_write_their_events_and_a_failed_unit_writes_none(world: World, unique_id: UniqueId) -> None:
+    user, sku = world.user(unique_id()), unique_id()
+    world.put_stock(sku, 10)
+    with world.units.for_new_order(user) as unit:
+        order = unit.orders.add(user, (Item(sku, 1),))
+        unit.orders.change_status(order, OrderStatus.AWAITING_PAYMENT)
+    assert world.statuses_of(order.order_id) == [OrderStatus.NEW, OrderStatus.AWAITING_PAYMENT]
+    with pytest.raises(Boom), world.units.for_order(order.order_id) as unit:
+        locked = unit.orders.get_for_update(order.order_id)
+        assert locked is not None
+        unit.orders.change_status(locked, OrderStatus.PAID)
+        raise Boom
+    assert world.statuses_of(order.order_id) == [OrderStatus.NEW, OrderStatus.AWAITING_PAYMENT]

@@ -312,6 +312,9 @@ class InMemoryLoms:
         with self.lock:
             return list(self.state.outbox)
 
+    def statuses_of(self, order_id: int) -> list[OrderStatus]:
+        return [e.status for e in self.events() if e.order_id == order_id]
+
     def unsent(self) -> list[int]:
         with self.lock:
             return [e.event_id for e in self.state.outbox if e.event_id not in self.state.sent]
