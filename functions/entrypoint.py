@@ -1,0 +1,165 @@
+"""The container's entry point: serve the one function named by FUNCTION_TARGET (or --target) on PORT.
+
+`python -m functions.entrypoint --target get_product` runs gunicorn (gthread) around that function's
+functions-framework app, answering GET /healthz (liveness) and GET /readyz (readiness) beside it. On SIGTERM
+gunicorn stops accepting, drains the requests in flight (up to the graceful timeout), then each worker runs
+the shutdown hooks registered in shared_lib.lifecycle (producer flush, pool close) before it exits.
+No service logic here: the function comes from the table, its code from functions/<service>/main.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+
+from functions import table
+from shared_lib import lifecycle
+
+ROOT = Path(__file__).resolve().parent.parent
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+# What the image's ENTRYPOINT is; the target follows as `--target <name>` (container args in the manifests).
+ENTRYPOINT: tuple[str, ...] = ("python", "-m", "functions.entrypoint")
+HEALTH_PATHS = ("/healthz", "/readyz")
+
+
+def command(target: str) -> list[str]:
+    """The exact argv the container runs for one function."""
+    return [*ENTRYPOINT, "--target", target]
+
+
+class HealthRoutes:
+    """GET /healthz: the process serves (liveness). GET /readyz: it takes traffic, false once draining."""
+
+    def __init__(self, app: WSGIApp, target: str) -> None:
+        self.app = app
+        self.target = target
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path in HEALTH_PATHS and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            if path == "/readyz" and lifecycle.shutting_down():
+                return _json(start_response, "503 Service Unavailable", {"status": "draining"})
+            return _json(start_response, "200 OK", {"status": "ok", "function": self.target})
+        return self.app(environ, start_response)
+
+
+def _json(start_response: Callable[..., Any], status: str, body: dict[str, str]) -> list[bytes]:
+    payload = json.dumps(body).encode()
+    start_response(
+        status,
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(payload))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    return [payload]
+
+
+def function_app(target: str) -> WSGIApp:
+    """The functions-framework app of one function of the table, with /healthz and /readyz."""
+    import functions_framework
+
+    function = table.BY_NAME.get(target)
+    if function is None:
+        raise ValueError(f"no function {target!r} in functions/table.py")
+    app = functions_framework.create_app(target=target, source=str(ROOT / function.source))  # type: ignore[no-untyped-call]
+    return HealthRoutes(app, target)
+
+
+class DrainingWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker that also turns /readyz false the moment SIGTERM arrives."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        lifecycle.begin_shutdown()
+        super().handle_exit(sig, frame)
+
+
+def worker_exit(_server: Any, _worker: Any) -> None:
+    """gunicorn's worker_exit hook: the worker drained its requests; close what the bootstraps opened."""
+    lifecycle.run_shutdown_hooks()
+
+
+def serve(
+    target: str,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    graceful_timeout: int,
+    log_level: str,
+) -> None:
+    import gunicorn.app.base
+
+    class Server(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            options: dict[str, Any] = {
+                "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                "workers": workers,
+                "threads": threads,
+                "worker_class": DrainingWorker,
+                "graceful_timeout": graceful_timeout,
+                "timeout": 30,  # the gthread heartbeat, not a request timeout (Knative's revision timeout is)
+                "keepalive": 30,  # the queue-proxy reuses connections: closing early races it
+                "loglevel": log_level,
+                "errorlog": "-",
+                "proc_name": f"fn-{target}",
+                "worker_exit": worker_exit,
+            }
+            if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+                options["worker_tmp_dir"] = "/dev/shm"  # heartbeat files off the container's overlay disk
+            if "control_socket_disable" in self.cfg.settings:
+                # gunicorn >= 25 opens a control socket at one fixed per-user path: every server on a machine
+                # would share it, and a function has no use for it
+                options["control_socket_disable"] = True
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> WSGIApp:
+            return function_app(target)
+
+    Server().run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    env = os.environ
+    parser = argparse.ArgumentParser(
+        description="Serve one function of the shop (the container's entry point)"
+    )
+    parser.add_argument(
+        "--target", default=env.get("FUNCTION_TARGET"), help="function name (FUNCTION_TARGET)"
+    )
+    parser.add_argument(
+        "--host", default=env.get("HOST", "0.0.0.0"), help="bind address (HOST; default 0.0.0.0)"
+    )
+    parser.add_argument("--port", type=int, default=int(env.get("PORT", "8080")), help="PORT; default 8080")
+    parser.add_argument("--workers", type=int, default=int(env.get("WEB_CONCURRENCY", "1")))
+    parser.add_argument("--threads", type=int, default=int(env.get("GUNICORN_THREADS", "16")))
+    parser.add_argument(
+        "--graceful-timeout",
+        type=int,
+        default=int(env.get("GRACEFUL_TIMEOUT", "30")),
+        help="seconds a stopping worker keeps serving the requests in flight",
+    )
+    parser.add_argument("--log-level", default=env.get("GUNICORN_LOG_LEVEL", "info"))
+    args = parser.parse_args(argv)
+    if not args.target:
+        parser.error("name the function: --target NAME or FUNCTION_TARGET")
+    if args.target not in table.BY_NAME:
+        parser.error(f"unknown function {args.target!r}; known: {', '.join(sorted(table.BY_NAME))}")
+    serve(
+        args.target, args.host, args.port, args.workers, args.threads, args.graceful_timeout, args.log_level
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

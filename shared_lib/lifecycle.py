@@ -1,0 +1,63 @@
+"""Process lifecycle: what a function's process must do when it is told to stop.
+
+A tiny registry: composition roots register closers (`on_shutdown(pool.close)`, `on_shutdown(producer.close)`)
+when they build a resource; the server runs them once, last registered first, once in-flight requests drained.
+Nothing here knows about any service, server or driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], object]
+
+_lock = threading.Lock()
+_hooks: list[Hook] = []
+_stopping = threading.Event()
+
+
+def on_shutdown(hook: Hook) -> Hook:
+    """Run `hook` when the process shuts down (after draining). Returns it: it works as a decorator too."""
+    with _lock:
+        _hooks.append(hook)
+    return hook
+
+
+def begin_shutdown() -> None:
+    """Mark the process as stopping: readiness turns false while in-flight requests drain."""
+    _stopping.set()
+
+
+def shutting_down() -> bool:
+    return _stopping.is_set()
+
+
+def run_shutdown_hooks() -> list[BaseException]:
+    """Run every registered hook once, last registered first; a failing hook is logged and the rest still run.
+
+    Returns the errors raised (empty when every hook succeeded). Safe to call more than once: hooks that ran
+    are forgotten, so a second call runs only hooks registered since.
+    """
+    begin_shutdown()
+    with _lock:
+        hooks = list(reversed(_hooks))
+        _hooks.clear()
+    errors: list[BaseException] = []
+    for hook in hooks:
+        try:
+            hook()
+        except Exception as exc:  # one closer failing must not keep the others from running
+            log.exception("shutdown hook %r failed", hook)
+            errors.append(exc)
+    return errors
+
+
+def reset() -> None:
+    """Forget every hook and the stopping mark (tests only)."""
+    with _lock:
+        _hooks.clear()
+    _stopping.clear()
