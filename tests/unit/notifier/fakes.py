@@ -25,7 +25,7 @@ from functions.notifier.service import NotifierService
 from shared_lib.cache import InProcessCache
 from shared_lib.errors import TransientError
 
-SOURCE = "loms"
+SOURCE = "/loms"
 USER = 31337
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 YEAR_2026 = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 12, 31, tzinfo=UTC))
@@ -44,7 +44,7 @@ def change(
         order_id=order_id,
         user_id=user_id,
         status=status,
-        moment=moment or T0 + timedelta(seconds=event_id),
+        moment=moment or T0 + timedelta(seconds=event_id % 1_000_000),
     )
 
 

@@ -111,7 +111,7 @@ def test_a_refusal_is_recorded_and_never_retried() -> None:
     n = Notifier()
     n.sink.refuse = True
     n.service.notify(change(1))
-    assert n.db.delivered[EventKey("loms", 1)] == "the sink refused it"
+    assert n.db.delivered[EventKey("/loms", 1)] == "the sink refused it"
     n.sink.refuse = False
     n.service.notify(change(1))
     assert n.sink.events() == []

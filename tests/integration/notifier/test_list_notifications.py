@@ -1,0 +1,204 @@
+"""list_notifications through the real functions-framework app on real PostgreSQL and a real memcached:
+hits and misses, never stale after a new event, memcached stopped mid-test, one query for concurrent misses.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import functions_framework
+import pytest
+
+from functions.notifier import bootstrap
+from functions.notifier.adapters.postgres import PgNotificationHistory, PgNotificationStore
+from functions.notifier.service import NotifierService
+from shared_lib.cache import MemcachedCache
+from shared_lib.devtools.memcached_server import MemcachedServer
+from shared_lib.postgres import ConnectionPool
+from tests.conftest import free_port
+from tests.integration.notifier.conftest import MAIN, Apps
+from tests.unit.notifier.fakes import CountingHistory, RecordingSink, cloud_event, order_events
+
+pytestmark = [pytest.mark.integration, pytest.mark.function("list_notifications")]
+
+YEAR = {"from": "2026-01-01T00:00:00Z", "to": "2026-12-31T00:00:00Z"}
+
+
+def read(client: Any, user: int, **period: str) -> tuple[int, str | None, Any]:
+    response = client.get("/notifications", query_string={"user_id": str(user), **(period or YEAR)})
+    return response.status_code, response.headers.get("X-Cache"), response.json
+
+
+def notify(client: Any, event: Any) -> None:
+    headers, body = cloud_event(event)
+    assert client.post("/", headers=headers, data=body).status_code == 200
+
+
+def test_a_miss_then_a_hit_with_x_cache(
+    notifier_apps: Apps, memcached_address: str, unique_id: Callable[[], int]
+) -> None:
+    apps = notifier_apps(NOTIFIER_MEMCACHED=memcached_address)
+    user, order = unique_id(), unique_id()
+    for event in order_events(unique_id() * 10, order, user):
+        notify(apps["notify_status"], event)
+    status, cache, body = read(apps["list_notifications"], user)
+    assert (status, cache) == (200, "miss")
+    assert body["user_id"] == str(user)
+    assert [(i["order_id"], i["status"]) for i in body["items"]] == [
+        (str(order), "new"),
+        (str(order), "awaiting payment"),
+        (str(order), "paid"),
+    ]
+    assert read(apps["list_notifications"], user) == (200, "hit", body)
+    # another period of the same user is cached on its own
+    assert (
+        read(apps["list_notifications"], user, **{"from": "2026-11-01T00:00:00Z", "to": YEAR["to"]})[1]
+        == "miss"
+    )
+
+
+def test_the_history_is_never_stale_after_a_new_event(
+    notifier_apps: Apps, memcached_address: str, unique_id: Callable[[], int]
+) -> None:
+    apps = notifier_apps(NOTIFIER_MEMCACHED=memcached_address)
+    user, order = unique_id(), unique_id()
+    new, awaiting, _ = order_events(unique_id() * 10, order, user)
+    notify(apps["notify_status"], new)
+    read(apps["list_notifications"], user)
+    read(apps["list_notifications"], user, **{"from": "2026-11-22T00:00:00Z", "to": "2026-12-10T00:00:00Z"})
+    assert read(apps["list_notifications"], user)[1] == "hit"
+    notify(apps["notify_status"], awaiting)
+    status, cache, body = read(apps["list_notifications"], user)
+    assert (status, cache) == (200, "miss")
+    assert [i["status"] for i in body["items"]] == ["new", "awaiting payment"]
+    # every cached period of that user went stale at once
+    _, cache, day = read(
+        apps["list_notifications"], user, **{"from": "2026-11-22T00:00:00Z", "to": "2026-12-10T00:00:00Z"}
+    )
+    assert (cache, len(day["items"])) == ("miss", 2)
+    # a duplicate changes nothing, so the cached history stays valid
+    notify(apps["notify_status"], awaiting)
+    assert read(apps["list_notifications"], user)[1] == "hit"
+
+
+def test_memcached_stopped_mid_test_still_answers_from_the_database(
+    notifier_apps: Apps, memcached_flap: MemcachedServer, unique_id: Callable[[], int]
+) -> None:
+    apps = notifier_apps(NOTIFIER_MEMCACHED=memcached_flap.address)
+    user, order = unique_id(), unique_id()
+    new, awaiting, _ = order_events(unique_id() * 10, order, user)
+    notify(apps["notify_status"], new)
+    read(apps["list_notifications"], user)
+    assert read(apps["list_notifications"], user)[1] == "hit"
+    memcached_flap.stop()
+    status, cache, body = read(apps["list_notifications"], user)
+    assert (status, cache, len(body["items"])) == (200, "miss", 1)
+    notify(apps["notify_status"], awaiting)  # a new event while memcached is down
+    started = time.monotonic()
+    status, cache, body = read(apps["list_notifications"], user)
+    assert (status, cache, len(body["items"])) == (200, "miss", 2)
+    assert time.monotonic() - started < 1  # no waiting on a lock the cache cannot hold
+    memcached_flap.start()
+    time.sleep(1.1)  # the client asks a failed server again after a second
+    assert read(apps["list_notifications"], user)[1] == "miss"
+    assert read(apps["list_notifications"], user)[1] == "hit"
+
+
+def test_a_memcached_that_never_ran_is_served_from_the_database(
+    notifier_apps: Apps, unique_id: Callable[[], int]
+) -> None:
+    apps = notifier_apps(NOTIFIER_MEMCACHED=f"127.0.0.1:{free_port()}")
+    user = unique_id()
+    notify(apps["notify_status"], order_events(unique_id() * 10, unique_id(), user, statuses=("new",))[0])
+    for _ in range(2):
+        status, cache, body = read(apps["list_notifications"], user)
+        assert (status, cache, len(body["items"])) == (200, "miss", 1)
+
+
+def test_the_database_down_is_503(notifier_apps: Apps, memcached_address: str) -> None:
+    apps = notifier_apps(
+        NOTIFIER_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/notifier",
+        NOTIFIER_MEMCACHED=memcached_address,
+    )
+    status, _, body = read(apps["list_notifications"], 31337)
+    assert (status, body["code"]) == (503, 14)
+
+
+class SlowCountingHistory(CountingHistory):
+    """Counts the history queries that reach PostgreSQL; each takes a while, so concurrent misses overlap."""
+
+    def between(self, *args: Any) -> Any:
+        time.sleep(0.3)
+        return super().between(*args)
+
+
+def service_on(pool: ConnectionPool, history: CountingHistory, memcached: str) -> NotifierService:
+    return NotifierService(
+        store=PgNotificationStore(pool),
+        history=history,
+        sink=RecordingSink(),
+        cache=MemcachedCache(memcached, prefix="notifier:"),
+        counters=bootstrap.counters(),
+    )
+
+
+def concurrently(n: int, fn: Callable[[int], Any]) -> list[Any]:
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = fn(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_concurrent_misses_in_one_replica_make_one_database_query(
+    notifier_apps: Apps,
+    notifier_pool: ConnectionPool,
+    memcached_address: str,
+    monkeypatch: pytest.MonkeyPatch,
+    unique_id: Callable[[], int],
+) -> None:
+    apps = notifier_apps(NOTIFIER_MEMCACHED=memcached_address)
+    user = unique_id()
+    notify(apps["notify_status"], order_events(unique_id() * 10, unique_id(), user, statuses=("new",))[0])
+    history = SlowCountingHistory(PgNotificationHistory(notifier_pool))
+    service = service_on(notifier_pool, history, memcached_address)
+    monkeypatch.setattr(bootstrap, "notifier_service", lambda: service)
+    clients = [
+        functions_framework.create_app(target="list_notifications", source=MAIN).test_client()
+        for _ in range(16)
+    ]
+    results = concurrently(16, lambda i: read(clients[i], user))
+    assert history.queries == 1
+    assert all(status == 200 and len(body["items"]) == 1 for status, _, body in results)
+
+
+def test_concurrent_misses_across_replicas_make_one_database_query(
+    notifier_apps: Apps, notifier_pool: ConnectionPool, memcached_address: str, unique_id: Callable[[], int]
+) -> None:
+    apps = notifier_apps(NOTIFIER_MEMCACHED=memcached_address)
+    user = unique_id()
+    notify(apps["notify_status"], order_events(unique_id() * 10, unique_id(), user, statuses=("new",))[0])
+    history = SlowCountingHistory(PgNotificationHistory(notifier_pool))
+    # six replicas: each its own service and memcached client; only memcached can make them take turns
+    replicas = [service_on(notifier_pool, history, memcached_address) for _ in range(6)]
+    start, end = (bootstrap_instant(YEAR["from"]), bootstrap_instant(YEAR["to"]))
+    results = concurrently(6, lambda i: replicas[i].history_of(user, start, end))
+    assert history.queries == 1
+    assert all(len(items) == 1 for items, _hit in results)
+
+
+def bootstrap_instant(text: str) -> Any:
+    from functions.notifier.domain import parse_instant
+
+    return parse_instant(text, "instant")
