@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import urllib3
+
 from shared_lib.errors import TransientError
+from shared_lib.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +168,8 @@ class KafkaPublisher:
                     max_in_flight_requests_per_connection=5,
                     request_timeout_ms=int(self.timeout_seconds * 1000),
                     max_block_ms=int(self.timeout_seconds * 1000),
+                    # without it the constructor waits 30 s for an unreachable broker, whatever the timeout
+                    bootstrap_timeout_ms=int(self.timeout_seconds * 1000),
                 )
             except Exception as exc:
                 raise TransientError("Kafka is unavailable") from exc
@@ -188,5 +195,115 @@ class KafkaPublisher:
         if producer is not None:
             try:
                 producer.close(timeout=self.timeout_seconds)
-            except Exception:  # noqa: BLE001 - closing a broken producer must not mask the real error
+            except Exception:  # closing a broken producer must not mask the real error
                 log.warning("closing the Kafka producer failed", exc_info=True)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    delivered: bool
+    attempts: int  # HTTP attempts made
+    reason: str = ""  # why the last attempt failed ("HTTP 500", "timed out", …); empty when delivered
+    cancelled: bool = False  # given up early because the caller asked to stop; not delivered
+
+    def describe(self) -> str:
+        return f"{self.reason} after {self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+
+
+class HttpEventSender:
+    """POSTs binary-mode CloudEvents to a CloudEvent function's URL the way KafkaSource delivers them.
+
+    A 2xx is a delivery; connection errors, timeouts and any other status are failures, retried `retries`
+    times with capped exponential backoff (`backoff_delay` * 2**n, at most `backoff_max` seconds). Keep-alive
+    connections; thread-safe.
+    """
+
+    def __init__(
+        self,
+        retries: int = 5,
+        backoff_delay: float = 0.2,
+        backoff_max: float = 10.0,
+        timeout_seconds: float = 10.0,
+        max_connections: int = 8,
+    ) -> None:
+        if retries < 0:
+            raise ValueError("retries must not be negative")
+        self.retries = retries
+        self.backoff = Backoff(base=backoff_delay, max=backoff_max, jitter=False)
+        self._pool = urllib3.PoolManager(
+            num_pools=8,
+            maxsize=max_connections,
+            retries=False,  # the retry policy is ours, counted and spaced above
+            timeout=urllib3.Timeout(connect=timeout_seconds, read=timeout_seconds),
+        )
+
+    def attempt(self, url: str, event: Event) -> str:
+        """One POST: "" when the sink answered 2xx, else a short reason."""
+        try:
+            response = self._pool.request(
+                "POST",
+                url,
+                body=event.data,
+                headers=http_headers(event),
+                redirect=False,
+                preload_content=True,
+            )
+        except urllib3.exceptions.NewConnectionError:  # before TimeoutError: urllib3 makes it a subclass
+            return "unreachable"
+        except urllib3.exceptions.TimeoutError:
+            return "timed out"
+        except urllib3.exceptions.ProtocolError:
+            return "connection dropped"
+        except urllib3.exceptions.HTTPError as exc:
+            return f"failed ({type(exc).__name__})"
+        return "" if 200 <= response.status < 300 else f"HTTP {response.status}"
+
+    def send(self, url: str, event: Event, cancel: threading.Event | None = None) -> DeliveryOutcome:
+        """Deliver with retries. A set `cancel` ends the waiting between attempts (an attempt under way is
+        finished first): the outcome is then `cancelled`, not delivered."""
+        attempts = 0
+        while True:
+            attempts += 1
+            reason = self.attempt(url, event)
+            if not reason:
+                return DeliveryOutcome(True, attempts)
+            if attempts > self.retries:
+                return DeliveryOutcome(False, attempts, reason)
+            delay = self.backoff.delay(attempts)
+            if cancel is not None and cancel.wait(delay):
+                return DeliveryOutcome(False, attempts, reason, cancelled=True)
+            if cancel is None:
+                time.sleep(delay)
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+class HttpDeliveryPublisher:
+    """The embedded stand-in for Kafka plus KafkaSource, for machines without a broker: `publish` POSTs each
+    event, in order, to every subscriber URL of the topic as a binary-mode CloudEvent, and returns only once
+    all of them answered 2xx. Any delivery that still fails after the retries is a TransientError, so the
+    caller keeps the events and tries again later: at-least-once and in order per key, as with Kafka, but
+    without a dead-letter topic (a poison event is retried until it is fixed)."""
+
+    def __init__(
+        self,
+        routes: Mapping[str, Sequence[str]],
+        retries: int = 3,
+        timeout_seconds: float = 5.0,
+        backoff_delay: float = 0.1,
+    ) -> None:
+        self.routes = {topic: tuple(urls) for topic, urls in routes.items()}
+        self._sender = HttpEventSender(
+            retries=retries, backoff_delay=backoff_delay, backoff_max=2.0, timeout_seconds=timeout_seconds
+        )
+
+    def publish(self, topic: str, events: Sequence[Event]) -> None:
+        for event in events:
+            for url in self.routes.get(topic, ()):
+                outcome = self._sender.send(url, event)
+                if not outcome.delivered:
+                    raise TransientError(f"delivering {event.id} to {url} failed: {outcome.describe()}")
+
+    def close(self) -> None:
+        self._sender.close()
