@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import functools
 
-from functions.cart.adapters.cache import InMemoryTtlProductCache
+from functions.cart.adapters.cache import CachedProductCatalog, InMemoryTtlProductCache
 from functions.cart.adapters.loms_http import HttpOrderPlacer, HttpStockLookup
 from functions.cart.adapters.postgres import PgCartRepository
 from functions.cart.adapters.product_http import HttpProductCatalog
+from functions.cart.ports import ProductCatalog
 from functions.cart.service import CartService
 from functions.cart.settings import CartSettings
+from shared_lib import lifecycle
+from shared_lib.cache import MemcachedCache
 from shared_lib.httpclient import HttpClient
 from shared_lib.idempotency import PgIdempotencyStore
 from shared_lib.postgres import ConnectionPool
@@ -20,6 +23,7 @@ from shared_lib.ratelimit import PgRateLimiter
 from shared_lib.retry import Backoff
 
 PRODUCT_RATE_LIMIT = "cart:product.get_product"  # one name: every cart replica shares this limit
+MEMCACHED_PREFIX = "cart:"
 
 
 @functools.cache
@@ -44,18 +48,28 @@ def cart_service() -> CartService:
         max_connections=max(10, 2 * config.product_workers),
     )
     loms_client = HttpClient(config.loms_url, name="loms", timeout=config.http_timeout_seconds)
+    catalog: ProductCatalog = HttpProductCatalog(
+        product_client,
+        PgRateLimiter(pool, PRODUCT_RATE_LIMIT, config.product_rps),
+        workers=config.product_workers,
+        tries=config.product_retries,
+        backoff=Backoff(config.product_backoff_base_seconds, config.product_backoff_max_seconds),
+    )
+    local_ttl = config.product_cache_ttl_seconds
+    if config.memcached.strip() and config.product_cache_ttl_seconds > 0:
+        # one cache for every replica; a second, per-process layer would only add staleness
+        shared = MemcachedCache(config.memcached, prefix=MEMCACHED_PREFIX)
+        lifecycle.on_shutdown(shared.close)
+        catalog = CachedProductCatalog(
+            catalog, shared, config.product_cache_ttl_seconds, workers=config.product_workers
+        )
+        local_ttl = 0
     return CartService(
         carts=PgCartRepository(pool),
-        catalog=HttpProductCatalog(
-            product_client,
-            PgRateLimiter(pool, PRODUCT_RATE_LIMIT, config.product_rps),
-            workers=config.product_workers,
-            tries=config.product_retries,
-            backoff=Backoff(config.product_backoff_base_seconds, config.product_backoff_max_seconds),
-        ),
+        catalog=catalog,
         stock=HttpStockLookup(loms_client),
         orders=HttpOrderPlacer(loms_client),
-        cache=InMemoryTtlProductCache(config.product_cache_ttl_seconds, config.product_cache_max_entries),
+        cache=InMemoryTtlProductCache(local_ttl, config.product_cache_max_entries),
     )
 
 

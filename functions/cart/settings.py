@@ -23,5 +23,8 @@ class CartSettings(BaseSettings):
     product_backoff_max_seconds: float = Field(1.0, ge=0)
     product_cache_ttl_seconds: float = Field(60, ge=0)  # 0: no cache
     product_cache_max_entries: int = Field(100_000, ge=1)
+    # host:port,host:port: product info cached in Memcached, shared by every replica, with stampede
+    # protection; empty: the in-process cache above
+    memcached: str = ""
 
     loms_url: str = "http://127.0.0.1:8084"

@@ -13,7 +13,7 @@ from functions.notifier.adapters.sinks import LogSink, WebhookSink
 from functions.notifier.ports import NotificationSink
 from functions.notifier.service import NotifierService
 from functions.notifier.settings import NotifierSettings
-from shared_lib import postgres
+from shared_lib import lifecycle, postgres
 from shared_lib.cache import Cache, InProcessCache, MemcachedCache
 from shared_lib.postgres import ConnectionPool
 from shared_lib.retry import Backoff
@@ -29,13 +29,19 @@ def settings() -> NotifierSettings:
 
 @functools.cache
 def database() -> ConnectionPool:
-    return ConnectionPool(settings().database_url, size=settings().pool_size, name="notifier")
+    pool = ConnectionPool(settings().database_url, size=settings().pool_size, name="notifier")
+    lifecycle.on_shutdown(pool.close)
+    return pool
 
 
 @functools.cache
 def cache() -> Cache:
     servers = settings().memcached.strip()
-    return MemcachedCache(servers, prefix=CACHE_PREFIX) if servers else InProcessCache()
+    if not servers:
+        return InProcessCache()
+    shared = MemcachedCache(servers, prefix=CACHE_PREFIX)
+    lifecycle.on_shutdown(shared.close)
+    return shared
 
 
 @functools.cache
