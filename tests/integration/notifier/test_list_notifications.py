@@ -202,3 +202,15 @@ def bootstrap_instant(text: str) -> Any:
     from functions.notifier.domain import parse_instant
 
     return parse_instant(text, "instant")
+
+
+def test_the_widest_period_postgres_is_asked_about(notifier_apps: Apps, unique_id: Callable[[], int]) -> None:
+    apps = notifier_apps()
+    user = unique_id()
+    notify(apps["notify_status"], order_events(unique_id() * 10, unique_id(), user, statuses=("new",))[0])
+    status, _, body = read(
+        apps["list_notifications"],
+        user,
+        **{"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59.999999Z"},
+    )
+    assert (status, len(body["items"])) == (200, 1)

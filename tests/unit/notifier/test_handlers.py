@@ -77,6 +77,7 @@ POISON_VALUES: list[dict[str, Any]] = [
     {"moment": "yesterday"},
     {"moment": "2026-11-22T08:00:00"},  # no offset
     {"moment": 1700000000},
+    {"moment": "9999-12-31T23:59:59-01:00"},
 ]
 
 
@@ -169,6 +170,14 @@ def test_the_history_as_the_contract_shows_it_with_x_cache(notifier: Notifier) -
 
 
 @pytest.mark.function("list_notifications")
+def test_extreme_but_valid_bounds_are_accepted(notifier: Notifier) -> None:
+    notifier.service.notify(change(1))
+    query = {"from": "0001-01-01T00:00:00.123456789123Z", "to": "9999-12-31T23:59:59+00:00"}
+    response = history(user_id=str(USER), **query)
+    assert (response.status_code, len(response.json["items"])) == (200, 1)
+
+
+@pytest.mark.function("list_notifications")
 def test_a_user_without_notifications_has_an_empty_history(notifier: Notifier) -> None:
     response = history(**YEAR)
     assert response.status_code == 200
@@ -196,6 +205,9 @@ BAD_QUERIES: list[dict[str, str]] = [
     {"user_id": "1", "from": "2026-01-01T00:00:00", "to": YEAR["to"]},
     {"user_id": "1", "from": "2026-13-01T00:00:00Z", "to": YEAR["to"]},
     {"user_id": "1", "from": "1700000000", "to": YEAR["to"]},
+    {"user_id": "1", "from": "0001-01-01T00:00:00+01:00", "to": YEAR["to"]},  # before year 1 in UTC
+    {"user_id": "1", "from": YEAR["from"], "to": "9999-12-31T23:59:59-01:00"},  # after year 9999 in UTC
+    {"user_id": "1", "from": "2026-01-01T00:00:60Z", "to": YEAR["to"]},  # a leap second Python cannot hold
     {"user_id": "1", "from": YEAR["to"], "to": YEAR["from"]},  # from after to
     {**YEAR, "limit": "10"},  # an unknown parameter
 ]
