@@ -146,7 +146,7 @@ def knative_service(function: table.Function) -> dict[str, Any]:
         "name": "function",
         "image": IMAGE,
         "args": args,
-        "ports": [{"name": "http1", "containerPort": 8080}],
+        "ports": [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}],
         "env": [
             {"name": "FUNCTION_TARGET", "value": function.name},
             {"name": "GUNICORN_THREADS", "value": str(THREADS)},
@@ -154,7 +154,7 @@ def knative_service(function: table.Function) -> dict[str, Any]:
         ],
         "resources": {
             "requests": {"cpu": "50m", "memory": "128Mi"},
-            "limits": {"cpu": "1", "memory": "256Mi"},
+            "limits": {"cpu": "1000m", "memory": "256Mi"},
         },
         # Knative probes the user container's port itself; no port here
         "readinessProbe": {"httpGet": {"path": "/readyz"}, "successThreshold": 1},
