@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from functions.loms.domain import UINT32_MAX, Item, Order
-from functions.loms.service import LomsService
+from functions.loms.service import LomsService, OutboxRelay, StaleOrderSweeper
 from shared_lib import web
 
 
@@ -109,3 +109,28 @@ def cancel_order(service: LomsService, call: web.Call) -> web.Reply:
 def stock_info(service: LomsService, call: web.Call) -> web.Reply:
     query = call.query_model(StockQuery)
     return web.ok({"count": service.stock_info(query.sku)})
+
+
+# --- cluster-internal cron functions (a PingSource POSTs here; its body carries nothing we need) ----------
+
+
+def relay_outbox(relay: OutboxRelay, call: web.Call) -> web.Reply:
+    """Drain the outbox, then keep relaying for the configured linger; 503 when the run ended failing."""
+    try:
+        report = relay.linger()
+    finally:
+        relay.close()
+    if report.failure is not None:
+        raise report.failure
+    return web.ok({"published": report.published})
+
+
+def cancel_stale_orders(sweeper: StaleOrderSweeper, call: web.Call) -> web.Reply:
+    report = sweeper.run()
+    return web.ok(
+        {
+            "cancelled": report.cancelled,
+            "orphans_released": report.orphans_released,
+            "busy_shards": report.busy_shards,
+        }
+    )

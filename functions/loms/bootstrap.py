@@ -1,24 +1,38 @@
 """The loms composition root: settings, pools, adapters and the service, built once on first use.
 
-Also what the dev server and deploy jobs call before serving: `migrate()` every shard, then `seed_stock()`.
+Also what the dev server and deploy jobs call before serving: `migrate()` every shard, then `seed_stock()`;
+and what the dev server runs beside the functions: `relay_forever(stop)`, the outbox relay as a loop.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
+from datetime import timedelta
 from pathlib import Path
 
+from functions.loms.adapters.events import NoEventTransport, SerializedPublisher
 from functions.loms.adapters.postgres import (
     PgOrderReader,
+    PgOutbox,
     PgStockReader,
+    PgSweepCoordinator,
     PgUnitOfWork,
     Shards,
     migrate_shards,
 )
 from functions.loms.adapters.postgres import seed_stock as insert_missing_stock
 from functions.loms.adapters.seed_file import read_stock_seed
-from functions.loms.service import LomsService
+from functions.loms.ports import EventPublisher
+from functions.loms.service import (
+    ORDER_EVENTS_TOPIC,
+    LomsService,
+    OutboxRelay,
+    RelayReport,
+    StaleOrderSweeper,
+)
 from functions.loms.settings import LomsSettings
+from shared_lib.events import HttpDeliveryPublisher, KafkaPublisher
 from shared_lib.idempotency import PgIdempotencyStore
 from shared_lib.postgres import ConnectionPool
 
@@ -49,6 +63,54 @@ def idempotency() -> PgIdempotencyStore:
     config = settings()
     return PgIdempotencyStore(
         ConnectionPool(config.shards()[0], size=config.idempotency_pool_size, name="loms-idempotency")
+    )
+
+
+@functools.cache
+def publisher() -> EventPublisher:
+    """Kafka when LOMS_KAFKA_BOOTSTRAP is set, else HTTP delivery to LOMS_EVENT_SINKS, else no transport (the
+    events wait in the outbox). One per process, lent to one relay at a time."""
+    config = settings()
+    if config.kafka_bootstrap.strip():
+        return SerializedPublisher(KafkaPublisher(config.kafka_bootstrap.strip(), client_id="loms-relay"))
+    routes = config.event_routes()
+    if routes:
+        if ORDER_EVENTS_TOPIC not in routes:  # HTTP delivery to no URL "succeeds": the events would be lost
+            raise ValueError(f"LOMS_EVENT_SINKS names no sink for {ORDER_EVENTS_TOPIC}")
+        return SerializedPublisher(HttpDeliveryPublisher(routes))
+    return NoEventTransport()
+
+
+def relay() -> OutboxRelay:
+    """A new relay with its own database connections: one per thread, closed by its user."""
+    config = settings()
+    return OutboxRelay(
+        PgOutbox(config.shards()),
+        publisher(),
+        batch_size=config.relay_batch_size,
+        poll_seconds=config.relay_poll_seconds,
+        linger_seconds=config.relay_linger_seconds,
+    )
+
+
+def relay_forever(stop: threading.Event) -> RelayReport:
+    """The relay as a loop until `stop` is set (noticed within LOMS_RELAY_POLL_SECONDS): drain, wait for a
+    NOTIFY or the poll timeout, repeat; failures back off and retry. For the dev server, in its own thread."""
+    outbox_relay = relay()
+    try:
+        return outbox_relay.run_until(stop)
+    finally:
+        outbox_relay.close()
+
+
+@functools.cache
+def sweeper() -> StaleOrderSweeper:
+    config = settings()
+    return StaleOrderSweeper(
+        units=PgUnitOfWork(shards()),
+        coordinator=PgSweepCoordinator(shards()),
+        older_than=timedelta(seconds=config.stale_after_seconds),
+        batch_size=config.sweep_batch_size,
     )
 
 

@@ -37,3 +37,13 @@ def cancel_order(request: flask.Request) -> flask.Response:
 @functions_framework.http
 def stock_info(request: flask.Request) -> flask.Response:
     return web.handle(request, table.route("stock_info"), api.stock_info, bootstrap.loms_service)
+
+
+@functions_framework.http
+def relay_outbox(request: flask.Request) -> flask.Response:
+    return web.handle(request, table.route("relay_outbox"), api.relay_outbox, bootstrap.relay)
+
+
+@functions_framework.http
+def cancel_stale_orders(request: flask.Request) -> flask.Response:
+    return web.handle(request, table.route("cancel_stale_orders"), api.cancel_stale_orders, bootstrap.sweeper)

@@ -16,6 +16,7 @@ import yaml
 
 from functions import table
 from functions.loms import bootstrap
+from shared_lib import web
 from tests.unit.loms.fakes import InMemoryIdempotencyStore, InMemoryLoms
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -74,18 +75,34 @@ def call(monkeypatch: pytest.MonkeyPatch) -> Any:
     return run
 
 
+def public_routes() -> list[web.Route]:
+    """The document is the public HTTP contract: the cron functions are cluster-internal (a PingSource
+    POSTs to them), so they are not in it, as tests/contract/test_openapi.py expects too."""
+    return [table.route(f.name) for f in table.functions_of("loms") if f.trigger == "http"]
+
+
 def test_every_loms_route_is_documented_and_nothing_else() -> None:
     documented = {
         (path, method.upper(), op["operationId"])
         for path, ops in DOC["paths"].items()
         for method, op in ops.items()
     }
-    routes = {(r.path, r.method, r.function) for r in table.routes_of("loms")}
+    routes = {(r.path, r.method, r.function) for r in public_routes()}
     assert documented == routes
 
 
+def test_internal_functions_are_internal_and_undocumented() -> None:
+    internal = [f for f in table.functions_of("loms") if f.trigger != "http"]
+    assert {f.name for f in internal} == {"relay_outbox", "cancel_stale_orders"}
+    for function in internal:
+        assert function.public is False
+        assert function.path.startswith("/internal/")
+        assert function.path not in DOC["paths"]
+        assert function.path in DOC["info"]["description"]  # named there, so a reader knows they exist
+
+
 def test_mutating_routes_document_the_idempotency_key_and_422() -> None:
-    for route in table.routes_of("loms"):
+    for route in public_routes():
         parameters = [p.get("$ref", "") for p in operation(route.function).get("parameters", [])]
         has_key = "#/components/parameters/IdempotencyKey" in parameters
         assert has_key == route.idempotent
