@@ -45,10 +45,9 @@ class Sink:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(self, environ: Any, start_response: Any) -> Any:
-        return self._app(environ, start_response)
+        return self._answer(Request(environ))(environ, start_response)
 
-    @Request.application  # type: ignore[misc]
-    def _app(self, request: Request) -> Response:
+    def _answer(self, request: Request) -> Response:
         event = from_http(request.headers, request.get_data())
         lane = partition_of(event)
         with self.lock:

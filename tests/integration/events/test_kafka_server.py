@@ -3,6 +3,7 @@ consumer groups' committed offsets (what `make run` and the restart tests rely o
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from pathlib import Path
 
@@ -65,9 +66,9 @@ def test_a_restart_keeps_topics_records_and_committed_offsets(
 
 def test_availability_says_why_not(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # an empty cache
-    monkeypatch.setattr(kafka_server.shutil, "which", lambda name: None if name == "mvn" else f"/bin/{name}")
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "mvn" else f"/bin/{name}")
     ok, why = kafka_server.available()
     assert not ok and "mvn is not on PATH" in why
-    monkeypatch.setattr(kafka_server.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
     ok, why = kafka_server.available()
     assert not ok and "java is not on PATH" in why
