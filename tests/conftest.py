@@ -104,18 +104,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def shop(pg_server_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The whole dev server on the contract's ports, on the session's PostgreSQL: {service: base URL}.
+def shop(
+    pg_server_dsn: str, kafka_bootstrap: str, memcached_address: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """The whole dev server on the contract's ports, on the session's PostgreSQL, Kafka and Memcached:
+    {service: base URL}.
 
-    Started the way `make run` starts it (same databases, migrations, seed and processes); logs go to
-    the session's temporary directory and are printed when a service fails to start.
+    Started the way `make run` starts it (same databases, migrations, seed, processes, relay and event
+    sources); logs go to the session's temporary directory and are printed when a service fails to start.
     """
     from functions import devserver, table
 
-    environment = devserver.service_environment(pg_server_dsn)
+    environment = devserver.service_environment(
+        pg_server_dsn, kafka=kafka_bootstrap, memcached=memcached_address
+    )
     devserver.prepare_databases(pg_server_dsn, environment)
     log_dir = tmp_path_factory.mktemp("shop-logs")
-    stack = devserver.Stack(environment, log_dir=log_dir)
+    stack = devserver.Stack(environment, log_dir=log_dir, cron_seconds=2.0)
     try:
         stack.start()
     except Exception:

@@ -16,7 +16,7 @@ import pytest
 
 from functions.devserver import ROOT, wait_healthy
 from tests.conftest import free_port
-from tests.e2e.http import call
+from tests.e2e.http import call, notifications, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -37,6 +37,7 @@ def start(data: Path, pg_port: int, log: Path) -> subprocess.Popen[bytes]:
             str(pg_port),
             "--port-offset",
             str(OFFSET),
+            "--embedded",  # the fallback path: in-process event delivery and caches
         ],
         cwd=ROOT,
         env=env,
@@ -61,12 +62,21 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
         assert call("POST", f"{cart}/user/31337/cart/1076963", {"count": 2})[0] == 200
         stock = call("GET", f"{loms}/stock/info?sku=1076963")[1]["count"]
         assert stock == 300 - 35  # the seed: total 300, reserved 35
+        # events without Kafka: the relay delivers straight to notify_status, still in order
+        order = call(
+            "POST", f"{loms}/order/create", {"userId": 777, "items": [{"sku": 1148162, "count": 1}]}
+        )[1]
+        assert call("POST", f"{loms}/order/pay", {"orderId": order["orderId"]})[0] == 200
+        notifier = f"http://127.0.0.1:{8085 + OFFSET}"
+        items = wait_for(lambda: (got := notifications(notifier, 777)) and len(got) >= 3 and got)
+        assert [i["status"] for i in items] == ["new", "awaiting payment", "paid"]
     finally:
         assert stop(process) == 0
     output = (tmp_path / "run1.log").read_text()
     assert "The shop is up" in output and "curl" in output and "Stopped." in output
     time.sleep(0.5)
-    for port in (8080, 8082, 8084):
+    assert "Kafka: not used (SHOP_EMBEDDED is set)" in output
+    for port in (8080, 8082, 8084, 8085):
         with pytest.raises(OSError):
             wait_healthy(f"http://127.0.0.1:{port + OFFSET}/healthz", 0.5)
 

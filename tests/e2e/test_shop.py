@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.http import call
+from tests.e2e.http import call, notifications, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -143,3 +143,34 @@ def test_every_service_serves_its_openapi_document(shop: dict[str, str]) -> None
         status, spec, _ = call("GET", f"{base}/openapi.json")
         assert status == 200
         assert spec["openapi"].startswith("3.")
+
+
+@pytest.mark.function("notify_status")
+def test_order_events_travel_through_kafka_to_the_notifier(
+    shop: dict[str, str], unique_id: Callable[[], int]
+) -> None:
+    """create → pay: the outbox, the relay, Kafka, the local KafkaSource and notify_status, in order."""
+    user = unique_id()
+    status, order, _ = call(
+        "POST", f"{shop['loms']}/order/create", {"userId": user, "items": [{"sku": 1148162, "count": 1}]}
+    )
+    assert status == 200
+    assert call("POST", f"{shop['loms']}/order/pay", {"orderId": order["orderId"]})[0] == 200
+    items = wait_for(lambda: (got := notifications(shop["notifier"], user)) and len(got) >= 3 and got)
+    assert [(i["order_id"], i["status"]) for i in items] == [
+        (order["orderId"], "new"),
+        (order["orderId"], "awaiting payment"),
+        (order["orderId"], "paid"),
+    ]
+    url = f"{shop['notifier']}/notifications?user_id={user}&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z"
+    assert call("GET", url)[2]["X-Cache"] == "hit"
+    assert (
+        call("POST", f"{shop['loms']}/order/cancel", {"orderId": order["orderId"]})[0] == 400
+    )  # paid: code 9
+    # a failed order is announced too, and a new notification makes the cached history stale at once
+    status, refused, _ = call(
+        "POST", f"{shop['loms']}/order/create", {"userId": user, "items": [{"sku": 1148162, "count": 10**6}]}
+    )
+    assert (status, refused["code"]) == (400, 9)
+    later = wait_for(lambda: (got := notifications(shop["notifier"], user)) and len(got) >= 5 and got)
+    assert [i["status"] for i in later[3:]] == ["new", "failed"]
