@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install run test test-unit test-integration test-contract test-e2e test-function lint format bench clean
+.PHONY: install test-deps run test test-unit test-integration test-contract test-e2e test-function lint format bench clean
 
 install: $(STAMP)
 
@@ -19,8 +19,18 @@ $(STAMP): pyproject.toml
 run: install
 	PYTHONPATH=. $(PY) -m functions.devserver run
 
+## What the tests run for real besides PostgreSQL: Debian's memcached, and Apache Kafka's jars via Maven.
+test-deps: install
+	@command -v memcached >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's memcached …"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null); \
+	  else echo "memcached is not installed (apt-get install memcached); its tests will be skipped"; fi; }
+	@echo "Resolving Apache Kafka's jars with Maven (cached after the first time) …"
+	PYTHONPATH=. $(PY) -m shared_lib.devtools.kafka_server resolve
+
 ## Install, start the test infrastructure, run every suite, stop what was started.
-test: install
+test: test-deps
 	PYTHONPATH=. $(PY) -m pytest tests -q -p no:cacheprovider
 
 test-unit: install
