@@ -10,6 +10,7 @@ import argparse
 import collections
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -37,6 +38,18 @@ KAFKA_EVENT_TYPE = "dev.knative.kafka.event"
 # headers the dead-letter copy carries besides the original ones
 DLQ_HEADERS = ("reason", "source_topic", "source_partition", "source_offset")
 _RECONNECT = Backoff(base=0.2, max=2.0)
+
+
+def _reachable(bootstrap: str) -> bool:
+    """Whether any bootstrap server accepts a TCP connection."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=1.0):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def event_of(
@@ -268,7 +281,7 @@ class KafkaEventSource:
     def _run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
-            consumer = self._connect()
+            consumer = self._connect(quiet=failures > 0)
             if consumer is None:
                 failures += 1
                 self._stopping.wait(_RECONNECT.delay(failures))
@@ -292,7 +305,17 @@ class KafkaEventSource:
                 self._close(consumer)
         self._close_producer()
 
-    def _connect(self) -> Any | None:
+    def _connect(self, quiet: bool) -> Any | None:
+        """A new consumer, or None while Kafka is unreachable (said once per outage, not per try)."""
+        if not _reachable(self.bootstrap):
+            # checked first: a KafkaConsumer whose bootstrap fails leaves its IO thread running, one per try
+            log.log(
+                logging.DEBUG if quiet else logging.WARNING,
+                "%s: Kafka at %s is unreachable",
+                self.topic,
+                self.bootstrap,
+            )
+            return None
         try:
             return KafkaConsumer(
                 bootstrap_servers=self.bootstrap,
@@ -496,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--initial-offset", choices=["earliest", "latest"], default="earliest")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO is every connection and rebalance step
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -516,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("delivering %s (group %s) to %s", args.topic, args.group, args.sink)
     stop.wait()
     source.stop()
+    stats = source.stats
+    log.info("stopped: %d delivered, %d dead-lettered", stats.delivered, stats.dead_lettered)
     return 0
 
 

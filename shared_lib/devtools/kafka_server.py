@@ -385,7 +385,8 @@ def _topic_arg(text: str) -> tuple[str, int]:
     return name, int(partitions or "1")
 
 
-def main(argv: list[str] | None = None, out: IO[str] = sys.stdout) -> int:
+def main(argv: list[str] | None = None, out: IO[str] | None = None) -> int:
+    out = out or sys.stdout
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("action", choices=["start", "stop", "status", "resolve"])
     parser.add_argument("--data", type=Path, default=Path(".local/kafka"))

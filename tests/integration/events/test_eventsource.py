@@ -52,6 +52,20 @@ def test_each_partition_in_order_while_partitions_proceed_independently(
     assert sink.arrived_at[f"{topic}-1-5"] < sink.arrived_at[f"{topic}-0-2"]
 
 
+def test_a_full_backlog_pauses_fetching_without_losing_or_reordering_records(
+    kafka_bootstrap: str, fresh_topic: MakeTopic, running: list[KafkaEventSource]
+) -> None:
+    topic = fresh_topic(1)
+    sink = Sink(lambda _e, _a: Answer(delay=0.01))
+    produce(kafka_bootstrap, topic, [(0, numbered(topic, 0, n)) for n in range(25)])
+    with serving(sink) as url:
+        source = source_for(kafka_bootstrap, topic, url, max_backlog=3)
+        running.append(source)
+        source.start()
+        eventually(lambda: len(sink.accepted_ids()) == 25, what="all 25 records delivered")
+    assert sink.accepted_numbers() == list(range(25))
+
+
 def test_a_record_failing_twice_is_delivered_once_after_retries_and_in_order(
     kafka_bootstrap: str, fresh_topic: MakeTopic, running: list[KafkaEventSource]
 ) -> None:

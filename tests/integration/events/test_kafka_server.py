@@ -72,3 +72,11 @@ def test_availability_says_why_not(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setattr(shutil, "which", lambda _name: None)
     ok, why = kafka_server.available()
     assert not ok and "java is not on PATH" in why
+
+
+def test_the_cli_resolves_the_jars_into_the_cache(capsys: pytest.CaptureFixture[str]) -> None:
+    assert kafka_server.main(["resolve"]) == 0
+    cache = Path(capsys.readouterr().out.strip())
+    assert kafka_server.jars_cached(cache)
+    assert any(cache.glob("kafka_2.13-4.1.1.jar")) and any(cache.glob("log4j-slf4j-impl-*.jar"))
+    assert not any(cache.glob("*reload4j*"))
