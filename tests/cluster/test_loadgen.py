@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import subprocess
 import sys
@@ -13,7 +14,10 @@ import pytest
 
 from tests.cluster.conftest import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(importlib.util.find_spec("locust") is None, reason="locust is not installed"),
+]
 
 STEPS = {"list_products", "get_product", "add_item", "list_cart", "checkout", "pay_order"}
 

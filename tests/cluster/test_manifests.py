@@ -18,8 +18,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
-import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
@@ -27,6 +25,11 @@ from functions import table
 from k8s import generate
 from shared_lib import eventsource
 from tests.cluster.conftest import ROOT, Resource, of_kind
+
+# the cluster tooling of the dev dependencies (kubernetes-validate, cloudcoil's Knative models, jsonschema)
+jsonschema = pytest.importorskip("jsonschema", reason="install the dev dependencies: pip install -e '.[dev]'")
+kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="install the dev dependencies")
+pytest.importorskip("cloudcoil.models.knative_serving", reason="install the dev dependencies")
 
 KUBERNETES = "1.33"  # the oldest node version the cluster path supports (kind >= 0.29; Knative 1.21)
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
@@ -116,7 +119,7 @@ def model_problems(resource: Resource) -> list[str]:
 
 
 @functools.cache
-def crd_validator(api_version: str, kind: str) -> jsonschema.Draft202012Validator:
+def crd_validator(api_version: str, kind: str) -> Any:
     schema = json.loads((SCHEMAS / CRD_SCHEMAS[(api_version, kind)]).read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
