@@ -1,0 +1,195 @@
+"""The relay and the sweep as deployed: built by bootstrap from the environment, called through their
+functions-framework targets (as a PingSource calls them) or run as the dev server's loop, on real PostgreSQL
+with real Kafka, with the HTTP delivery fallback, and with no transport at all.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import functions_framework
+import pytest
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from functions import table
+from functions.loms import bootstrap
+from functions.loms.domain import Item, OrderStatus
+from shared_lib.events import Event, from_http
+from tests.integration.loms.conftest import MakeDatabase, PgLoms
+from tests.integration.loms.test_events_kafka import read_topic
+
+pytestmark = pytest.mark.integration
+UniqueId = Callable[[], int]
+MAIN = Path(__file__).resolve().parents[3] / "functions" / "loms" / "main.py"
+CACHED = (
+    bootstrap.settings,
+    bootstrap.shards,
+    bootstrap.loms_service,
+    bootstrap.idempotency,
+    bootstrap.publisher,
+    bootstrap.sweeper,
+)
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch, make_database: MakeDatabase) -> Iterator[PgLoms]:
+    """Two fresh shards in LOMS_SHARD_DSNS, a short linger and poll; bootstrap rebuilt from scratch."""
+    for name in ("LOMS_KAFKA_BOOTSTRAP", "LOMS_EVENT_SINKS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LOMS_SHARD_DSNS", f"{make_database('loms')},{make_database('loms')}")
+    monkeypatch.setenv("LOMS_RELAY_LINGER_SECONDS", "0.3")
+    monkeypatch.setenv("LOMS_RELAY_POLL_SECONDS", "5")  # longer than any wait below: only NOTIFY is in time
+    for cached in CACHED:
+        cached.cache_clear()
+    yield PgLoms(bootstrap.shards())
+    if bootstrap.publisher.cache_info().currsize:
+        inner = getattr(bootstrap.publisher(), "inner", None)
+        if inner is not None and hasattr(inner, "close"):
+            inner.close()
+    if bootstrap.shards.cache_info().currsize:
+        bootstrap.shards().close()
+    for cached in CACHED:
+        cached.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def apps() -> dict[str, Any]:
+    targets = ("relay_outbox", "cancel_stale_orders")
+    return {t: functions_framework.create_app(target=t, source=str(MAIN)) for t in targets}
+
+
+def post(apps: dict[str, Any], function: str) -> Any:
+    return apps[function].test_client().post(table.route(function).path, json={})
+
+
+def test_the_cron_functions_on_kafka(
+    apps: dict[str, Any],
+    environment: PgLoms,
+    monkeypatch: pytest.MonkeyPatch,
+    kafka_bootstrap: str,
+    unique_id: UniqueId,
+) -> None:
+    monkeypatch.setenv("LOMS_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    bootstrap.settings.cache_clear()
+    loms, sku = environment, unique_id()
+    loms.put_stock(sku, 10)
+    service = bootstrap.loms_service()
+    kept = service.create_order(unique_id() * 2, [Item(sku, 1)])
+    stale = service.create_order(unique_id() * 2 + 1, [Item(sku, 2)])
+    service.pay_order(kept)
+    started = time.monotonic()
+    response = post(apps, "relay_outbox")
+    assert (response.status_code, response.json) == (200, {"published": 5})
+    assert time.monotonic() - started >= 0.3  # it lingered, listening
+    loms.backdate(stale, 3600)
+    response = post(apps, "cancel_stale_orders")
+    assert (response.status_code, response.json) == (
+        200,
+        {"cancelled": 1, "orphans_released": 0, "busy_shards": 0},
+    )
+    assert service.order_info(stale).status is OrderStatus.CANCELLED
+    assert post(apps, "relay_outbox").json == {"published": 1}
+    ours = {str(kept), str(stale)}
+    records = read_topic(kafka_bootstrap, "loms.order-events", lambda rs: sum(r.key in ours for r in rs) >= 6)
+    mine = [r for r in records if r.key in ours]
+    assert sorted(r.ce_id for r in mine) == sorted(loms.outbox_ids())
+    swept = [r.value["status"] for r in mine if r.key == str(stale)]
+    assert swept == ["new", "awaiting payment", "cancelled"]
+
+
+def test_without_a_transport_the_relay_is_a_503_and_the_events_wait(
+    apps: dict[str, Any], environment: PgLoms, unique_id: UniqueId
+) -> None:
+    loms, sku = environment, unique_id()
+    loms.put_stock(sku, 10)
+    bootstrap.loms_service().create_order(unique_id(), [Item(sku, 1)])
+    response = post(apps, "relay_outbox")
+    assert (response.status_code, response.json["code"]) == (503, 14)
+    assert "no event transport" in response.json["message"]
+    assert loms.unsent() == 2
+
+
+def listening(loms: PgLoms) -> bool:
+    """Every shard has a relay connection that LISTENs and has gone on to its next statement."""
+    return all(
+        pool.run(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'loms-relay'"
+            " AND query NOT LIKE 'LISTEN%'"
+        )[0][0]
+        for pool in loms.shards.primaries
+    )
+
+
+class Sink:
+    """A CloudEvent function stand-in on a real port: records what it accepted."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.lock = threading.Lock()
+
+    @Request.application  # type: ignore[misc]
+    def __call__(self, request: Request) -> Response:
+        event = from_http(request.headers, request.get_data())
+        with self.lock:
+            self.events.append(event)
+        return Response(status=204)
+
+    def statuses(self) -> list[str]:
+        with self.lock:
+            return [json.loads(e.data)["status"] for e in self.events]
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[Sink, str]]:
+    app = Sink()
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield app, f"http://127.0.0.1:{server.server_port}/events/notify_status"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+def test_relay_forever_delivers_over_http_as_soon_as_events_commit(
+    environment: PgLoms,
+    monkeypatch: pytest.MonkeyPatch,
+    sink: tuple[Sink, str],
+    unique_id: UniqueId,
+) -> None:
+    received, url = sink
+    monkeypatch.setenv("LOMS_EVENT_SINKS", f"loms.order-events={url}")
+    bootstrap.settings.cache_clear()
+    loms, sku = environment, unique_id()
+    loms.put_stock(sku, 10)
+    service = bootstrap.loms_service()
+    stop = threading.Event()
+    loop = threading.Thread(target=bootstrap.relay_forever, args=(stop,))
+    loop.start()
+    try:
+        eventually(lambda: listening(loms))  # from here on a commit cannot slip past the loop unnoticed
+        order_id = service.create_order(unique_id() * 2 + 1, [Item(sku, 1)])
+        eventually(lambda: received.statuses() == ["new", "awaiting payment"], timeout=3)
+        service.cancel_order(order_id)
+        eventually(lambda: received.statuses() == ["new", "awaiting payment", "cancelled"], timeout=3)
+    finally:
+        stop.set()
+        service.create_order(unique_id(), [Item(sku, 1)])  # wakes the loop so it sees the stop now
+        loop.join(timeout=10)
+    assert not loop.is_alive()
+    assert {e.id for e in received.events} <= {str(i) for i in loms.outbox_ids()}
+    assert all(e.key is None or e.key == str(order_id).encode() for e in received.events[:3])
