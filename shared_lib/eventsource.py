@@ -238,7 +238,7 @@ class KafkaEventSource:
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start consuming in the background; returns at once (see wait_assigned)."""
+        """Start consuming in the background; returns at once (see wait_assigned). Once per instance."""
         if self._thread is not None:
             raise RuntimeError("already started")
         self._thread = threading.Thread(target=self._run, name=f"eventsource-{self.topic}", daemon=True)
@@ -292,7 +292,8 @@ class KafkaEventSource:
                 consumer.subscribe([self.topic], listener=_Listener(self))
                 if not consumer.partitions_for_topic(self.topic):
                     failures += 1
-                    log.warning("topic %s does not exist (yet); waiting for it", self.topic)
+                    level = logging.WARNING if failures == 1 else logging.DEBUG
+                    log.log(level, "topic %s does not exist (yet); waiting for it", self.topic)
                     self._stopping.wait(_RECONNECT.delay(failures))
                     continue
                 failures = 0
@@ -395,9 +396,9 @@ class KafkaEventSource:
             workers = list(self._workers.values())
         for worker in workers:
             worker.retire()
-        for worker in workers:
-            worker.thread.join(max(0.0, self._deadline - time.monotonic() - 1.0))
-        self._commit(consumer, pending, timeout=max(0.5, self._deadline - time.monotonic() - 0.5))
+        for worker in workers:  # leaves time within stop()'s budget to commit and to leave the group
+            worker.thread.join(max(0.0, self._deadline - time.monotonic() - 3.0))
+        self._commit(consumer, pending, timeout=max(0.5, self._deadline - time.monotonic() - 2.0))
 
     def _close(self, consumer: Any) -> None:
         try:
