@@ -115,7 +115,8 @@ def stock_info(service: LomsService, call: web.Call) -> web.Reply:
 
 
 def relay_outbox(relay: OutboxRelay, call: web.Call) -> web.Reply:
-    """Drain the outbox, then keep relaying for the configured linger; 503 when the run ended failing."""
+    """Drain the outbox, then keep relaying for the configured linger; 503 when the run ended on a transport
+    or database failure (500 on a bug)."""
     try:
         report = relay.linger()
     finally:

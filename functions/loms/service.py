@@ -213,7 +213,7 @@ def cloudevent(change: OrderStatusChanged) -> Event:
 @dataclass(frozen=True, slots=True)
 class RelayReport:
     published: int
-    failure: TransientError | None = None  # the last attempt's error, when the run ended on one
+    failure: Exception | None = None  # the last attempt's error, when the run ended on one
 
 
 @dataclass
@@ -273,11 +273,12 @@ class OutboxRelay:
 
     def run_until(self, stop: threading.Event, deadline: float | None = None) -> RelayReport:
         """Drain, wait for new events (a notification, or `poll_seconds` at most), repeat, until `stop` is set
-        or the `clock` passes `deadline`; always drains at least once. Failures back off and retry; rows stay
-        in the outbox meanwhile. `stop` is noticed within `poll_seconds`.
+        or the `clock` passes `deadline`; always drains at least once. Failures (and bugs, logged with their
+        traceback) back off and retry; rows stay in the outbox meanwhile. `stop` is noticed within
+        `poll_seconds`.
         """
         published = failures = 0
-        failure: TransientError | None = None
+        failure: Exception | None = None
         while True:
             try:
                 published += self.drain()
@@ -285,6 +286,9 @@ class OutboxRelay:
             except TransientError as exc:
                 failure, failures = exc, failures + 1
                 log.warning("relaying the outbox failed (attempt %d): %s", failures, exc.message)
+            except Exception as exc:  # a bug: the loop must outlive it, and say so loudly
+                failure, failures = exc, failures + 1
+                log.exception("relaying the outbox crashed (attempt %d)", failures)
             if stop.is_set():
                 break
             remaining = None if deadline is None else deadline - self.clock()

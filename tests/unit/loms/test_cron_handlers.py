@@ -100,3 +100,20 @@ def test_cron_functions_take_post_only(
     response = apps[function].test_client().get(table.route(function).path)
     assert (response.status_code, response.headers["Allow"]) == (405, "POST")
     assert apps[function].test_client().post("/internal/elsewhere").status_code == 404
+
+
+@pytest.mark.function("relay_outbox")
+def test_relay_outbox_is_a_500_on_a_bug_and_keeps_the_events(
+    apps: dict[str, Any], world: tuple[InMemoryLoms, RecordingPublisher], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loms, _ = world
+
+    class Broken(RecordingPublisher):
+        def publish(self, topic: str, events: Any) -> None:
+            raise ValueError("a bug in the transport")
+
+    monkeypatch.setattr(bootstrap, "relay", lambda: loms.relay(Broken()))
+    loms.service.create_order(31337, [Item(SKU, 1)])
+    response = post(apps, "relay_outbox", **PING)
+    assert (response.status_code, response.json["code"]) == (500, 13)
+    assert len(loms.unsent()) == 2

@@ -332,3 +332,25 @@ def test_concurrent_sweepers_cancel_each_order_once(loms: InMemoryLoms) -> None:
     assert sum(results) == 40
     assert all(statuses(loms, o) == [N, A, C] for o in stale)
     assert loms.level(SKU) == StockLevel(SKU, 300, 35)
+
+
+class BrokenPublisher:
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def publish(self, topic: str, events: object) -> None:
+        self.attempts += 1
+        raise ValueError("a bug in the transport")
+
+
+def test_a_bug_does_not_end_the_loop_and_is_reported(loms: InMemoryLoms) -> None:
+    loms.service.create_order(USER, [Item(SKU, 1)])
+    publisher = BrokenPublisher()
+    ticks = iter(range(100))
+    relay = OutboxRelay(
+        loms.outbox(), publisher, backoff=Backoff(base=0.001, max=0.001), clock=lambda: next(ticks) * 0.4
+    )
+    report = relay.run_until(threading.Event(), deadline=1.0)
+    assert isinstance(report.failure, ValueError)
+    assert publisher.attempts >= 2
+    assert len(loms.unsent()) == 2
