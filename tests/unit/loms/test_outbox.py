@@ -354,3 +354,15 @@ def test_a_bug_does_not_end_the_loop_and_is_reported(loms: InMemoryLoms) -> None
     assert isinstance(report.failure, ValueError)
     assert publisher.attempts >= 2
     assert len(loms.unsent()) == 2
+
+
+def test_a_drain_under_steady_inflow_ends_when_told(loms: InMemoryLoms) -> None:
+    for i in range(10):
+        loms.service.create_order(USER + i, [Item(SKU, 1)])
+    publisher = RecordingPublisher()
+    relay = loms.relay(publisher, batch_size=4)
+    assert relay.drain(enough=lambda: len(publisher.events()) >= 8) == 8
+    assert len(loms.unsent()) == 12
+    stop = threading.Event()
+    stop.set()
+    assert relay.run_until(stop).published == 4  # at least one batch, then the stop is seen
