@@ -51,14 +51,14 @@ test-function: install
 	PYTHONPATH=. $(PY) -m pytest tests -q --function $(F)
 
 lint: install
-	$(VENV)/bin/ruff check functions shared_lib tests bench
-	$(VENV)/bin/ruff format --check functions shared_lib tests bench
+	$(VENV)/bin/ruff check functions shared_lib tests bench k8s
+	$(VENV)/bin/ruff format --check functions shared_lib tests bench k8s
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 format: install
-	$(VENV)/bin/ruff check --fix functions shared_lib tests bench
-	$(VENV)/bin/ruff format functions shared_lib tests bench
+	$(VENV)/bin/ruff check --fix functions shared_lib tests bench k8s
+	$(VENV)/bin/ruff format functions shared_lib tests bench k8s
 
 ## Benchmarks: print measured figures; never part of `make test`.
 bench: install
@@ -66,3 +66,7 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
+
+# The cluster path: kind, Knative, Strimzi, skaffold (cluster-up, dev, port-forward, cluster-down, autoscale-demo,
+# k8s-generate, loadgen).
+include k8s/cluster.mk

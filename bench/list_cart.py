@@ -20,12 +20,17 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from bench.common import free_port, percentile, report
 from bench.stack import shop
 
 SKUS = [1076963, 1148162, 1625903, 2618151, 2956315, 2958025, 3596599, 3618852, 4288068, 4465995, 30816475]
+
+
+class Quiet(WSGIRequestHandler):
+    def log_request(self, *args: Any, **kwargs: Any) -> None:  # hundreds of lines of access log otherwise
+        pass
 
 
 class Counting:
@@ -62,7 +67,7 @@ def main() -> None:
 
     product_port = free_port()
     counting = Counting(devserver.service_app("product"))
-    server = make_server("127.0.0.1", product_port, counting, threaded=True)
+    server = make_server("127.0.0.1", product_port, counting, threaded=True, request_handler=Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     overrides = {
         "CART_PRODUCT_URL": f"http://127.0.0.1:{product_port}",

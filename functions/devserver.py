@@ -90,22 +90,21 @@ class ServiceDispatcher:
 
 
 def service_app(service: str) -> ServiceDispatcher:
-    import functions_framework
+    """The service's functions, each built exactly as its container builds it (functions.entrypoint)."""
+    from functions import entrypoint
 
-    apps: dict[str, WSGIApp] = {
-        f.name: functions_framework.create_app(target=f.name, source=str(ROOT / f.source))  # type: ignore[no-untyped-call]
-        for f in table.functions_of(service)
-        if f.path
-    }
+    apps = {f.name: entrypoint.function_app(f.name) for f in table.functions_of(service) if f.path}
     return ServiceDispatcher(service, apps)
 
 
 def serve(service: str, port: int, workers: int, threads: int) -> None:
     import gunicorn.app.base
 
+    from functions import entrypoint
+
     class Server(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            options = {
+            options: dict[str, Any] = {
                 "bind": f"127.0.0.1:{port}",
                 "workers": workers,
                 "threads": threads,
@@ -115,7 +114,10 @@ def serve(service: str, port: int, workers: int, threads: int) -> None:
                 "graceful_timeout": 5,
                 "keepalive": 30,
                 "backlog": 2048,
+                "worker_exit": entrypoint.worker_exit,  # close pools and flush producers, as in the container
             }
+            if "control_socket_disable" in self.cfg.settings:  # one shared ~/.gunicorn socket otherwise
+                options["control_socket_disable"] = True
             for key, value in options.items():
                 self.cfg.set(key, value)
 

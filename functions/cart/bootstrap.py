@@ -47,7 +47,12 @@ def cart_service() -> CartService:
         headers={"X-API-KEY": config.product_api_key},
         max_connections=max(10, 2 * config.product_workers),
     )
-    loms_client = HttpClient(config.loms_url, name="loms", timeout=config.http_timeout_seconds)
+    stock_client = HttpClient(
+        config.loms_stock_url or config.loms_url, name="loms", timeout=config.http_timeout_seconds
+    )
+    orders_client = HttpClient(
+        config.loms_orders_url or config.loms_url, name="loms", timeout=config.http_timeout_seconds
+    )
     catalog: ProductCatalog = HttpProductCatalog(
         product_client,
         PgRateLimiter(pool, PRODUCT_RATE_LIMIT, config.product_rps),
@@ -67,8 +72,8 @@ def cart_service() -> CartService:
     return CartService(
         carts=PgCartRepository(pool),
         catalog=catalog,
-        stock=HttpStockLookup(loms_client),
-        orders=HttpOrderPlacer(loms_client),
+        stock=HttpStockLookup(stock_client),
+        orders=HttpOrderPlacer(orders_client),
         cache=InMemoryTtlProductCache(local_ttl, config.product_cache_max_entries),
     )
 

@@ -28,3 +28,7 @@ class CartSettings(BaseSettings):
     memcached: str = ""
 
     loms_url: str = "http://127.0.0.1:8084"
+    # In a cluster every function is its own Knative Service, so stock_info and create_order have a URL each;
+    # empty: loms_url (the dev server serves all of loms on one port)
+    loms_stock_url: str = ""
+    loms_orders_url: str = ""

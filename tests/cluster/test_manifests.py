@@ -47,9 +47,6 @@ THIRD_PARTY_IMAGES = (
     "docker.io/jaegertracing/",
     "quay.io/prometheus/",
 )
-# Settings the manifests set before the services read them: proposed to the lead (see the cluster README
-# section). Listed here so the check below stays strict for everything else; remove an entry once it is read.
-PENDING_SETTINGS = {"CART_LOMS_STOCK_URL", "CART_LOMS_ORDERS_URL"}
 NOT_SETTINGS = {"FUNCTION_TARGET", "GUNICORN_THREADS", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER"}
 
 
@@ -347,9 +344,6 @@ def test_every_setting_the_manifests_set_is_read_by_its_service(dev: list[Resour
             for env in container.get("env", []):
                 name = env["name"]
                 if name in NOT_SETTINGS:
-                    continue
-                if name in PENDING_SETTINGS:
-                    assert name not in fields, f"{name} is read now: remove it from PENDING_SETTINGS"
                     continue
                 assert name in fields, f"{function}: {name} is read by no settings class of its service"
 
