@@ -46,6 +46,7 @@ SERVICES: dict[str, Service] = {
         Service("product", 8082, precondition_status=400),
         Service("loms", 8084, precondition_status=400),
         Service("notifier", 8085, precondition_status=400),
+        Service("orders", 8081, precondition_status=400),  # the order viewer
     )
 }
 
@@ -89,12 +90,20 @@ FUNCTIONS: tuple[Function, ...] = (
         public=False,
     ),
     Function("list_notifications", "notifier", "http", "GET", "/notifications"),
+    # the order viewer
+    Function(
+        "ingest_order", "orders", "cloudevent", "POST", "/events/ingest_order", topic="orders", public=False
+    ),
+    Function("get_order", "orders", "http", "GET", "/order/{order_uid}"),
+    Function("order_page", "orders", "http", "GET", "/"),
 )
 
 # Kafka topics: name -> partitions. Every topic a function reads or writes, and each one's dead-letter topic.
 TOPICS: dict[str, int] = {
     "loms.order-events": 2,
     "loms.order-events.dlq": 1,
+    "orders": 3,
+    "orders.dlq": 1,
 }
 
 BY_NAME: dict[str, Function] = {f.name: f for f in FUNCTIONS}
