@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import pytest
 
-from functions.loms.adapters.postgres import PgSweepCoordinator
+from functions.loms.adapters.postgres import PgSweepCoordinator, Shards
 from functions.loms.domain import Item, OrderNotPayableError, OrderStatus, StockLevel
 from functions.loms.service import SweepReport
 from tests.integration.loms.conftest import MakeShards, PgLoms
@@ -76,9 +76,21 @@ def test_many_sweepers_at_once_cancel_each_order_and_free_its_stock_exactly_once
     start = threading.Barrier(12)
 
     def replica(_: int) -> list[SweepReport]:
-        sweeper = loms.sweeper(batch_size=5)
-        start.wait()
-        return [sweeper.run() for _ in range(30)]
+        """A replica (its own pools) whose cron fires again and again, until it finds every shard free and
+        nothing left to do."""
+        shards = Shards.open([pool.dsn.url() for pool in loms.shards.primaries], [], pool_size=2)
+        sweeper = PgLoms(shards).sweeper(batch_size=5)
+        reports: list[SweepReport] = []
+        try:
+            start.wait()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                reports.append(sweeper.run())
+                if reports[-1] == SweepReport(cancelled=0, orphans_released=0, busy_shards=0):
+                    break
+        finally:
+            shards.close()
+        return reports
 
     with ThreadPoolExecutor(max_workers=12) as pool:
         reports = [r for runs in pool.map(replica, range(12)) for r in runs]
