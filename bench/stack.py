@@ -11,6 +11,8 @@ from pathlib import Path
 
 from bench.common import free_port
 from functions import devserver
+from shared_lib.devtools.kafka_server import KafkaServer
+from shared_lib.devtools.memcached_server import MemcachedServer
 from shared_lib.devtools.pg_server import PgServer
 
 PORT_OFFSET = 2000
@@ -39,16 +41,47 @@ def postgres(durable: bool = True) -> Iterator[PgServer]:
 
 
 @contextlib.contextmanager
+def kafka_broker() -> Iterator[KafkaServer]:
+    data = Path(tempfile.mkdtemp(prefix="shop-bench-kafka-"))
+    port = free_port()
+    server = KafkaServer(data, port, free_port())
+    server.start()
+    server.create_topics(devserver.table.TOPICS)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def memcached() -> Iterator[MemcachedServer]:
+    server = MemcachedServer(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
 def shop(
     services: tuple[str, ...],
     overrides: Mapping[str, str] | None = None,
     workers: int = 1,
     durable: bool = True,
+    real_events: bool = False,
 ) -> Iterator[BenchShop]:
-    with postgres(durable) as pg:
-        environment = {**devserver.service_environment(pg.dsn, PORT_OFFSET), **(overrides or {})}
+    """The dev server for `services`; real_events=True adds a real Kafka broker and Memcached."""
+    with contextlib.ExitStack() as stack:
+        pg = stack.enter_context(postgres(durable))
+        kafka = stack.enter_context(kafka_broker()).bootstrap if real_events else None
+        cache = stack.enter_context(memcached()).address if real_events else None
+        environment = {
+            **devserver.service_environment(pg.dsn, PORT_OFFSET, kafka=kafka, memcached=cache),
+            **(overrides or {}),
+        }
         devserver.prepare_databases(pg.dsn, environment)
-        stack = devserver.Stack(
+        processes = devserver.Stack(
             environment,
             services=services,
             workers=workers,
@@ -57,9 +90,9 @@ def shop(
         )
         saved = dict(os.environ)
         try:
-            stack.start()
-            yield BenchShop(pg, environment, stack)
+            processes.start()
+            yield BenchShop(pg, environment, processes)
         finally:
-            stack.stop()
+            processes.stop()
             os.environ.clear()
             os.environ.update(saved)
