@@ -196,7 +196,11 @@ class KafkaPublisher:
             try:
                 producer.close(timeout=self.timeout_seconds)
             except Exception:  # closing a broken producer must not mask the real error
-                log.warning("closing the Kafka producer failed", exc_info=True)
+                log.warning("closing the Kafka producer failed; closing without waiting", exc_info=True)
+                try:
+                    producer.close(timeout=0)  # else it stays open and its finaliser raises again later
+                except Exception:  # nothing more to do for a producer that cannot close
+                    log.debug("the Kafka producer could not be closed", exc_info=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -232,7 +232,8 @@ class KafkaServer:
         if (self._log_dirs / "meta.properties").exists():
             return  # formatted once: a restart keeps topics, records and committed offsets
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        format_args = ("format", "-t", cluster_id, "-c", str(self._properties))
+        # `--cluster-id=`: an id may start with "-", which `-t <id>` would read as an option (1 start in 64)
+        format_args = ("format", f"--cluster-id={cluster_id}", "-c", str(self._properties))
         result = subprocess.run(
             self._java(jars, "kafka.tools.StorageTool", *format_args),
             text=True,
