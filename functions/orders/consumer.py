@@ -1,0 +1,291 @@
+"""The `orders` consumer: validate each record against the strict model of data/wb-order-sample.json, then let
+the service store or dead-letter the batch. Both delivery paths end here: the CloudEvent function (one
+record per HTTP request, from KafkaSource) and the batch worker (many records per poll, straight from Kafka).
+
+Where the record came from (partition, offset) is read from the CloudEvent attributes that KafkaSource and
+shared_lib.eventsource give a record without CloudEvent headers of its own: id `partition:<p>/offset:<o>`,
+subject `partition:<p>#<o>`, source `/kafka/<topic>` (local) or `…/kafkasources/<name>#<topic>` (Knative).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import pydantic
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from functions.orders.domain import (
+    CURRENCIES,
+    ORDER_UID,
+    Delivery,
+    Item,
+    Order,
+    Payment,
+    SourceRecord,
+    Submission,
+    Verdict,
+    sum_problems,
+)
+from functions.orders.service import OrdersService
+from shared_lib import web
+
+INT64_MAX = 2**63 - 1
+MAX_RECORD_BYTES = 1024 * 1024
+MAX_ITEMS = 1000
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)]  # may be empty
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]  # counts, ids and money: non-negative integers
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)*\.[A-Za-z]{2,63}$")
+_PHONE = re.compile(r"^\+?[0-9][0-9 ()-]*[0-9]$")
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
+
+
+def instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(UTC)
+
+
+class _Strict(BaseModel):
+    # strict: "1" is not 1, 1.0 is not 1, true is not 1; a field nobody knows is a producer bug worth a look
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class DeliveryModel(_Strict):
+    name: Name
+    phone: Name
+    zip: Text
+    city: Name
+    address: Name
+    region: Text
+    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254)]
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str) -> str:
+        digits = sum(c.isdigit() for c in value)
+        if not _PHONE.match(value) or not 7 <= digits <= 15:
+            raise ValueError("not a plausible phone number (7 to 15 digits, an optional leading +)")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if not _EMAIL.match(value):
+            raise ValueError("not a plausible email address")
+        return value
+
+
+class PaymentModel(_Strict):
+    transaction: Name
+    request_id: Text
+    currency: Annotated[str, StringConstraints(strip_whitespace=True)]
+    provider: Name
+    amount: Count
+    payment_dt: Count
+    bank: Text
+    delivery_cost: Count
+    goods_total: Count
+    custom_fee: Count
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        if value not in CURRENCIES:
+            raise ValueError("not an ISO 4217 currency code")
+        return value
+
+
+class ItemModel(_Strict):
+    chrt_id: Count
+    track_number: Name
+    price: Count
+    rid: Name
+    name: Name
+    sale: Annotated[int, Field(ge=0, le=100)]
+    size: Text
+    total_price: Count
+    nm_id: Count
+    brand: Text
+    status: Count
+
+
+class OrderModel(_Strict):
+    order_uid: Annotated[str, StringConstraints(strip_whitespace=True, pattern=ORDER_UID.pattern)]
+    track_number: Name
+    entry: Name
+    delivery: DeliveryModel
+    payment: PaymentModel
+    items: Annotated[list[ItemModel], Field(min_length=1, max_length=MAX_ITEMS)]
+    locale: Annotated[str, StringConstraints(strip_whitespace=True, pattern=_LOCALE.pattern)]
+    internal_signature: Text
+    customer_id: Name
+    delivery_service: Name
+    shardkey: Text
+    sm_id: Count
+    date_created: Annotated[str, StringConstraints(strip_whitespace=True)]
+    oof_shard: Text
+
+    @field_validator("date_created")
+    @classmethod
+    def _date(cls, value: str, info: ValidationInfo) -> str:
+        if not _RFC3339.match(value):
+            raise ValueError("not an RFC 3339 date-time such as 2021-11-26T06:22:19Z")
+        try:
+            moment = instant(value)
+        except (ValueError, OverflowError):
+            raise ValueError("not a valid date-time") from None
+        context = info.context or {}
+        latest = context.get("latest")
+        if latest is not None and moment > latest:
+            raise ValueError("in the future")
+        return value
+
+    @model_validator(mode="after")
+    def _items_belong(self) -> OrderModel:
+        if any(item.track_number != self.track_number for item in self.items):
+            raise ValueError("every item's track_number must be the order's track_number")
+        return self
+
+
+def to_order(model: OrderModel) -> Order:
+    d, p = model.delivery, model.payment
+    return Order(
+        order_uid=model.order_uid,
+        track_number=model.track_number,
+        entry=model.entry,
+        delivery=Delivery(d.name, d.phone, d.zip, d.city, d.address, d.region, d.email),
+        payment=Payment(
+            p.transaction,
+            p.request_id,
+            p.currency,
+            p.provider,
+            p.amount,
+            p.payment_dt,
+            p.bank,
+            p.delivery_cost,
+            p.goods_total,
+            p.custom_fee,
+        ),
+        items=tuple(
+            Item(
+                i.chrt_id,
+                i.track_number,
+                i.price,
+                i.rid,
+                i.name,
+                i.sale,
+                i.size,
+                i.total_price,
+                i.nm_id,
+                i.brand,
+                i.status,
+            )
+            for i in model.items
+        ),
+        locale=model.locale,
+        internal_signature=model.internal_signature,
+        customer_id=model.customer_id,
+        delivery_service=model.delivery_service,
+        shardkey=model.shardkey,
+        sm_id=model.sm_id,
+        date_created=instant(model.date_created),
+        oof_shard=model.oof_shard,
+    )
+
+
+def parse(record: SourceRecord, now: datetime, future_skew: timedelta) -> Submission:
+    """The order a record holds, or the reason it is not one (never raises)."""
+    if len(record.value) > MAX_RECORD_BYTES:
+        return Submission(record, None, f"invalid: the record is over {MAX_RECORD_BYTES} bytes")
+    try:
+        data = json.loads(record.value)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, a huge number, deep nesting
+        return Submission(record, None, "invalid: not JSON")
+    try:
+        model = OrderModel.model_validate(data, context={"latest": now + future_skew})
+    except pydantic.ValidationError as exc:
+        return Submission(record, None, "invalid: " + web.describe(exc))
+    order = to_order(model)
+    problems = sum_problems(order)
+    if problems:
+        return Submission(record, None, "invalid: " + "; ".join(problems))
+    return Submission(record, order)
+
+
+def ingest(service: OrdersService, records: Sequence[SourceRecord]) -> list[Verdict]:
+    """Parse and ingest one batch (the batch worker's entry). Raises TransientError: retry the batch."""
+    now = service.clock()
+    return service.ingest([parse(r, now, service.future_skew) for r in records])
+
+
+# --- the CloudEvent function: one record per request ----------------------------------------------------
+
+_ID = re.compile(r"^partition:(\d+)/offset:(\d+)$")
+_SUBJECT = re.compile(r"^partition:(\d+)#(\d+)$")
+_KAFKA_HEADER = "ce-kafkaheader"  # Knative's KafkaSource: a record's own headers as extension attributes
+
+
+def record_of(headers: Any, body: bytes, default_topic: str = "orders") -> SourceRecord:
+    """The Kafka record an HTTP delivery stands for: its bytes, and where it came from when the delivery
+    says so (KafkaSource's id or subject for records without CloudEvent headers)."""
+    where = _ID.match(headers.get("ce-id") or "") or _SUBJECT.match(headers.get("ce-subject") or "")
+    partition, offset = (int(where.group(1)), int(where.group(2))) if where else (None, None)
+    source = headers.get("ce-source") or ""
+    if "#" in source:
+        topic = source.rsplit("#", 1)[1]
+    elif source.startswith("/kafka/"):
+        topic = source[len("/kafka/") :]
+    else:
+        topic = default_topic
+    key = headers.get("ce-key")
+    original = tuple(
+        (name[len(_KAFKA_HEADER) :], value.encode())
+        for name, value in _items(headers)
+        if name.lower().startswith(_KAFKA_HEADER)
+    )
+    return SourceRecord(
+        value=body,
+        key=key.encode() if key else None,
+        topic=topic or default_topic,
+        partition=partition,
+        offset=offset,
+        headers=original,
+    )
+
+
+def _items(headers: Any) -> list[tuple[str, str]]:
+    items = getattr(headers, "items", None)
+    return list(items()) if items is not None else []
+
+
+def ingest_order(service: Callable[[], OrdersService], headers: Any, body: bytes) -> None:
+    """One delivery: stored, duplicate, dead-lettered (acknowledged) or TransientError (retried)."""
+    ingest(service(), [record_of(headers, body)])
+
+
+def ingest_unreadable(service: Callable[[], OrdersService], headers: Any, body: bytes) -> None:
+    """The CloudEvents SDK could not read the request's data (it decodes JSON itself before the function
+    runs): the record is not JSON, and goes to the dead-letter topic like any other invalid one."""
+    orders = service()
+    orders.ingest([Submission(record_of(headers, body), None, "invalid: not JSON")])
+
+
+def describe(verdicts: Sequence[Verdict]) -> dict[str, Any]:
+    counts: dict[str, Any] = {}
+    for verdict in verdicts:
+        counts[verdict.outcome.value] = counts.get(verdict.outcome.value, 0) + 1
+    return counts

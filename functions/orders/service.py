@@ -1,0 +1,131 @@
+"""The order viewer's use cases: ingest a batch of records (store the new orders in one transaction,
+dead-letter the invalid and the conflicting ones), read an order through the cache, list the recent ones.
+No Flask, no SQL, no Kafka, no environment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from functions.orders.domain import (
+    DeadLetter,
+    Order,
+    OrderNotFoundError,
+    OrderRejectedError,
+    OrderSummary,
+    Outcome,
+    Submission,
+    Verdict,
+)
+from functions.orders.ports import Counters, DeadLetters, OrderRepository
+from shared_lib.cache import Cache, load_through
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1  # part of every cache key: a change of the cached shape never reads old entries
+
+
+def cache_key(order_uid: str) -> str:
+    return f"order:f{CACHE_FORMAT}:{order_uid}"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class OrdersService:
+    orders: OrderRepository
+    dead_letters: DeadLetters
+    cache: Cache
+    counters: Counters
+    cache_ttl_seconds: float = 3600.0
+    warm_cache: bool = True  # put each newly stored order in the cache, so its first read is a hit
+    future_skew: timedelta = timedelta(minutes=5)  # how far in the future date_created may be (clock skew)
+    recent_count: int = 8  # orders the page lists
+    clock: Callable[[], datetime] = field(default=_now)
+
+    def ingest(self, submissions: Sequence[Submission]) -> list[Verdict]:
+        """Store the batch's new orders in one transaction and dead-letter the rest; one verdict per record.
+
+        A redelivered order (same uid, same body) is a DUPLICATE and changes nothing; another body under a
+        stored uid is a CONFLICT, dead-lettered, never an overwrite. When the database refuses the batch, each
+        order is tried alone so that only the one it refuses is dead-lettered. Raises TransientError (the
+        database or the dead-letter topic is unavailable): nothing may be acknowledged, the batch comes again,
+        and its redelivery changes nothing that this attempt stored.
+        """
+        first: dict[str, Order] = {}  # per uid, the first order of the batch: the one that may be stored
+        for submission in submissions:
+            if submission.order is not None:
+                first.setdefault(submission.order.order_uid, submission.order)
+        inserted, fingerprints, refused = self._store(list(first.values()))
+
+        verdicts = []
+        for submission in submissions:
+            order = submission.order
+            if order is None:
+                verdicts.append(Verdict(submission.record, Outcome.INVALID, reason=submission.problem))
+                continue
+            uid = order.order_uid
+            if uid in refused:
+                verdicts.append(Verdict(submission.record, Outcome.INVALID, uid, refused[uid]))
+            elif first[uid] is order and uid in inserted:
+                verdicts.append(Verdict(submission.record, Outcome.STORED, uid))
+            elif fingerprints.get(uid) == order.fingerprint:
+                verdicts.append(Verdict(submission.record, Outcome.DUPLICATE, uid))
+            else:
+                reason = f"conflict: order_uid {uid} is stored with a different body"
+                verdicts.append(Verdict(submission.record, Outcome.CONFLICT, uid, reason))
+
+        letters = [DeadLetter(v.record, v.reason) for v in verdicts if v.dead_lettered]
+        self.dead_letters.send(letters)
+        for verdict in verdicts:
+            self.counters.increment(verdict.outcome.value)
+            if verdict.dead_lettered:
+                log.warning("dead-lettered %s: %s", verdict.record.where(), verdict.reason)
+        if self.warm_cache:
+            for uid in inserted:
+                self.cache.set(cache_key(uid), first[uid].to_json(), self.cache_ttl_seconds)
+        return verdicts
+
+    def _store(self, orders: list[Order]) -> tuple[frozenset[str], dict[str, str], dict[str, str]]:
+        """(inserted uids, stored fingerprint per uid, refused uid -> reason); one by one after a refusal."""
+        if not orders:
+            return frozenset(), {}, {}
+        try:
+            result = self.orders.store(orders)
+            return result.inserted, result.fingerprints, {}
+        except OrderRejectedError as exc:
+            if len(orders) == 1:
+                return frozenset(), {}, {orders[0].order_uid: exc.message}
+            log.warning("the database refused a batch of %d orders; storing them one by one", len(orders))
+        inserted: set[str] = set()
+        fingerprints: dict[str, str] = {}
+        refused: dict[str, str] = {}
+        for order in orders:
+            one, prints, bad = self._store([order])
+            inserted |= one
+            fingerprints.update(prints)
+            refused.update(bad)
+        return frozenset(inserted), fingerprints, refused
+
+    def get(self, order_uid: str) -> tuple[dict[str, Any], bool]:
+        """The order in the sample's shape and whether it came from the cache. Raises OrderNotFoundError,
+        TransientError (the database; the cache never fails a read: without it, reads go to the database)."""
+
+        def load() -> dict[str, Any] | None:
+            order = self.orders.get(order_uid)
+            return None if order is None else order.to_json()
+
+        body, hit = load_through(self.cache, cache_key(order_uid), self.cache_ttl_seconds, load)
+        if body is None:
+            raise OrderNotFoundError(order_uid)
+        return body, hit
+
+    def recent(self) -> list[OrderSummary]:
+        """The most recently ingested orders, newest first. Raises TransientError."""
+        return self.orders.recent(self.recent_count) if self.recent_count else []

@@ -1,0 +1,27 @@
+"""The order viewer's configuration: the only reader of the environment for this service."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OrdersSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORDERS_")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:15432/orders"
+    pool_size: int = Field(8, ge=1, le=1000)
+
+    memcached: str = ""  # host:port,host:port; empty: a cache in this process only
+    cache_ttl_seconds: float = Field(3600, gt=0)  # a stored order never changes: only memory bounds this
+    warm_cache: bool = True  # cache each new order as it is stored, so its first read is a hit
+
+    kafka_bootstrap: str = ""  # empty: dead letters go to the log (the dev server's embedded mode)
+    topic: str = "orders"
+    dead_letter_topic: str = "orders.dlq"
+    consumer_group: str = "shop-ingest_order"  # the batch worker's group: the dev server's KafkaSource's
+    batch_size: int = Field(1000, ge=1, le=100_000)  # records per batch (and per transaction)
+
+    future_skew_seconds: float = Field(300, ge=0)  # how far in the future date_created may be
+    recent_count: int = Field(8, ge=0, le=100)  # orders listed on the page
+    api_url: str = ""  # where the page fetches orders from; empty: its own origin (the dev server's port)
