@@ -83,7 +83,7 @@ def make_order(rng: random.Random, uid: str | None = None, now: datetime | None 
     first, last = rng.choice(FIRST), rng.choice(LAST)
     city, region, zip_code = rng.choice(CITIES)
     currency = rng.choice(CURRENCIES)
-    items = []
+    items: list[dict[str, Any]] = []
     for _ in range(rng.choice([1, 1, 1, 2, 2, 3, 4])):
         name, brand = rng.choice(PRODUCTS)
         price = rng.randrange(100, 20_000)
