@@ -173,25 +173,22 @@ class PgOrderRepository:
         self.shard_count = shard_count
 
     def add(self, user_id: int, items: tuple[Item, ...]) -> Order:
-        sequence = self.conn.run("SELECT nextval('order_seq')")[0][0]
-        order_id = int(sequence) * self.shard_count + self.shard_index
-        self.conn.run(
-            "WITH added AS (INSERT INTO orders (order_id, user_id, status) VALUES (:o, :u, :s)"
-            " RETURNING order_id, user_id, status) " + _OUTBOX_INSERT + " FROM added",
-            o=order_id,
+        # One round trip: the order (its id from the shard's sequence), its `new` event and its items.
+        rows = self.conn.run(
+            "WITH added AS (INSERT INTO orders (order_id, user_id, status)"
+            " VALUES (nextval('order_seq') * :n + :i, :u, :s) RETURNING order_id, user_id, status),"
+            " event AS (" + _OUTBOX_INSERT + " FROM added),"
+            " lines AS (INSERT INTO order_items (order_id, sku, count)"
+            " SELECT added.order_id, t.sku, t.count FROM added,"
+            " unnest(CAST(:skus AS bigint[]), CAST(:counts AS bigint[])) AS t(sku, count))"
+            " SELECT order_id FROM added",
             u=user_id,
             s=OrderStatus.NEW.value,
             n=self.shard_count,
             i=self.shard_index,
-        )
-        self.conn.run(
-            "INSERT INTO order_items (order_id, sku, count)"
-            " SELECT :o, t.sku, t.count FROM unnest(CAST(:skus AS bigint[]), CAST(:counts AS bigint[]))"
-            " AS t(sku, count)",
-            o=order_id,
             **_arrays(items),
         )
-        return Order(order_id, user_id, OrderStatus.NEW, items)
+        return Order(int(rows[0][0]), user_id, OrderStatus.NEW, items)
 
     def get_for_update(self, order_id: int) -> Order | None:
         return load_order(self.conn, order_id, lock=True)
@@ -255,40 +252,26 @@ class PgStockRepository:
 
     def reserve(self, order_id: int, items: tuple[Item, ...]) -> None:
         conn = self._conn()
-        # A savepoint makes the reservation all-or-nothing also when it shares the order's transaction.
-        conn.run("SAVEPOINT reserve")
-        try:
-            levels = _lock(conn, [item.sku for item in items])
-            for item in items:
-                level = levels.get(item.sku)
-                if level is None or level.total_count - level.reserved < item.count:
-                    raise InsufficientStockError(
-                        item.sku, item.count, None if level is None else level.available
-                    )
-            conn.run(
-                "UPDATE stocks SET reserved = stocks.reserved + t.count"
-                " FROM unnest(CAST(:skus AS bigint[]), CAST(:counts AS bigint[])) AS t(sku, count)"
-                " WHERE stocks.sku = t.sku AND stocks.total_count - stocks.reserved >= t.count",
-                **_arrays(items),
-            )
-            if conn.row_count != len(
-                items
-            ):  # cannot happen under the row locks; never half-reserve if it does
-                raise RuntimeError(
-                    f"reserved {conn.row_count} of {len(items)} stock rows of order {order_id}"
-                )
-            conn.run(
-                "INSERT INTO reservations (order_id, sku, count)"
-                " SELECT :o, t.sku, t.count FROM unnest(CAST(:skus AS bigint[]), CAST(:counts AS bigint[]))"
-                " AS t(sku, count)",
-                o=order_id,
-                **_arrays(items),
-            )
-        except BaseException:
-            with contextlib.suppress(Exception):  # a broken connection fails the whole unit anyway
-                conn.run("ROLLBACK TO SAVEPOINT reserve")
-            raise
-        conn.run("RELEASE SAVEPOINT reserve")
+        # All-or-nothing without a savepoint: every row is locked and checked before anything is written, so
+        # a refusal leaves nothing to undo; a failure after the first write fails (rolls back) the whole unit.
+        levels = _lock(conn, [item.sku for item in items])
+        for item in items:
+            level = levels.get(item.sku)
+            if level is None or level.total_count - level.reserved < item.count:
+                raise InsufficientStockError(item.sku, item.count, None if level is None else level.available)
+        rows = conn.run(
+            "WITH wanted AS (SELECT * FROM unnest(CAST(:skus AS bigint[]), CAST(:counts AS bigint[]))"
+            " AS t(sku, count)),"
+            " taken AS (UPDATE stocks SET reserved = stocks.reserved + wanted.count FROM wanted"
+            " WHERE stocks.sku = wanted.sku AND stocks.total_count - stocks.reserved >= wanted.count"
+            " RETURNING stocks.sku, wanted.count),"
+            " held AS (INSERT INTO reservations (order_id, sku, count) SELECT :o, sku, count FROM taken)"
+            " SELECT count(*) FROM taken",
+            o=order_id,
+            **_arrays(items),
+        )
+        if int(rows[0][0]) != len(items):  # cannot happen under the row locks; never half-reserve if it does
+            raise RuntimeError(f"reserved {rows[0][0]} of {len(items)} stock rows of order {order_id}")
 
     def consume(self, order_id: int) -> None:
         self._settle(
