@@ -1,0 +1,185 @@
+"""ingest_order, get_order and order_page through the real functions-framework apps, on in-memory fakes;
+get_order's and order_page's replies checked against functions/orders/openapi.yaml."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import functions_framework
+import jsonschema_rs
+import pytest
+import yaml
+from flask.testing import FlaskClient
+
+from functions import table
+from functions.orders import bootstrap
+from tests.unit.orders.fakes import SAMPLE_BYTES, Viewer, sample
+
+ROOT = Path(__file__).resolve().parents[3]
+MAIN = str(ROOT / "functions/orders/main.py")
+DOC: dict[str, Any] = yaml.safe_load((ROOT / "functions/orders/openapi.yaml").read_text("utf-8"))
+UID = "b563feb7b2b84b6test"
+CE = {
+    "ce-specversion": "1.0",
+    "ce-id": "partition:1/offset:17",
+    "ce-source": "/kafka/orders",
+    "ce-type": "dev.knative.kafka.event",
+    "Content-Type": "application/json",
+}
+
+_apps: dict[str, FlaskClient] = {}
+
+
+def app(target: str) -> FlaskClient:
+    if target not in _apps:
+        _apps[target] = functions_framework.create_app(target=target, source=MAIN).test_client()
+    return _apps[target]
+
+
+@pytest.fixture
+def viewer(monkeypatch: pytest.MonkeyPatch) -> Viewer:
+    v = Viewer()
+    monkeypatch.setattr(bootstrap, "orders_service", lambda: v.service)
+    monkeypatch.setattr(bootstrap, "api_url", lambda: "")
+    return v
+
+
+def ingest(body: bytes, **headers: str) -> int:
+    return int(app("ingest_order").post("/", headers={**CE, **headers}, data=body).status_code)
+
+
+def resolve(node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        section, name = node["$ref"].split("/")[-2:]
+        node = DOC["components"][section][name]
+    return node
+
+
+def documented(response: Any, path: str) -> None:
+    """The reply is one the document describes: its status, its content type, its body's schema."""
+    operation = DOC["paths"][path]["get"]
+    assert str(response.status_code) in operation["responses"], response.status_code
+    spec = resolve(operation["responses"][str(response.status_code)])
+    (content_type, media), *_ = spec["content"].items()
+    assert response.mimetype == content_type
+    if content_type == "application/json":
+        validator = jsonschema_rs.Draft4Validator({**media["schema"], "components": DOC["components"]})
+        assert [e.message for e in validator.iter_errors(response.json)] == []
+    for name, header in spec.get("headers", {}).items():
+        assert not header.get("required") or name in response.headers
+
+
+# --- ingest_order ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.function("ingest_order")
+def test_an_order_is_stored_and_acknowledged_and_a_redelivery_too(viewer: Viewer) -> None:
+    assert ingest(SAMPLE_BYTES) == 200
+    assert ingest(SAMPLE_BYTES) == 200
+    assert list(viewer.orders.orders) == [UID]
+    assert viewer.counters.snapshot() == {"stored": 1, "duplicate": 1}
+
+
+@pytest.mark.function("ingest_order")
+def test_a_body_that_is_not_json_is_dead_lettered_with_its_bytes_and_offset(viewer: Viewer) -> None:
+    assert ingest(b'{"order_uid": ') == 200  # the SDK cannot decode it: the error handler takes it
+    assert ingest(json.dumps(sample(sm_id="99")).encode()) == 200
+    first, second = viewer.dead_letters.letters
+    assert (first.record.value, first.record.partition, first.record.offset) == (b'{"order_uid": ', 1, 17)
+    assert first.reason == "invalid: not JSON"
+    assert second.reason.startswith("invalid: sm_id")
+    assert viewer.orders.orders == {}
+
+
+@pytest.mark.function("ingest_order")
+def test_the_database_down_fails_the_delivery_so_the_source_retries(viewer: Viewer) -> None:
+    viewer.orders.down = True
+    assert ingest(SAMPLE_BYTES) == 500
+    viewer.orders.down = False
+    assert ingest(SAMPLE_BYTES) == 200
+    assert list(viewer.orders.orders) == [UID]
+
+
+# --- get_order -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.function("get_order")
+def test_get_order_answers_exactly_the_sample_with_x_cache(viewer: Viewer) -> None:
+    viewer.warm_cache = False
+    ingest(SAMPLE_BYTES)
+    first = app("get_order").get(f"/order/{UID}")
+    assert (first.status_code, first.headers["X-Cache"]) == (200, "miss")
+    assert first.get_data(as_text=True) == json.dumps(json.loads(SAMPLE_BYTES), separators=(",", ":"))
+    documented(first, "/order/{order_uid}")
+    second = app("get_order").get(f"/order/{UID}")
+    assert (second.headers["X-Cache"], second.get_data()) == ("hit", first.get_data())
+
+
+@pytest.mark.function("get_order")
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [("/order/unknown", 404, 5), ("/order/a%20b", 400, 3), ("/order/" + "x" * 129, 400, 3)],
+)
+def test_get_order_errors_are_the_contract_json(viewer: Viewer, path: str, status: int, code: int) -> None:
+    response = app("get_order").get(path)
+    assert response.status_code == status
+    assert response.json["code"] == code and response.json["details"] == []
+    documented(response, "/order/{order_uid}")
+
+
+@pytest.mark.function("get_order")
+def test_get_order_other_methods_and_the_database_down(viewer: Viewer) -> None:
+    response = app("get_order").post(f"/order/{UID}")
+    assert (response.status_code, response.headers["Allow"]) == (405, "GET")
+    viewer.orders.down = True
+    response = app("get_order").get("/order/other")
+    assert (response.status_code, response.json["code"]) == (503, 14)
+
+
+# --- order_page ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.function("order_page")
+def test_the_page_is_html_with_the_recent_orders_in_it(viewer: Viewer) -> None:
+    ingest(SAMPLE_BYTES)
+    response = app("order_page").get("/")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    documented(response, "/")
+    page = response.get_data(as_text=True)
+    assert '<label for="uid">Order UID</label>' in page
+    config = json.loads(page.split("const CONFIG = ", 1)[1].split(";\n", 1)[0])
+    assert config["recent"][0]["order_uid"] == UID and config["apiUrl"] == ""
+    assert "https://" not in page and "http://" not in page  # nothing fetched from elsewhere
+    assert "'none'" in response.headers["Content-Security-Policy"]
+
+
+@pytest.mark.function("order_page")
+def test_a_stored_value_cannot_break_out_of_the_page_script(viewer: Viewer) -> None:
+    from functions.orders.api import render_page
+    from functions.orders.domain import OrderSummary
+    from tests.unit.orders.fakes import NOW
+
+    page = render_page([OrderSummary("x", NOW, 1, "</script><script>alert(1)</script>", 1)], "")
+    assert page.count("</script>") == 1
+
+
+@pytest.mark.function("order_page")
+def test_the_page_renders_without_its_list_when_the_database_is_down(viewer: Viewer) -> None:
+    viewer.orders.down = True
+    response = app("order_page").get("/")
+    assert response.status_code == 200
+    assert '"recent": []' in response.get_data(as_text=True)
+    assert app("order_page").post("/").status_code == 405
+    assert app("order_page").get("/nope").status_code == 404
+
+
+def test_every_orders_http_route_is_documented_and_nothing_else() -> None:
+    documented_ops = {
+        (path, method.upper(), op["operationId"])
+        for path, item in DOC["paths"].items()
+        for method, op in item.items()
+    }
+    http = {(r.path, r.method, r.function) for r in table.routes_of("orders") if r.function != "ingest_order"}
+    assert documented_ops == http
