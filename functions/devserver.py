@@ -130,7 +130,7 @@ def serve(service: str, port: int, workers: int, threads: int) -> None:
 # --- the whole shop: PostgreSQL, Kafka, Memcached, migrations, seed, one process per service ------------
 
 
-DATABASES = {"cart": "cart", "loms": "loms", "notifier": "notifier"}
+DATABASES = {"cart": "cart", "loms": "loms", "notifier": "notifier", "orders": "orders"}
 
 
 def service_environment(
@@ -159,6 +159,9 @@ def service_environment(
         ),
         "NOTIFIER_DATABASE_URL": server.with_database(DATABASES["notifier"]).url(),
         "NOTIFIER_MEMCACHED": memcached or "",
+        "ORDERS_DATABASE_URL": server.with_database(DATABASES["orders"]).url(),
+        "ORDERS_MEMCACHED": memcached or "",
+        "ORDERS_KAFKA_BOOTSTRAP": kafka or "",
     }
     return environment
 
@@ -175,12 +178,14 @@ def prepare_databases(pg_dsn: str, environment: Mapping[str, str]) -> None:
     with _environment(environment):
         from functions.loms import bootstrap as loms
         from functions.notifier import bootstrap as notifier
+        from functions.orders import bootstrap as orders
 
         for dsn in environment["LOMS_SHARD_DSNS"].split(","):
             ensure_database(pg_dsn, Dsn.parse(dsn).database)
         loms.migrate()
         loms.seed_stock()
         notifier.migrate()
+        orders.migrate()
 
 
 @contextlib.contextmanager
@@ -237,23 +242,27 @@ class Stack:
             self._spawn("relay", ["-m", "functions.devserver", "relay"])
         kafka = self.environment.get("LOMS_KAFKA_BOOTSTRAP")
         for function in table.FUNCTIONS:
-            if kafka and function.trigger == "cloudevent" and function.service in self.services:
-                sink = f"http://127.0.0.1:{self.port(function.service)}{function.path}"
-                self._spawn(
-                    f"source-{function.name}",
-                    [
-                        "-m",
-                        "shared_lib.eventsource",
-                        "--bootstrap",
-                        kafka,
-                        "--topic",
-                        function.topic,
-                        "--group",
-                        f"shop-{function.name}",
-                        "--sink",
-                        sink,
-                    ],
-                )
+            if not (kafka and function.trigger == "cloudevent" and function.service in self.services):
+                continue
+            if function.batch_worker:  # the service's own batch consumer, in the source's consumer group
+                self._spawn(f"worker-{function.name}", ["-m", function.batch_worker])
+                continue
+            sink = f"http://127.0.0.1:{self.port(function.service)}{function.path}"
+            self._spawn(
+                f"source-{function.name}",
+                [
+                    "-m",
+                    "shared_lib.eventsource",
+                    "--bootstrap",
+                    kafka,
+                    "--topic",
+                    function.topic,
+                    "--group",
+                    f"shop-{function.name}",
+                    "--sink",
+                    sink,
+                ],
+            )
         if self.cron_seconds is not None:
             threading.Thread(target=self._cron, name="pingsource", daemon=True).start()
 

@@ -33,6 +33,9 @@ class Function:
     topic: str = ""  # cloudevent only
     schedule: str = ""  # cron only
     public: bool = True  # False: reachable inside the cluster only
+    # cloudevent only: a module the dev server runs instead of the generic local KafkaSource, for a function
+    # whose service also consumes its topic in batches (same consumer group, same service code)
+    batch_worker: str = ""
 
     @property
     def source(self) -> str:
@@ -92,7 +95,14 @@ FUNCTIONS: tuple[Function, ...] = (
     Function("list_notifications", "notifier", "http", "GET", "/notifications"),
     # the order viewer
     Function(
-        "ingest_order", "orders", "cloudevent", "POST", "/events/ingest_order", topic="orders", public=False
+        "ingest_order",
+        "orders",
+        "cloudevent",
+        "POST",
+        "/events/ingest_order",
+        topic="orders",
+        public=False,
+        batch_worker="functions.orders.ingest_worker",
     ),
     Function("get_order", "orders", "http", "GET", "/order/{order_uid}"),
     Function("order_page", "orders", "http", "GET", "/"),
