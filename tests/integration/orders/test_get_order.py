@@ -1,0 +1,83 @@
+"""get_order through the real functions-framework apps on real PostgreSQL and a real Memcached: a miss then a
+hit, warm on ingest, Memcached stopped mid-test (served from the database, quickly), never there at all."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+
+from functions.orders import generator
+from shared_lib.devtools.memcached_server import MemcachedServer
+from tests.conftest import free_port
+from tests.integration.orders.conftest import Apps
+
+pytestmark = [pytest.mark.integration, pytest.mark.function("get_order")]
+
+CE = {
+    "ce-specversion": "1.0",
+    "ce-id": "partition:0/offset:1",
+    "ce-source": "/kafka/orders",
+    "ce-type": "dev.knative.kafka.event",
+    "Content-Type": "application/json",
+}
+
+
+def new_order(apps: dict[str, object]) -> tuple[str, bytes]:
+    order = generator.make_order(random.Random())
+    value = generator.encode(order)
+    assert apps["ingest_order"].post("/", headers=CE, data=value).status_code == 200  # type: ignore[attr-defined]
+    return order["order_uid"], value
+
+
+def read(apps: dict[str, object], uid: str) -> tuple[int, str | None, bytes]:
+    response = apps["get_order"].get(f"/order/{uid}")  # type: ignore[attr-defined]
+    return response.status_code, response.headers.get("X-Cache"), response.get_data()
+
+
+def test_a_miss_then_a_hit_in_the_sample_shape(orders_apps: Apps, memcached_address: str) -> None:
+    apps = orders_apps(ORDERS_MEMCACHED=memcached_address, ORDERS_WARM_CACHE="false")
+    uid, value = new_order(apps)
+    status, cache, body = read(apps, uid)
+    assert (status, cache) == (200, "miss")
+    assert json.loads(body) == json.loads(value) and list(json.loads(body)) == list(json.loads(value))
+    assert read(apps, uid) == (200, "hit", body)
+
+
+def test_an_order_is_warm_in_memcached_as_soon_as_it_is_stored(
+    orders_apps: Apps, memcached_address: str
+) -> None:
+    apps = orders_apps(ORDERS_MEMCACHED=memcached_address)
+    uid, _ = new_order(apps)
+    # a new process (another replica): the order is in Memcached, not in this process
+    apps = orders_apps(ORDERS_MEMCACHED=memcached_address)
+    assert read(apps, uid)[:2] == (200, "hit")
+
+
+def test_memcached_stopped_mid_test_is_served_from_the_database(
+    orders_apps: Apps, memcached_flap: MemcachedServer
+) -> None:
+    apps = orders_apps(ORDERS_MEMCACHED=memcached_flap.address)
+    uid, _ = new_order(apps)
+    status, cache, body = read(apps, uid)
+    assert (status, cache) == (200, "hit")
+    memcached_flap.stop()
+    started = time.monotonic()
+    assert read(apps, uid) == (200, "miss", body)
+    other, _ = new_order(apps)  # ingest goes on without the cache
+    assert read(apps, other)[:2] == (200, "miss")
+    assert read(apps, "unknown-order")[0] == 404
+    assert time.monotonic() - started < 2
+    memcached_flap.start()
+    time.sleep(1.1)  # the client asks a failed server again after a second
+    assert read(apps, other)[:2] == (200, "miss")
+    assert read(apps, other)[:2] == (200, "hit")
+
+
+def test_a_memcached_that_never_ran_is_served_from_the_database(orders_apps: Apps) -> None:
+    apps = orders_apps(ORDERS_MEMCACHED=f"127.0.0.1:{free_port()}")
+    uid, _ = new_order(apps)
+    for _ in range(2):
+        assert read(apps, uid)[:2] == (200, "miss")

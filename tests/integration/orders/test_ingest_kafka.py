@@ -1,0 +1,188 @@
+"""ingest_order against the real broker and database, on both delivery paths: the batch worker consuming the
+topic itself, and the CloudEvent function behind the local KafkaSource. Valid, duplicate, conflicting and
+every invalid kind; the dead-letter topic holds exactly the refused records, each with its original bytes,
+its reason and its source offset; a poison record first in a partition does not hold up the ones after it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import functions_framework
+import pytest
+from kafka import KafkaProducer
+
+from functions.orders import bootstrap, generator
+from shared_lib.eventsource import KafkaEventSource
+from shared_lib.postgres import ConnectionPool
+from tests.fixtures.kafka import MakeTopic
+from tests.integration.orders.conftest import MAIN, Apps, read_topic, wait_until
+from tests.integration.shared_lib.serving import serve_in_thread
+
+pytestmark = [pytest.mark.integration, pytest.mark.function("ingest_order")]
+
+
+@pytest.fixture
+def workload() -> generator.Plan:
+    """Valid orders, a duplicate and a conflict of the first, and one record of every invalid kind; the first
+    record of the first key is a poison (malformed JSON under the key of valid orders that follow it)."""
+    rng = random.Random(uuid.uuid4().int)
+    plan = generator.Plan()
+    valid = [generator.make_order(rng) for _ in range(12)]
+    poison_key = valid[0]["order_uid"]
+    plan.records.append((poison_key, b'{"order_uid": "' + poison_key.encode() + b'", ', "malformed_json"))
+    for order in valid:
+        plan.records.append((order["order_uid"], generator.encode(order), "valid"))
+    plan.records.append((valid[0]["order_uid"], generator.encode(valid[0]), "duplicate"))
+    changed = json.loads(generator.encode(valid[1]))
+    changed["delivery"]["address"] = "Somewhere else 1"
+    plan.records.append((valid[1]["order_uid"], generator.encode(changed), "conflict"))
+    for kind in generator.INVALID_KINDS:
+        key, value = generator.invalid(kind, rng)
+        plan.records.append((key, value, kind))
+    return plan
+
+
+def send(bootstrap_servers: str, topic: str, plan: generator.Plan) -> dict[bytes, tuple[int, int]]:
+    """Produce in order; returns value -> (partition, offset) for the refused records."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    where: dict[bytes, tuple[int, int]] = {}
+    try:
+        for key, value, kind in plan.records:
+            metadata = producer.send(topic, key=key.encode(), value=value).get(timeout=30)
+            if kind not in ("valid", "duplicate"):
+                where[value] = (metadata.partition, metadata.offset)
+    finally:
+        producer.close(5)
+    return where
+
+
+def stored(pool: ConnectionPool, uids: set[str]) -> int:
+    return int(
+        pool.run("SELECT count(*) FROM orders WHERE order_uid = ANY(CAST(:u AS text[]))", u=list(uids))[0][0]
+    )
+
+
+def check_outcome(
+    kafka_bootstrap: str, topic: str, pool: ConnectionPool, plan: generator.Plan, where: dict[bytes, Any]
+) -> None:
+    wait_until(lambda: stored(pool, plan.valid_uids) == len(plan.valid_uids), timeout=60)
+    letters = read_topic(kafka_bootstrap, f"{topic}.dlq", expected=len(where), timeout=30)
+    assert sorted(r.value for r in letters) == sorted(where)  # exactly the refused ones, once each
+    kinds = {value: kind for _, value, kind in plan.records}
+    for letter in letters:
+        headers = {name: value.decode() for name, value in letter.headers}
+        partition, offset = where[letter.value]
+        assert headers["source_offset"] == str(offset)
+        assert headers["source_partition"] == str(partition)
+        assert headers["source_topic"] == topic
+        expected = "conflict: " if kinds[letter.value] == "conflict" else "invalid: "
+        assert headers["reason"].startswith(expected), (kinds[letter.value], headers["reason"])
+    # the conflict changed nothing: the first body is the one stored
+    conflict = next(json.loads(v) for _, v, k in plan.records if k == "conflict")
+    address = pool.run("SELECT address FROM deliveries WHERE order_uid = :u", u=conflict["order_uid"])
+    assert address[0][0] != "Somewhere else 1"
+
+
+@pytest.fixture
+def configured(orders_apps: Apps, kafka_bootstrap: str, fresh_topic: MakeTopic) -> Iterator[tuple[str, Apps]]:
+    topic = fresh_topic(3)
+    env = {
+        "ORDERS_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "ORDERS_TOPIC": topic,
+        "ORDERS_DEAD_LETTER_TOPIC": f"{topic}.dlq",
+        "ORDERS_CONSUMER_GROUP": f"test-{uuid.uuid4().hex[:8]}",
+        "ORDERS_BATCH_SIZE": "7",  # several batches, each mixing good and bad records
+    }
+
+    def build(**more: str) -> Any:
+        return orders_apps(**env, **more)
+
+    yield topic, build
+
+
+def test_the_batch_worker_stores_the_valid_and_dead_letters_exactly_the_refused(
+    configured: tuple[str, Callable[..., Any]],
+    kafka_bootstrap: str,
+    orders_pool: ConnectionPool,
+    workload: generator.Plan,
+) -> None:
+    topic, build = configured
+    build()
+    where = send(kafka_bootstrap, topic, workload)
+    stop = threading.Event()
+    stream = bootstrap.order_stream()
+    worker = threading.Thread(target=bootstrap.ingest_forever, args=(stop, stream), daemon=True)
+    worker.start()
+    try:
+        check_outcome(kafka_bootstrap, topic, orders_pool, workload, where)
+        counts = bootstrap.counters().snapshot()
+        assert counts["stored"] == len(workload.valid_uids)
+        assert counts["duplicate"] == 1 and counts["conflict"] == 1
+    finally:
+        stop.set()
+        worker.join(15)
+    assert not worker.is_alive()
+
+
+def test_the_cloudevent_function_behind_the_kafka_source_does_the_same(
+    configured: tuple[str, Callable[..., Any]],
+    kafka_bootstrap: str,
+    orders_pool: ConnectionPool,
+    workload: generator.Plan,
+) -> None:
+    topic, build = configured
+    build()
+    app = functions_framework.create_app(target="ingest_order", source=MAIN)
+    where = send(kafka_bootstrap, topic, workload)
+    with serve_in_thread(app) as url:
+        source = KafkaEventSource(
+            kafka_bootstrap, topic, f"test-{uuid.uuid4().hex[:8]}", url + "/events/ingest_order", retries=2
+        )
+        with source:
+            check_outcome(kafka_bootstrap, topic, orders_pool, workload, where)
+        assert source.stats.dead_lettered == 0  # the function dead-letters; the source delivered everything
+
+
+def test_the_database_down_holds_the_batch_and_nothing_is_lost(
+    configured: tuple[str, Callable[..., Any]],
+    kafka_bootstrap: str,
+    orders_pool: ConnectionPool,
+    orders_dsn: str,
+) -> None:
+    from tests.conftest import free_port
+
+    topic, build = configured
+    build(ORDERS_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/orders")
+    rng = random.Random()
+    plan = generator.Plan(
+        [
+            (o["order_uid"], generator.encode(o), "valid")
+            for o in (generator.make_order(rng) for _ in range(5))
+        ]
+    )
+    send(kafka_bootstrap, topic, plan)
+    stop = threading.Event()
+    stream = bootstrap.order_stream()
+    down = threading.Thread(target=bootstrap.ingest_forever, args=(stop, stream), daemon=True)
+    down.start()
+    wait_until(stream.assigned.is_set, timeout=30)
+    stop.wait(1.0)
+    stop.set()
+    down.join(15)
+    assert stored(orders_pool, plan.valid_uids) == 0
+    # the database is back: the same group resumes from the uncommitted offsets
+    build(ORDERS_DATABASE_URL=orders_dsn)
+    stop = threading.Event()
+    worker = threading.Thread(target=bootstrap.ingest_forever, args=(stop, None), daemon=True)
+    worker.start()
+    try:
+        wait_until(lambda: stored(orders_pool, plan.valid_uids) == 5, timeout=60)
+    finally:
+        stop.set()
+        worker.join(15)
