@@ -188,6 +188,14 @@ class KafkaOrderStream:
                 continue
             try:
                 consumer.subscribe([self.topic])
+                # metadata before the first poll joins the group: kafka-python assigns from the metadata it
+                # has, and without the topic's it hands out no partition and may not rebalance for a long time
+                if not consumer.partitions_for_topic(self.topic):
+                    failures += 1
+                    if failures == 1:
+                        log.warning("topic %s does not exist (yet); waiting for it", self.topic)
+                    stop.wait(_RECONNECT.delay(failures))
+                    continue
                 failures = 0
                 self._consume(consumer, handle, stop)
             except Exception:
