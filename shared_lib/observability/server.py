@@ -1,0 +1,203 @@
+"""The one place a function's requests are observed: a WSGI middleware around each function's app that counts
+and times every request by function, route template and status, opens its span (a server span under the
+caller's context, or, for a CloudEvent function, a consumer span linked to the event's producer), scopes its
+log lines, and serves GET /metrics and the guarded GET /debug/profile beside the function.
+
+functions.entrypoint wraps every function with it, so the container and the dev server (which builds each
+function as its container does) are observed alike, with no code in any service. shared_lib.web adds the
+request's key ids through `annotate`. Nothing here knows about a particular service.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from shared_lib.observability import logs, metrics, profiling, tracing
+from shared_lib.observability.settings import settings
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+Trigger = Literal["http", "cloudevent", "cron"]
+METRICS_PATH = "/metrics"
+_TRACE_HEADERS = {"traceparent": "HTTP_TRACEPARENT", "tracestate": "HTTP_TRACESTATE"}
+_XRAY_HEADER = "HTTP_X_AMZN_TRACE_ID"
+# the names a request may give its key ids in (path, query or body), and the one the logs use
+_ID_NAMES = {
+    "user_id": "user_id",
+    "userId": "user_id",
+    "order_id": "order_id",
+    "orderId": "order_id",
+    "sku": "sku",
+}
+
+
+def setup(service: str) -> None:
+    """What a process serving functions of `service` does once: name its traces, route its logs."""
+    tracing.set_service(service)
+    logs.set_process(service=service)
+    logs.configure()
+
+
+def metrics_endpoint(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """GET /metrics: the Prometheus exposition of this function's processes."""
+    if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+        body = json.dumps({"code": 3, "message": "method not allowed; allowed: GET", "details": []}).encode()
+        start_response(
+            "405 METHOD NOT ALLOWED",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Allow", "GET")],
+        )
+        return [body]
+    payload = metrics.render() if settings().observability else b""
+    start_response(
+        "200 OK",
+        [
+            ("Content-Type", metrics.CONTENT_TYPE),
+            ("Content-Length", str(len(payload))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    return [payload]
+
+
+class ObservedFunction:
+    """One function's app, observed. `route` is the table's path template: a label, never the real path."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        function: str,
+        service: str,
+        route: str,
+        method: str = "",
+        trigger: Trigger = "http",
+        topic: str = "",
+    ) -> None:
+        self.app = app
+        self.function = function
+        self.service = service
+        self.route = route or "/"
+        self.trigger = trigger
+        self.topic = topic
+        if trigger == "cloudevent":
+            self.span_name = f"process {topic}" if topic else f"process {function}"
+        else:
+            self.span_name = f"{method} {self.route}".strip()
+        self.faas_trigger = {"http": "http", "cloudevent": "pubsub", "cron": "timer"}[trigger]
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path == METRICS_PATH:
+            return metrics_endpoint(environ, start_response)
+        if path == profiling.PATH:
+            return profiling.wsgi(environ, start_response)
+        if not settings().observability:
+            return self.app(environ, start_response)
+        started = time.perf_counter()
+        statuses: list[str] = []
+
+        def recording_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+            statuses.append(status)
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        status = "500"
+        with logs.request_context(self.service, self.function), self._span(environ) as span:
+            try:
+                result = self.app(environ, recording_start_response)
+                status = statuses[-1][:3] if statuses else "500"
+            finally:
+                span.set("http.response.status_code", int(status))
+                if status >= "500":
+                    span.fail(f"HTTP {status}")
+                elapsed = time.perf_counter() - started
+                metrics.HTTP_REQUESTS.labels(self.function, self.route, status).inc()
+                metrics.HTTP_DURATION.labels(self.function, self.route, status).observe(elapsed)
+        return result
+
+    def _span(self, environ: dict[str, Any]) -> tracing.Span:
+        backend = tracing.backend()
+        if isinstance(backend, tracing.NoopBackend):
+            if self.trigger == "cloudevent":
+                _event_delay(environ, self.topic)
+            return tracing.NOOP_SPAN
+        attributes: dict[str, tracing.Attribute] = {
+            "faas.name": self.function,
+            "faas.trigger": self.faas_trigger,
+            "shop.service": self.service,
+            "http.request.method": environ.get("REQUEST_METHOD", ""),
+            "http.route": self.route,
+        }
+        if self.trigger == "cloudevent":
+            delay = _event_delay(environ, self.topic)
+            attributes.update(
+                {
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": self.topic,
+                    "messaging.message.id": environ.get("HTTP_CE_ID", ""),
+                    "cloudevents.event_type": environ.get("HTTP_CE_TYPE", ""),
+                    "cloudevents.event_source": environ.get("HTTP_CE_SOURCE", ""),
+                }
+            )
+            if delay is not None:
+                attributes["shop.event.delay_seconds"] = round(delay, 6)  # from the change to its handling
+            return backend.consumer(self.span_name, environ.get("HTTP_TRACEPARENT"), attributes)
+        headers = {name: environ[key] for name, key in _TRACE_HEADERS.items() if key in environ}
+        if _XRAY_HEADER in environ:
+            headers["X-Amzn-Trace-Id"] = environ[_XRAY_HEADER]
+        return backend.server(self.span_name, headers, attributes)
+
+
+def _event_delay(environ: dict[str, Any], topic: str) -> float | None:
+    """Seconds from the event's `ce-time` (when the change happened) to now; recorded per topic."""
+    stamp = environ.get("HTTP_CE_TIME")
+    if not stamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delay = max(0.0, (datetime.now(UTC) - moment).total_seconds())
+    metrics.CONSUME_DELAY.labels(topic or "unknown").observe(delay)
+    return delay
+
+
+def annotate_request(params: Mapping[str, Any], query: Mapping[str, Any], body: bytes) -> None:
+    """The key ids of a request under observation (path, query, a small JSON object body); else nothing."""
+    if not logs.in_request():
+        return
+    parsed: Any = None
+    if body and len(body) <= 4096 and body.lstrip()[:1] == b"{":
+        try:
+            parsed = json.loads(body)
+        except (ValueError, RecursionError):
+            parsed = None
+    annotate(params, query, parsed if isinstance(parsed, dict) else None)
+
+
+def annotate_reply(body: Any) -> None:
+    """Ids an answer names (a new order's id)."""
+    if isinstance(body, dict) and logs.in_request():
+        annotate(body)
+
+
+def annotate(*sources: Mapping[str, Any] | None) -> None:
+    """Attach the request's key ids (user_id, order_id, sku under any of their spellings) found in `sources`
+    (path parameters, query, a JSON body or reply) to the current span and log lines."""
+    found: dict[str, int | str] = {}
+    for source in sources:
+        if not source:
+            continue
+        for name, value in source.items():
+            key = _ID_NAMES.get(name)
+            if key is not None and isinstance(value, (int, str)) and not isinstance(value, bool):
+                found.setdefault(key, value)
+    if not found:
+        return
+    logs.bind(**found)
+    tracing.backend().annotate({f"shop.{key}": value for key, value in found.items()})

@@ -1,0 +1,374 @@
+"""Spans for every request, outbound call, query, cache call and event, behind one small interface with three
+backends: none (the default: a shared no-op, nothing allocated per call), OpenTelemetry exported over
+OTLP/HTTP, and AWS X-Ray (shared_lib.observability.xray).
+
+The backend is chosen from ObservabilitySettings on first use, so every process (a function, the dev server's
+relay, a test) gets the configured one without wiring. Context travels as W3C `traceparent` over HTTP and in
+Kafka record headers; an event's consumer links to its producer's span instead of pretending to be its child.
+Nothing here knows about a service.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping, MutableMapping, Sequence
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+from shared_lib import lifecycle
+from shared_lib.observability.settings import settings
+
+Kind = Literal["client", "producer", "internal"]
+Attribute = str | int | float | bool
+Attributes = Mapping[str, Attribute]
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+class Span(Protocol):
+    """An open span, used as a context manager: entering makes it current, leaving ends it (an exception
+    leaving it marks it failed)."""
+
+    def __enter__(self) -> Span: ...
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    def set(self, key: str, value: Attribute) -> None: ...
+
+    def fail(self, description: str) -> None:
+        """Mark the span failed without an exception (a 5xx answer, a dead-lettered record)."""
+        ...
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        """Add the headers that carry this span's context to an outbound call."""
+        ...
+
+
+class Backend(Protocol):
+    name: str
+
+    def server(self, name: str, headers: Mapping[str, str], attributes: Attributes) -> Span:
+        """A request's span, child of the caller's context (`traceparent`, or X-Amzn-Trace-Id for X-Ray)."""
+        ...
+
+    def consumer(self, name: str, traceparent: str | None, attributes: Attributes) -> Span:
+        """An event's handling: a new trace that links to the producer's span (when the event carries one)."""
+        ...
+
+    def span(
+        self, name: str, kind: Kind, attributes: Attributes, links: Sequence[str] = ()
+    ) -> Span: ...  # links: traceparents of related spans (a publish links to each event's producer)
+
+    def annotate(self, attributes: Attributes) -> None: ...  # onto the current span, if any
+
+    def traceparent(self) -> str | None: ...  # W3C form of the current span, None outside any span
+
+    def ids(self) -> tuple[str, str] | None: ...  # (trace id, span id) of the current span, for logs
+
+    def shutdown(self) -> None: ...
+
+
+# --- no tracing -------------------------------------------------------------------------------------------
+
+
+class _NoopSpan:
+    def __enter__(self) -> _NoopSpan:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        pass
+
+    def set(self, key: str, value: Attribute) -> None:
+        pass
+
+    def fail(self, description: str) -> None:
+        pass
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        pass
+
+
+NOOP_SPAN = _NoopSpan()
+
+
+class NoopBackend:
+    name = "off"
+
+    def server(self, name: str, headers: Mapping[str, str], attributes: Attributes) -> Span:
+        return NOOP_SPAN
+
+    def consumer(self, name: str, traceparent: str | None, attributes: Attributes) -> Span:
+        return NOOP_SPAN
+
+    def span(self, name: str, kind: Kind, attributes: Attributes, links: Sequence[str] = ()) -> Span:
+        return NOOP_SPAN
+
+    def annotate(self, attributes: Attributes) -> None:
+        pass
+
+    def traceparent(self) -> str | None:
+        return None
+
+    def ids(self) -> tuple[str, str] | None:
+        return None
+
+    def shutdown(self) -> None:
+        pass
+
+
+# --- OpenTelemetry ----------------------------------------------------------------------------------------
+
+
+class OtelBackend:
+    """OpenTelemetry's SDK with its own TracerProvider (not the global one: tests swap backends freely)."""
+
+    name = "otlp"
+
+    def __init__(self, provider: Any) -> None:
+        from opentelemetry import trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self.provider = provider
+        self.tracer = provider.get_tracer("shop")
+        self._trace = trace
+        self._propagator = TraceContextTextMapPropagator()
+        self._kinds = {
+            "server": trace.SpanKind.SERVER,
+            "consumer": trace.SpanKind.CONSUMER,
+            "client": trace.SpanKind.CLIENT,
+            "producer": trace.SpanKind.PRODUCER,
+            "internal": trace.SpanKind.INTERNAL,
+        }
+
+    @classmethod
+    def exporting(
+        cls, service: str, exporter: Any, sample_ratio: float = 1.0, batch: bool = True
+    ) -> OtelBackend:
+        """A backend whose spans go to `exporter` (OTLP in production, in-memory in tests)."""
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": service, "service.namespace": "shop"}),
+            sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+        )
+        provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
+        return cls(provider)
+
+    def _context_of(self, traceparent: str | None) -> Any:
+        if not traceparent:
+            return None
+        return self._propagator.extract({"traceparent": traceparent})
+
+    def server(self, name: str, headers: Mapping[str, str], attributes: Attributes) -> Span:
+        carrier = {k: v for k in ("traceparent", "tracestate") if (v := headers.get(k))}
+        parent = self._propagator.extract(carrier) if carrier else None
+        return _OtelSpan(self, name, "server", attributes, parent, [])
+
+    def consumer(self, name: str, traceparent: str | None, attributes: Attributes) -> Span:
+        from opentelemetry.context import Context
+
+        return _OtelSpan(self, name, "consumer", attributes, Context(), self._links([traceparent]))
+
+    def span(self, name: str, kind: Kind, attributes: Attributes, links: Sequence[str] = ()) -> Span:
+        return _OtelSpan(self, name, kind, attributes, None, self._links(links))
+
+    def _links(self, traceparents: Sequence[str | None]) -> list[Any]:
+        from opentelemetry.trace import Link
+
+        found = []
+        for traceparent in traceparents:
+            context = self._context_of(traceparent)
+            if context is None:
+                continue
+            span_context = self._trace.get_current_span(context).get_span_context()
+            if span_context.is_valid:
+                found.append(Link(span_context))
+        return found
+
+    def annotate(self, attributes: Attributes) -> None:
+        current = self._trace.get_current_span()
+        if current.is_recording():
+            current.set_attributes(dict(attributes))
+
+    def traceparent(self) -> str | None:
+        span_context = self._trace.get_current_span().get_span_context()
+        if not span_context.is_valid:
+            return None
+        return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
+
+    def ids(self) -> tuple[str, str] | None:
+        span_context = self._trace.get_current_span().get_span_context()
+        if not span_context.is_valid:
+            return None
+        return f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}"
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+class _OtelSpan:
+    __slots__ = ("_attributes", "_backend", "_kind", "_links", "_name", "_parent", "_span", "_token")
+
+    def __init__(
+        self,
+        backend: OtelBackend,
+        name: str,
+        kind: str,
+        attributes: Attributes,
+        parent: Any,
+        links: list[Any],
+    ) -> None:
+        self._backend = backend
+        self._name = name
+        self._kind = kind
+        self._attributes = attributes
+        self._parent = parent
+        self._links = links
+        self._span: Any = None
+        self._token: Any = None
+
+    def __enter__(self) -> _OtelSpan:
+        from opentelemetry import context
+
+        backend = self._backend
+        self._span = backend.tracer.start_span(
+            self._name,
+            context=self._parent,
+            kind=backend._kinds[self._kind],
+            attributes=dict(self._attributes),
+            links=self._links,
+        )
+        self._token = context.attach(backend._trace.set_span_in_context(self._span))
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        from opentelemetry import context
+
+        if exc is not None:
+            self._span.record_exception(exc)
+            self.fail(type(exc).__name__)
+        context.detach(self._token)
+        self._span.end()
+
+    def set(self, key: str, value: Attribute) -> None:
+        self._span.set_attribute(key, value)
+
+    def fail(self, description: str) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
+        self._span.set_status(Status(StatusCode.ERROR, description))
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        self._backend._propagator.inject(
+            headers, context=self._backend._trace.set_span_in_context(self._span)
+        )
+
+
+# --- choosing the backend ---------------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_backend: Backend | None = None
+_service = ""
+
+
+def set_service(name: str) -> None:
+    """The service whose spans this process makes (before the first span; later calls change nothing)."""
+    global _service
+    with _lock:
+        if not _service:
+            _service = name
+
+
+def service() -> str:
+    return _service or settings().service_name or "shop"
+
+
+def backend() -> Backend:
+    """The process's backend, built from the settings on first use."""
+    current = _backend
+    if current is not None:
+        return current
+    with _lock:
+        if _backend is None:
+            _install(_from_settings())
+        assert _backend is not None
+        return _backend
+
+
+def _from_settings() -> Backend:
+    config = settings()
+    chosen = config.trace_backend()
+    if chosen == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=config.otlp_url(), timeout=5)
+        return OtelBackend.exporting(service(), exporter, config.trace_sample_ratio)
+    if chosen == "xray":
+        from shared_lib.observability.xray import XrayBackend
+
+        return XrayBackend.to_daemon(service(), config.xray_daemon_address, config.trace_sample_ratio)
+    return NoopBackend()
+
+
+def _install(chosen: Backend) -> None:
+    global _backend
+    _backend = chosen
+    if not isinstance(chosen, NoopBackend):
+        lifecycle.on_shutdown(chosen.shutdown)  # flush what is buffered when the worker stops
+
+
+def use(chosen: Backend) -> Backend:
+    """Install a backend (tests: an in-memory exporter); returns the one it replaced."""
+    global _backend
+    with _lock:
+        previous, _backend = _backend, chosen
+    return previous if previous is not None else NoopBackend()
+
+
+def reset() -> None:
+    """Forget the backend: the next span builds one from the settings again (tests)."""
+    global _backend, _service
+    with _lock:
+        _backend = None
+        _service = ""
+
+
+# --- what instrumented code calls -------------------------------------------------------------------------
+
+
+def active() -> bool:
+    """Whether spans are recorded: callers skip building attributes when not."""
+    return not isinstance(backend(), NoopBackend)
+
+
+def span(name: str, kind: Kind = "internal", attributes: Attributes | None = None) -> Span:
+    return backend().span(name, kind, attributes or {})
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the current span (what an outbox row or a Kafka record carries), or None."""
+    return backend().traceparent()
+
+
+def current_ids() -> tuple[str, str] | None:
+    return backend().ids()
+
+
+def parse_traceparent(value: str | None) -> tuple[str, str, bool] | None:
+    """(trace id, parent span id, sampled) of a W3C traceparent, or None when it is not one."""
+    if not value:
+        return None
+    match = _TRACEPARENT.match(value.strip().lower())
+    if match is None or match.group(1) == "0" * 32 or match.group(2) == "0" * 16:
+        return None
+    return match.group(1), match.group(2), bool(int(match.group(3), 16) & 1)
