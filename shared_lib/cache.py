@@ -2,7 +2,8 @@
 
 A cache is never the source of truth and never breaks a request: every Memcached failure is logged and
 becomes a miss or a no-op. Values are JSON, stored serialised, so a hit returns a fresh copy.
-Nothing service-specific here.
+Each cache has a name: its lookups are counted as hits and misses under it, and each call is a span when
+tracing is on. Nothing service-specific here.
 """
 
 from __future__ import annotations
@@ -18,13 +19,18 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from pymemcache.client.base import PooledClient
 from pymemcache.client.rendezvous import RendezvousHash
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
+from shared_lib.observability import metrics, tracing
+
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+LOCK_SUFFIX = ":loading"  # load_through's lock keys: looking one up is coordination, not a cache lookup
 
 MAX_TTL_SECONDS = 30 * 24 * 3600  # memcached reads a larger expiry as an absolute unix time
 _MAX_KEY_LENGTH = 200  # memcached allows 250 bytes; longer keys are hashed
@@ -71,6 +77,41 @@ def _expiry(ttl: float) -> int:
     return max(1, min(MAX_TTL_SECONDS, math.ceil(ttl)))
 
 
+def count_lookups(cache: str, hits: int, misses: int) -> None:
+    """Count lookups of a named cache (any cache: the shared ones here, a service's own in-process one)."""
+    if hits:
+        metrics.CACHE_REQUESTS.labels(cache, "hit").inc(hits)
+    if misses:
+        metrics.CACHE_REQUESTS.labels(cache, "miss").inc(misses)
+
+
+def _counted_keys(keys: Iterable[str]) -> int:
+    return sum(1 for key in keys if not key.endswith(LOCK_SUFFIX))
+
+
+def traced(operation: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A span per call of a cache method (its instance has `name` and `system`), when tracing is on."""
+
+    def decorate(method: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(method)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            backend = tracing.backend()
+            if isinstance(backend, tracing.NoopBackend):
+                return method(*args, **kwargs)
+            cache = args[0]
+            attributes: dict[str, tracing.Attribute] = {
+                "db.system.name": getattr(cache, "system", "cache"),
+                "db.operation.name": operation,
+                "shop.cache": getattr(cache, "name", ""),
+            }
+            with backend.span(f"cache {operation}", "client", attributes):
+                return method(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
 # --- the in-process cache ------------------------------------------------------------------------------
 
 
@@ -80,7 +121,15 @@ class InProcessCache:
     The oldest entries go first beyond `max_entries`. `clock` is injectable for tests.
     """
 
-    def __init__(self, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+    system = "in-process"
+
+    def __init__(
+        self,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "in-process",
+    ) -> None:
+        self.name = name
         self.max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
@@ -102,16 +151,22 @@ class InProcessCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    @traced("get")
     def get(self, key: str) -> Any | None:
         with self._lock:
             data = self._live(key)
+        if not key.endswith(LOCK_SUFFIX):
+            count_lookups(self.name, int(data is not None), int(data is None))
         return None if data is None else decode(data)
 
+    @traced("get_many")
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
         with self._lock:
             found = {key: data for key in keys if (data := self._live(key)) is not None}
+        count_lookups(self.name, len(found), _counted_keys(dict.fromkeys(keys)) - len(found))
         return {key: decode(data) for key, data in found.items()}
 
+    @traced("set")
     def set(self, key: str, value: Any, ttl: float) -> None:
         data = encode(value)
         if ttl <= 0:
@@ -119,6 +174,7 @@ class InProcessCache:
         with self._lock:
             self._store(key, data, ttl)
 
+    @traced("add")
     def add(self, key: str, value: Any, ttl: float) -> bool | None:
         data = encode(value)
         with self._lock:
@@ -128,10 +184,12 @@ class InProcessCache:
                 self._store(key, data, ttl)
             return True
 
+    @traced("delete")
     def delete(self, key: str) -> None:
         with self._lock:
             self._entries.pop(key, None)
 
+    @traced("incr")
     def incr(self, key: str, delta: int = 1) -> int | None:
         if delta < 0:
             raise ValueError("delta must not be negative")
@@ -184,6 +242,8 @@ class MemcachedCache:
     `retry_after` seconds (its keys are misses meanwhile), so an outage costs one timeout, not one per call.
     """
 
+    system = "memcached"
+
     def __init__(
         self,
         servers: str | Iterable[str],
@@ -193,10 +253,12 @@ class MemcachedCache:
         timeout: float = 0.2,
         pool_size: int = 32,
         retry_after: float = 1.0,
+        name: str = "",
     ) -> None:
         addresses = parse_servers(servers)
         if not addresses:
             raise ValueError("MemcachedCache needs at least one server")
+        self.name = name or ("memcached-" + prefix.strip(":") if prefix.strip(":") else "memcached")
         self.prefix = prefix
         self.retry_after = retry_after
         self._servers: dict[str, _Server] = {}
@@ -261,11 +323,16 @@ class MemcachedCache:
             log.warning("memcached held a value that is not JSON under %s; treated as a miss", key)
             return None
 
+    @traced("get")
     def get(self, key: str) -> Any | None:
         mkey = self._key(key)
         _, data = self._call(self._server(mkey), "get", lambda c: c.get(mkey))
-        return None if data is None else self._decode(key, data)
+        value = None if data is None else self._decode(key, data)
+        if not key.endswith(LOCK_SUFFIX):
+            count_lookups(self.name, int(value is not None), int(value is None))
+        return value
 
+    @traced("get_many")
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
         by_server: dict[str, dict[str, str]] = {}
         for key in keys:
@@ -281,8 +348,10 @@ class MemcachedCache:
                 value = self._decode(wanted[mkey], data)
                 if value is not None:
                     found[wanted[mkey]] = value
+        count_lookups(self.name, len(found), _counted_keys(dict.fromkeys(keys)) - len(found))
         return found
 
+    @traced("set")
     def set(self, key: str, value: Any, ttl: float) -> None:
         data = encode(value)
         if ttl <= 0:
@@ -290,6 +359,7 @@ class MemcachedCache:
         mkey = self._key(key)
         self._call(self._server(mkey), "set", lambda c: c.set(mkey, data, expire=_expiry(ttl), noreply=False))
 
+    @traced("add")
     def add(self, key: str, value: Any, ttl: float) -> bool | None:
         data = encode(value)
         mkey = self._key(key)
@@ -298,10 +368,12 @@ class MemcachedCache:
         )
         return bool(stored) if answered else None
 
+    @traced("delete")
     def delete(self, key: str) -> None:
         mkey = self._key(key)
         self._call(self._server(mkey), "delete", lambda c: c.delete(mkey, noreply=False))
 
+    @traced("incr")
     def incr(self, key: str, delta: int = 1) -> int | None:
         if delta < 0:
             raise ValueError("delta must not be negative")
@@ -388,7 +460,7 @@ def _load_and_store(cache: Cache, key: str, ttl: float, loader: Callable[[], Any
 def _load_across_replicas(
     cache: Cache, key: str, ttl: float, loader: Callable[[], Any], lock_ttl: float, wait: float, poll: float
 ) -> tuple[Any, bool]:
-    lock_key = key + ":loading"
+    lock_key = key + LOCK_SUFFIX
     token = uuid.uuid4().hex
     deadline = time.monotonic() + wait
     delay = poll

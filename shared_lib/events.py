@@ -1,16 +1,19 @@
 """CloudEvents over Kafka (binary mode) and over HTTP, and a Kafka publisher with broker-acknowledged sends.
 
 Binary mode: the event's attributes travel as headers (`ce_id`, `ce_source`, … on Kafka records; `ce-id`,
-`ce-source`, … on HTTP), the payload as the record value / request body. Nothing service-specific here.
+`ce-source`, … on HTTP), the payload as the record value / request body, the producer's trace context as
+`traceparent`. A publish is timed, counted and (when tracing) a producer span linked to each event's
+producer. Nothing service-specific here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import urllib3
 
 from shared_lib.errors import TransientError
+from shared_lib.observability import metrics, tracing
 from shared_lib.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -142,6 +146,75 @@ def _build(
     )
 
 
+MAX_LINKS = 64  # a span links to at most this many producers: a batch of a thousand events needs no more
+_field_counters: dict[str, list[tuple[metrics.Family, str]]] = {}
+_field_counters_lock = threading.Lock()
+
+
+def count_by_field(topic: str, family: metrics.Family, field: str) -> None:
+    """Count the events of `topic` that a publisher got acknowledged by one field of their JSON payload, in a
+    one-label family (loms: order status changes by status). Registering the same pair again does nothing."""
+    with _field_counters_lock:
+        counters = _field_counters.setdefault(topic, [])
+        if (family, field) not in counters:
+            counters.append((family, field))
+
+
+def _count_fields(topic: str, events: Sequence[Event]) -> None:
+    counters = _field_counters.get(topic)
+    if not counters:
+        return
+    payloads = []
+    for event in events:
+        try:
+            payload = event.json()
+        except (ValueError, RecursionError):
+            payload = None
+        payloads.append(payload if isinstance(payload, dict) else {})
+    for family, name in counters:
+        counts: dict[str, int] = {}
+        for payload in payloads:
+            value = payload.get(name)
+            label = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else "unknown"
+            counts[label] = counts.get(label, 0) + 1
+        for label, count in counts.items():
+            family.labels(label).inc(count)
+
+
+@contextlib.contextmanager
+def publishing(topic: str, events: Sequence[Event], transport: str) -> Iterator[None]:
+    """Observe one publish of `events` to `topic`: its duration and outcome, the events acknowledged, how long
+    each waited since its change, and a producer span linked to the events' producers."""
+    backend = tracing.backend()
+    attributes: dict[str, tracing.Attribute] = {}
+    links: list[str] = []
+    if not isinstance(backend, tracing.NoopBackend):
+        attributes = {
+            "messaging.system": transport,
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+            "messaging.batch.message_count": len(events),
+        }
+        links = [e.traceparent for e in events if e.traceparent][:MAX_LINKS]
+    outcome = "error"
+    started = time.perf_counter()
+    with backend.span(f"publish {topic}", "producer", attributes, links) as span:
+        try:
+            yield
+            outcome = "ok"
+        finally:
+            metrics.PUBLISH_DURATION.labels(topic, outcome).observe(time.perf_counter() - started)
+        now = datetime.now(UTC)
+        waits = [max(0.0, (now - e.time).total_seconds()) for e in events]
+        if waits:
+            span.set("shop.outbox.oldest_wait_seconds", round(max(waits), 6))
+    metrics.EVENTS_PUBLISHED.labels(topic).inc(len(events))
+    _count_fields(topic, events)
+    delay = metrics.RELAY_DELAY.labels(topic)
+    for wait in waits:
+        delay.observe(wait)
+
+
 class KafkaPublisher:
     """kafka-python's idempotent producer (acks=all): `publish` returns only once the broker acknowledged
     every record, in order per key; any failure is a TransientError and the caller must not mark them sent."""
@@ -178,17 +251,18 @@ class KafkaPublisher:
     def publish(self, topic: str, events: Sequence[Event]) -> None:
         if not events:
             return
-        producer = self._ensure()
-        try:
-            futures = [
-                producer.send(topic, key=e.key, value=e.data, headers=kafka_headers(e)) for e in events
-            ]
-            producer.flush(timeout=self.timeout_seconds)
-            for future in futures:
-                future.get(timeout=self.timeout_seconds)
-        except Exception as exc:
-            self.close()  # a fresh producer next time: no half-sent state carried over
-            raise TransientError("publishing to Kafka failed") from exc
+        with publishing(topic, events, "kafka"):
+            producer = self._ensure()
+            try:
+                futures = [
+                    producer.send(topic, key=e.key, value=e.data, headers=kafka_headers(e)) for e in events
+                ]
+                producer.flush(timeout=self.timeout_seconds)
+                for future in futures:
+                    future.get(timeout=self.timeout_seconds)
+            except Exception as exc:
+                self.close()  # a fresh producer next time: no half-sent state carried over
+                raise TransientError("publishing to Kafka failed") from exc
 
     def close(self) -> None:
         producer, self._producer = self._producer, None
@@ -303,11 +377,14 @@ class HttpDeliveryPublisher:
         )
 
     def publish(self, topic: str, events: Sequence[Event]) -> None:
-        for event in events:
-            for url in self.routes.get(topic, ()):
-                outcome = self._sender.send(url, event)
-                if not outcome.delivered:
-                    raise TransientError(f"delivering {event.id} to {url} failed: {outcome.describe()}")
+        if not events:
+            return
+        with publishing(topic, events, "http"):
+            for event in events:
+                for url in self.routes.get(topic, ()):
+                    outcome = self._sender.send(url, event)
+                    if not outcome.delivered:
+                        raise TransientError(f"delivering {event.id} to {url} failed: {outcome.describe()}")
 
     def close(self) -> None:
         self._sender.close()

@@ -1,7 +1,8 @@
 """A local KafkaSource: consumes a topic with a consumer group and POSTs each record to a CloudEvent
 function's URL as a binary-mode CloudEvent, with KafkaSource's order, retry and dead-letter semantics.
 
-What the cluster's KafkaSource does, for the dev server and the tests. Nothing service-specific here.
+What the cluster's KafkaSource does, for the dev server and the tests. Its lag, deliveries, dead letters and
+delivery delays are metrics per topic. Nothing service-specific here.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from shared_lib.events import (
     MalformedEventError,
     from_kafka,
 )
+from shared_lib.observability import logs, metrics
 from shared_lib.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ KAFKA_EVENT_TYPE = "dev.knative.kafka.event"
 # headers the dead-letter copy carries besides the original ones
 DLQ_HEADERS = ("reason", "source_topic", "source_partition", "source_offset")
 _RECONNECT = Backoff(base=0.2, max=2.0)
+LAG_INTERVAL_SECONDS = 1.0
 
 
 def _reachable(bootstrap: str) -> bool:
@@ -234,6 +237,8 @@ class KafkaEventSource:
         self._producer: Any = None
         self._producer_lock = threading.Lock()
         self._deadline = 0.0
+        self._next: dict[TopicPartition, int] = {}  # per partition: the first offset not yet handled
+        self._lag_measured = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -346,11 +351,29 @@ class KafkaEventSource:
             batches = consumer.poll(timeout_ms=50)
             with self._workers_lock:
                 for tp, records in batches.items():
+                    if records:
+                        self._next.setdefault(tp, records[0].offset)
                     self._worker(tp).add(records)
                 backlogs = {tp: w.backlog() for tp, w in self._workers.items()}
             self._flow_control(consumer, backlogs)
             self._commit(consumer, pending, timeout=5.0)
+            self._measure_lag(consumer)
         self._finish(consumer, pending)
+
+    def _measure_lag(self, consumer: Any) -> None:
+        """Records of the topic not handled yet: the broker's high watermark (as of the last fetch) minus the
+        first offset not handled, summed over this source's partitions; at most once a second."""
+        now = time.monotonic()
+        if now - self._lag_measured < LAG_INTERVAL_SECONDS:
+            return
+        self._lag_measured = now
+        lag = 0
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            handled_up_to = self._next.get(tp)
+            if high is not None and handled_up_to is not None:
+                lag += max(0, high - handled_up_to)
+        metrics.EVENTSOURCE_LAG.labels(self.topic).set(lag)
 
     def _worker(self, tp: TopicPartition) -> _Worker:
         worker = self._workers.get(tp)
@@ -374,6 +397,7 @@ class KafkaEventSource:
             except Empty:
                 break
             pending[worker.tp] = (worker, next_offset)
+            self._next[worker.tp] = max(next_offset, self._next.get(worker.tp, 0))
         with self._workers_lock:
             # a retired worker's progress is not ours to commit any more: its successor redelivers from the
             # last committed offset (a duplicate, never a loss)
@@ -412,6 +436,7 @@ class KafkaEventSource:
         self._retired.update(leftovers)
         self._assignment = frozenset()
         self._assigned.clear()
+        self._next.clear()
 
     def _retire_all(self) -> None:
         with self._workers_lock:
@@ -425,6 +450,7 @@ class KafkaEventSource:
     def _revoke(self, revoked: Iterable[TopicPartition]) -> None:
         with self._workers_lock:
             for tp in revoked:
+                self._next.pop(tp, None)
                 worker = self._workers.pop(tp, None)
                 if worker is not None:
                     worker.retire()
@@ -449,6 +475,10 @@ class KafkaEventSource:
             self.stats.failed_attempts += outcome.attempts - int(outcome.delivered)
             self.stats.delivered += int(outcome.delivered)
         if outcome.delivered:
+            metrics.EVENTSOURCE_DELIVERED.labels(record.topic).inc()
+            if record.timestamp is not None and record.timestamp >= 0:
+                delay = max(0.0, time.time() - record.timestamp / 1000)
+                metrics.EVENTSOURCE_DELIVERY_DELAY.labels(record.topic).observe(delay)
             return True
         if outcome.cancelled:
             return False
@@ -478,6 +508,7 @@ class KafkaEventSource:
                     return False
         with self._stats_lock:
             self.stats.dead_lettered += 1
+        metrics.EVENTSOURCE_DEAD_LETTERED.labels(record.topic).inc()
         return True
 
     def _dead_letter_producer(self) -> Any:
@@ -519,8 +550,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backoff-delay", type=float, default=0.2, help="seconds before the first retry")
     parser.add_argument("--initial-offset", choices=["earliest", "latest"], default="earliest")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)  # its INFO is every connection and rebalance step
+    logs.set_process(service="eventsource", function=args.group)
+    logs.configure()  # JSON lines on stdout; kafka's INFO (every connection and rebalance step) kept out
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:

@@ -1,12 +1,16 @@
 """A thin pooled HTTP client for calls between functions: JSON in and out, timeouts, no hidden retries.
 
 Connection failures and timeouts become TransientError here; what a status code means is the caller's call.
+Every call is timed by target and status, is a client span when tracing is on, and carries the trace context
+(`traceparent`, or `X-Amzn-Trace-Id` with X-Ray) to the peer.
 Nothing service-specific: adapters build one client per peer and translate its answers.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +19,7 @@ from urllib.parse import urlencode
 import urllib3
 
 from shared_lib.errors import TransientError
+from shared_lib.observability import metrics, tracing
 
 
 class UnexpectedResponseError(Exception):
@@ -45,8 +50,19 @@ class HttpResponse:
         return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
+def target_of(name: str) -> str:
+    """A metric label from a client's name: "the product service" -> "product-service"."""
+    words = re.sub(r"[^a-z0-9]+", " ", name.lower()).split()
+    if words[:1] == ["the"]:
+        words = words[1:]
+    return "-".join(words) or "peer"
+
+
 class HttpClient:
-    """Keep-alive connections to one base URL; thread-safe (urllib3 lends each call its own connection)."""
+    """Keep-alive connections to one base URL; thread-safe (urllib3 lends each call its own connection).
+
+    `target` names the peer in metrics and spans (by default derived from `name`).
+    """
 
     def __init__(
         self,
@@ -57,9 +73,11 @@ class HttpClient:
         connect_timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
         max_connections: int = 10,
+        target: str = "",
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.name = name
+        self.target = target or target_of(name)
         self._pool = urllib3.PoolManager(
             num_pools=4,
             maxsize=max_connections,
@@ -101,12 +119,30 @@ class HttpClient:
         if json_body is not None:
             body = json.dumps(json_body, separators=(",", ":")).encode()
             send_headers["Content-Type"] = "application/json"
-        try:
-            response = self._pool.request(
-                method, url, body=body, headers=send_headers, redirect=False, preload_content=True
-            )
-        except urllib3.exceptions.HTTPError as exc:  # refused, reset, DNS, connect or read timeout
-            raise TransientError(f"{self.name} is unavailable") from exc
+        status = "error"
+        attributes: dict[str, tracing.Attribute] = {}
+        if tracing.active():
+            attributes = {
+                "http.request.method": method,
+                "url.full": self.base_url + path,  # without the query: no ids or values in it
+                "peer.service": self.target,
+            }
+        with tracing.span(f"{method} {self.target}", "client", attributes) as span:
+            span.inject(send_headers)
+            started = time.perf_counter()
+            try:
+                response = self._pool.request(
+                    method, url, body=body, headers=send_headers, redirect=False, preload_content=True
+                )
+                status = str(response.status)
+            except urllib3.exceptions.HTTPError as exc:  # refused, reset, DNS, connect or read timeout
+                span.fail(type(exc).__name__)
+                raise TransientError(f"{self.name} is unavailable") from exc
+            finally:
+                metrics.CLIENT_DURATION.labels(self.target, status).observe(time.perf_counter() - started)
+            span.set("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.fail(f"HTTP {response.status}")
         return HttpResponse(response.status, response.data, dict(response.headers), self.name)
 
     def close(self) -> None:

@@ -1,12 +1,14 @@
 """PostgreSQL access for adapters: a small thread-safe pool of pg8000 connections, transactions, migrations.
 
 pg8000 connections are not thread-safe, so each is lent to one thread at a time. Driver errors that are safe
-to retry become TransientError here; nothing above the adapters sees pg8000.
+to retry become TransientError here; nothing above the adapters sees pg8000. Every connection opened here
+counts and times its statements by kind and outcome, and makes a span of each when tracing is on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -21,6 +23,7 @@ import pg8000.native
 from pg8000.exceptions import DatabaseError, InterfaceError
 
 from shared_lib.errors import TransientError
+from shared_lib.observability import metrics, tracing
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +76,68 @@ def is_transient(exc: BaseException) -> bool:
     return code in _TRANSIENT_CODES or code.startswith(_TRANSIENT_PREFIXES)
 
 
+_KINDS = ("select", "insert", "update", "delete")
+_QUERY_TEXT_LIMIT = 2000
+
+
+@functools.lru_cache(maxsize=2048)
+def statement_kind(sql: str) -> str:
+    """select, insert, update, delete or other; a WITH statement is the kind of its first data change."""
+    head = sql.lstrip()[:6].lower()
+    if head.startswith(_KINDS):
+        return head
+    if head.startswith("with"):
+        text = sql.lower()
+        found = [(i, kind) for kind in _KINDS[1:] if (i := text.find(kind + " ")) >= 0]
+        return min(found)[1] if found else "select"
+    return "other"
+
+
+def _record(kind: str, outcome: str, seconds: float) -> None:
+    metrics.DB_QUERIES.labels(kind, outcome).inc()
+    metrics.DB_DURATION.labels(kind, outcome).observe(seconds)
+
+
+class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
+    """pg8000's native connection; `run` counted and timed by kind and outcome, and a span when tracing."""
+
+    shop_database = ""
+    shop_host = ""
+    shop_port = 0
+
+    def run(self, sql: str, stream: Any = None, types: Any = None, **params: Any) -> Any:
+        kind = statement_kind(sql)
+        backend = tracing.backend()
+        outcome = "error"
+        if isinstance(backend, tracing.NoopBackend):
+            started = time.perf_counter()
+            try:
+                rows = super().run(sql, stream=stream, types=types, **params)
+                outcome = "ok"
+                return rows
+            finally:
+                _record(kind, outcome, time.perf_counter() - started)
+        attributes: dict[str, tracing.Attribute] = {
+            "db.system.name": "postgresql",
+            "db.namespace": self.shop_database,
+            "db.operation.name": kind.upper(),
+            "db.query.text": sql[:_QUERY_TEXT_LIMIT],  # parameters are never in the text: no values leak
+            "server.address": self.shop_host,
+            "server.port": self.shop_port,
+        }
+        with backend.span(f"{kind.upper()} {self.shop_database}", "client", attributes):
+            started = time.perf_counter()
+            try:
+                rows = super().run(sql, stream=stream, types=types, **params)
+                outcome = "ok"
+                return rows
+            finally:
+                _record(kind, outcome, time.perf_counter() - started)
+
+
 def connect(dsn: Dsn, timeout: float = 5.0, application_name: str = "shop") -> Connection:
     try:
-        return pg8000.native.Connection(
+        conn = ObservedConnection(
             user=dsn.user,
             password=dsn.password,
             host=dsn.host,
@@ -88,6 +150,8 @@ def connect(dsn: Dsn, timeout: float = 5.0, application_name: str = "shop") -> C
         if is_transient(exc):
             raise TransientError("the database is unavailable") from exc
         raise
+    conn.shop_database, conn.shop_host, conn.shop_port = dsn.database, dsn.host, dsn.port
+    return conn
 
 
 class ConnectionPool:

@@ -3,6 +3,7 @@
 PgRateLimiter keeps the schedule in PostgreSQL so every replica of a function shares one limit;
 InProcessRateLimiter is the same algorithm for one process (tests, fakes). Both use GCRA with strict spacing
 of 1/rate seconds and no burst, so a peer enforcing the same rate with a token bucket never refuses us.
+Every acquire's wait is a metric per limiter.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError
 from typing import Protocol
 
+from shared_lib.observability import metrics
 from shared_lib.postgres import ConnectionPool
 
 
@@ -74,7 +76,9 @@ class PgRateLimiter:
     def acquire(self, cancel: threading.Event | None = None) -> None:
         if cancel is not None and cancel.is_set():
             raise CancelledError()
-        _pause(self.reserve(), cancel, self._sleep)
+        wait = self.reserve()
+        metrics.RATELIMIT_WAIT.labels(self.name).observe(max(0.0, wait))
+        _pause(wait, cancel, self._sleep)
 
 
 class InProcessRateLimiter:
@@ -85,7 +89,9 @@ class InProcessRateLimiter:
         rate: float,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        name: str = "in-process",
     ) -> None:
+        self.name = name
         self.interval = _interval(rate)
         self._clock = clock
         self._sleep = sleep
@@ -102,4 +108,6 @@ class InProcessRateLimiter:
     def acquire(self, cancel: threading.Event | None = None) -> None:
         if cancel is not None and cancel.is_set():
             raise CancelledError()
-        _pause(self.reserve(), cancel, self._sleep)
+        wait = self.reserve()
+        metrics.RATELIMIT_WAIT.labels(self.name).observe(max(0.0, wait))
+        _pause(wait, cancel, self._sleep)

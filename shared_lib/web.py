@@ -1,6 +1,8 @@
 """HTTP plumbing every function shares: route binding, body and query parsing, the one error table.
 
-Handlers call `handle`; services never see Flask. Nothing here knows about a particular service.
+Handlers call `handle`; services never see Flask. The request's key ids (user, order, sku) go to its span and
+log lines from here (the request itself is timed and traced around the function: shared_lib.observability).
+Nothing here knows about a particular service.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from shared_lib.errors import (
     TransientError,
     UnauthenticatedError,
 )
+from shared_lib.observability import server as observed
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +253,7 @@ def handle(
             headers=cast(Mapping[str, str], request.headers),  # werkzeug Headers: a case-insensitive mapping
             body=read_body(request),
         )
+        observed.annotate_request(call.params, call.query, call.body)
         key = request.headers.get("Idempotency-Key")
         if key is not None and route.idempotent and idempotency is not None:
             if not _KEY_PATTERN.match(key):
@@ -267,6 +271,7 @@ def handle(
             reply = endpoint(service(), call)
     except Exception as exc:
         reply = error_reply(exc, route.precondition_status)
+    observed.annotate_reply(reply.body)
     return to_flask(reply)
 
 

@@ -1,11 +1,14 @@
 """Bounded fan-out: run a function over items on a thread pool with at most `limit` calls in flight.
 
 The first failure wins: work not yet started is never started, running work is told through a
-threading.Event it may check, and the failure is re-raised. No knowledge of what the work is.
+threading.Event it may check, and the failure is re-raised. Each call runs in a copy of the caller's context
+(contextvars), so the request's span and log ids follow the work into the pool's threads.
+No knowledge of what the work is.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, ThreadPoolExecutor, wait
@@ -46,7 +49,8 @@ def map_bounded(
         while next_index < len(work) or running:
             # work is handed to the pool only when a slot is free, so nothing queued needs cancelling later
             while next_index < len(work) and len(running) < limit and not cancel.is_set():
-                running[pool.submit(fn, work[next_index])] = next_index
+                context = contextvars.copy_context()  # one per call: a context runs in one thread at a time
+                running[pool.submit(context.run, fn, work[next_index])] = next_index
                 next_index += 1
             if not running:  # cancelled from outside before anything failed here
                 break
