@@ -4,6 +4,9 @@
 functions-framework app, answering GET /healthz (liveness) and GET /readyz (readiness) beside it. On SIGTERM
 gunicorn stops accepting, drains the requests in flight (up to the graceful timeout), then each worker runs
 the shutdown hooks registered in shared_lib.lifecycle (producer flush, pool close) before it exits.
+Every function is served through shared_lib.observability.server: its requests counted, timed and traced,
+GET /metrics (all workers' figures: with several workers they share a PROMETHEUS_MULTIPROC_DIR, made here
+when not given) and the token-guarded GET /debug/profile.
 No service logic here: the function comes from the table, its code from functions/<service>/main.py.
 """
 
@@ -13,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,8 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from functions import table
 from shared_lib import lifecycle
+from shared_lib.observability import metrics, server
+from shared_lib.observability import settings as observability_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -65,14 +71,24 @@ def _json(start_response: Callable[..., Any], status: str, body: dict[str, str])
 
 
 def function_app(target: str) -> WSGIApp:
-    """The functions-framework app of one function of the table, with /healthz and /readyz."""
+    """The functions-framework app of one function of the table, observed, with /healthz and /readyz."""
     import functions_framework
 
     function = table.BY_NAME.get(target)
     if function is None:
         raise ValueError(f"no function {target!r} in functions/table.py")
+    server.setup(function.service)
     app = functions_framework.create_app(target=target, source=str(ROOT / function.source))  # type: ignore[no-untyped-call]
-    return HealthRoutes(app, target)
+    observed = server.ObservedFunction(
+        app,
+        function=function.name,
+        service=function.service,
+        route=function.path,
+        method=function.method,
+        trigger=function.trigger,
+        topic=function.topic,
+    )
+    return HealthRoutes(observed, target)
 
 
 class DrainingWorker(ThreadWorker):  # type: ignore[misc]
@@ -84,8 +100,29 @@ class DrainingWorker(ThreadWorker):  # type: ignore[misc]
 
 
 def worker_exit(_server: Any, _worker: Any) -> None:
-    """gunicorn's worker_exit hook: the worker drained its requests; close what the bootstraps opened."""
+    """gunicorn's worker_exit hook: the worker drained its requests; close what the bootstraps opened (the
+    trace exporter flushes too), and take its live gauges out of the shared metrics directory."""
     lifecycle.run_shutdown_hooks()
+    metrics.mark_process_dead(os.getpid())  # gunicorn runs this hook in the exiting worker
+
+
+def child_exit(_server: Any, worker: Any) -> None:
+    """gunicorn's child_exit hook, in the arbiter: also a worker that died without worker_exit (killed)."""
+    metrics.mark_process_dead(worker.pid)
+
+
+def share_metrics_between_workers(workers: int, target: str) -> None:
+    """Several workers serve one /metrics only through prometheus-client's multiprocess mode: a directory
+    they all write, set before any worker starts (or given as PROMETHEUS_MULTIPROC_DIR), emptied here."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if not directory:
+        if workers <= 1:
+            return
+        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        directory = tempfile.mkdtemp(prefix=f"metrics-{target}-", dir=base)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    metrics.prepare_multiprocess_dir(directory)
+    observability_settings.reset()
 
 
 def serve(
@@ -113,6 +150,7 @@ def serve(
                 "errorlog": "-",
                 "proc_name": f"fn-{target}",
                 "worker_exit": worker_exit,
+                "child_exit": child_exit,
             }
             if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
                 options["worker_tmp_dir"] = "/dev/shm"  # heartbeat files off the container's overlay disk
@@ -126,6 +164,7 @@ def serve(
         def load(self) -> WSGIApp:
             return function_app(target)
 
+    share_metrics_between_workers(workers, target)
     Server().run()
 
 
