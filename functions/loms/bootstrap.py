@@ -32,8 +32,10 @@ from functions.loms.service import (
     StaleOrderSweeper,
 )
 from functions.loms.settings import LomsSettings
-from shared_lib.events import HttpDeliveryPublisher, KafkaPublisher
+from shared_lib.events import HttpDeliveryPublisher, KafkaPublisher, count_by_field
 from shared_lib.idempotency import PgIdempotencyStore
+from shared_lib.observability import metrics
+from shared_lib.observability.outbox import OutboxWatch, watch_outbox
 from shared_lib.postgres import ConnectionPool
 
 SQL = Path(__file__).resolve().parents[2] / "sql"
@@ -51,7 +53,14 @@ def shards() -> Shards:
 
 
 @functools.cache
+def outbox_watch() -> OutboxWatch:
+    """Every loms process's /metrics reads the outbox backlog of each shard."""
+    return watch_outbox(shards().primaries)
+
+
+@functools.cache
 def loms_service() -> LomsService:
+    outbox_watch()
     return LomsService(
         units=PgUnitOfWork(shards()), orders=PgOrderReader(shards()), stock=PgStockReader(shards())
     )
@@ -71,6 +80,8 @@ def publisher() -> EventPublisher:
     """Kafka when LOMS_KAFKA_BOOTSTRAP is set, else HTTP delivery to LOMS_EVENT_SINKS, else no transport (the
     events wait in the outbox). One per process, lent to one relay at a time."""
     config = settings()
+    # what the transport acknowledges is counted by status: committed order status changes
+    count_by_field(ORDER_EVENTS_TOPIC, metrics.ORDER_STATUS_CHANGES, "status")
     if config.kafka_bootstrap.strip():
         return SerializedPublisher(KafkaPublisher(config.kafka_bootstrap.strip(), client_id="loms-relay"))
     routes = config.event_routes()
@@ -84,6 +95,7 @@ def publisher() -> EventPublisher:
 def relay() -> OutboxRelay:
     """A new relay with its own database connections: one per thread, closed by its user."""
     config = settings()
+    outbox_watch()
     return OutboxRelay(
         PgOutbox(config.shards()),
         publisher(),

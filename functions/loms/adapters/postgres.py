@@ -50,6 +50,7 @@ from functions.loms.domain import (
     StockLevel,
 )
 from shared_lib.errors import TransientError
+from shared_lib.observability.tracing import current_traceparent
 from shared_lib.postgres import Connection, ConnectionPool, Dsn, connect, is_transient, migrate
 
 T = TypeVar("T")
@@ -186,6 +187,7 @@ class PgOrderRepository:
             s=OrderStatus.NEW.value,
             n=self.shard_count,
             i=self.shard_index,
+            t=current_traceparent(),
             **_arrays(items),
         )
         return Order(int(rows[0][0]), user_id, OrderStatus.NEW, items)
@@ -202,6 +204,7 @@ class PgOrderRepository:
             o=order.order_id,
             n=self.shard_count,
             i=self.shard_index,
+            t=current_traceparent(),
         )
         if self.conn.row_count != 1:  # the unit holds the order's row lock: it cannot have gone
             raise RuntimeError(f"order {order.order_id} vanished while its status changed")
@@ -221,9 +224,11 @@ class PgOrderRepository:
 
 # The event row of a change, in the same statement as the change; `moment` is the wall clock of the statement
 # (clock_timestamp, not now()), so the `new` and the next status of one create get distinct, ordered moments.
+# `traceparent` is the trace context of the request that made the change (NULL when not traced): the relay
+# sends it as the Kafka record's header, and the consumer links its span to it.
 _OUTBOX_INSERT = (
-    "INSERT INTO outbox (event_id, order_id, user_id, status, moment)"
-    " SELECT nextval('outbox_seq') * :n + :i, order_id, user_id, status, clock_timestamp()"
+    "INSERT INTO outbox (event_id, order_id, user_id, status, moment, traceparent)"
+    " SELECT nextval('outbox_seq') * :n + :i, order_id, user_id, status, clock_timestamp(), CAST(:t AS text)"
 )
 
 
