@@ -11,19 +11,40 @@ from functions.cart.adapters.cache import CachedProductCatalog, InMemoryTtlProdu
 from functions.cart.adapters.loms_http import HttpOrderPlacer, HttpStockLookup
 from functions.cart.adapters.postgres import PgCartRepository
 from functions.cart.adapters.product_http import HttpProductCatalog
-from functions.cart.ports import ProductCatalog
+from functions.cart.domain import Product
+from functions.cart.ports import ProductCache, ProductCatalog
 from functions.cart.service import CartService
 from functions.cart.settings import CartSettings
 from shared_lib import lifecycle
-from shared_lib.cache import MemcachedCache
+from shared_lib.cache import MemcachedCache, count_lookups
 from shared_lib.httpclient import HttpClient
 from shared_lib.idempotency import PgIdempotencyStore
+from shared_lib.observability import metrics
 from shared_lib.postgres import ConnectionPool
 from shared_lib.ratelimit import PgRateLimiter
 from shared_lib.retry import Backoff
 
 PRODUCT_RATE_LIMIT = "cart:product.get_product"  # one name: every cart replica shares this limit
 MEMCACHED_PREFIX = "cart:"
+LOCAL_CACHE = "cart-products-in-process"  # the in-process product cache's name in metrics
+
+
+class MeasuredCartRepository(PgCartRepository):
+    """The cart repository, each cart's size observed when it is read (list_cart, checkout)."""
+
+    def items_of(self, user_id: int) -> dict[int, int]:
+        items = super().items_of(user_id)
+        metrics.CART_ITEMS.observe(len(items))
+        return items
+
+
+class CountedProductCache(InMemoryTtlProductCache):
+    """The in-process product cache, its hits and misses counted like the shared caches'."""
+
+    def get(self, sku: int) -> Product | None:
+        product = super().get(sku)
+        count_lookups(LOCAL_CACHE, int(product is not None), int(product is None))
+        return product
 
 
 @functools.cache
@@ -69,12 +90,19 @@ def cart_service() -> CartService:
             catalog, shared, config.product_cache_ttl_seconds, workers=config.product_workers
         )
         local_ttl = 0
+    local: ProductCache = (
+        CountedProductCache(local_ttl, config.product_cache_max_entries)
+        if local_ttl > 0
+        else InMemoryTtlProductCache(
+            local_ttl, config.product_cache_max_entries
+        )  # keeps nothing: not counted
+    )
     return CartService(
-        carts=PgCartRepository(pool),
+        carts=MeasuredCartRepository(pool),
         catalog=catalog,
         stock=HttpStockLookup(stock_client),
         orders=HttpOrderPlacer(orders_client),
-        cache=InMemoryTtlProductCache(local_ttl, config.product_cache_max_entries),
+        cache=local,
     )
 
 

@@ -15,11 +15,20 @@ from functions.notifier.service import NotifierService
 from functions.notifier.settings import NotifierSettings
 from shared_lib import lifecycle, postgres
 from shared_lib.cache import Cache, InProcessCache, MemcachedCache
+from shared_lib.observability import metrics
 from shared_lib.postgres import ConnectionPool
 from shared_lib.retry import Backoff
 
 SQL = Path(__file__).resolve().parents[2] / "sql"
 CACHE_PREFIX = "notifier:"
+
+
+class ExportedCounters(InProcessCounters):
+    """The in-process event counters, each increment also exported as shop_notifier_events_total{outcome}."""
+
+    def increment(self, name: str) -> None:
+        super().increment(name)
+        metrics.NOTIFIER_EVENTS.labels(name).inc()
 
 
 @functools.cache
@@ -38,7 +47,7 @@ def database() -> ConnectionPool:
 def cache() -> Cache:
     servers = settings().memcached.strip()
     if not servers:
-        return InProcessCache()
+        return InProcessCache(name="notifier-in-process")
     shared = MemcachedCache(servers, prefix=CACHE_PREFIX)
     lifecycle.on_shutdown(shared.close)
     return shared
@@ -46,7 +55,7 @@ def cache() -> Cache:
 
 @functools.cache
 def counters() -> InProcessCounters:
-    return InProcessCounters()
+    return ExportedCounters()
 
 
 @functools.cache
