@@ -142,6 +142,7 @@ class KafkaOrderStream:
         batch_size: int = 1000,
         fetch_max_wait_ms: int = 50,
         initial_offset: str = "earliest",
+        check_crcs: bool = False,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
@@ -149,6 +150,7 @@ class KafkaOrderStream:
         self.batch_size = batch_size
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.initial_offset = initial_offset
+        self.check_crcs = check_crcs
         self.assigned = threading.Event()
 
     def _connect(self) -> Any | None:
@@ -171,6 +173,9 @@ class KafkaOrderStream:
                 bootstrap_timeout_ms=5_000,
                 reconnect_backoff_max_ms=1_000,
                 metadata_max_age_ms=10_000,
+                # kafka-python checks CRCs in pure Python unless the crc32c wheel is installed: a third of
+                # the worker's time. The broker checked them when the records were produced.
+                check_crcs=self.check_crcs,
             )
         except Exception as exc:
             log.warning("cannot reach Kafka at %s: %r", self.bootstrap, exc)
