@@ -124,3 +124,13 @@ def configure(force: bool = False) -> None:
         root.setLevel(config.log_level.upper())
         logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))  # every connection step at INFO
         _done = True
+
+
+def reset() -> None:
+    """Take the handler off the root logger again (tests)."""
+    global _done
+    with _configured:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, _Handler)]:
+            root.removeHandler(handler)
+        _done = False

@@ -169,6 +169,13 @@ def on_scrape(callback: Callable[[], None]) -> Callable[[], None]:
     return callback
 
 
+def off_scrape(callback: Callable[[], None]) -> None:
+    """Stop running a scrape-time callback (its resources are gone)."""
+    with _lock:
+        if callback in _on_scrape:
+            _on_scrape.remove(callback)
+
+
 def render() -> bytes:
     """The exposition text of every family (all of this function's worker processes in multiprocess mode)."""
     from prometheus_client import CollectorRegistry, generate_latest

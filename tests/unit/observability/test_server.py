@@ -1,0 +1,147 @@
+"""Each function as its container serves it (functions.entrypoint): requests counted and timed by function,
+route template and status, a span per request, GET /metrics, and the token-guarded GET /debug/profile."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from werkzeug.test import Client
+
+from functions import entrypoint
+from functions.notifier import bootstrap as notifier_bootstrap
+from shared_lib.observability import logs, settings
+from tests.unit.notifier.fakes import Notifier, change, cloud_event
+from tests.unit.observability.conftest import sample
+
+PRODUCT = 1076963
+ROUTE = "/product/{sku:id}"
+CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.fixture(scope="module")
+def product() -> Iterator[Client]:
+    yield Client(entrypoint.function_app("get_product"))
+    logs.reset()
+
+
+def test_requests_are_counted_and_timed_by_function_route_and_status(product: Client) -> None:
+    ok_before = sample("shop_http_requests_total", function="get_product", route=ROUTE, status="200")
+    missing_before = sample("shop_http_requests_total", function="get_product", route=ROUTE, status="404")
+    timed_before = sample(
+        "shop_http_request_duration_seconds_count", function="get_product", route=ROUTE, status="200"
+    )
+    for _ in range(3):
+        assert product.get(f"/product/{PRODUCT}", headers={"X-API-KEY": "testToken"}).status_code == 200
+    assert product.get("/product/404", headers={"X-API-KEY": "testToken"}).status_code == 404
+    assert (
+        sample("shop_http_requests_total", function="get_product", route=ROUTE, status="200") == ok_before + 3
+    )
+    assert (
+        sample("shop_http_requests_total", function="get_product", route=ROUTE, status="404")
+        == missing_before + 1
+    )
+    timed = sample(
+        "shop_http_request_duration_seconds_count", function="get_product", route=ROUTE, status="200"
+    )
+    assert timed == timed_before + 3
+
+
+def test_metrics_is_served_beside_the_function_and_probes_are_not_counted(product: Client) -> None:
+    before = sample("shop_http_requests_total", function="get_product", route=ROUTE, status="200")
+    assert product.get("/healthz").status_code == 200
+    response = product.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert b"shop_http_requests_total" in response.data
+    assert sample("shop_http_requests_total", function="get_product", route=ROUTE, status="200") == before
+    assert product.post("/metrics").status_code == 405
+
+
+def test_a_request_is_a_server_span_under_its_callers_trace_with_its_ids(
+    product: Client, spans: InMemorySpanExporter
+) -> None:
+    response = product.get(f"/product/{PRODUCT}", headers={"X-API-KEY": "testToken", "traceparent": CALLER})
+    assert response.status_code == 200
+    (server,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert server.name == f"GET {ROUTE}"
+    assert f"{server.context.trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert server.attributes is not None
+    assert server.attributes["faas.name"] == "get_product"
+    assert server.attributes["http.response.status_code"] == 200
+    assert server.attributes["shop.sku"] == PRODUCT
+
+
+@pytest.fixture
+def notifier(monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
+    n = Notifier()
+    monkeypatch.setattr(notifier_bootstrap, "notifier_service", lambda: n.service)
+    yield Client(entrypoint.function_app("notify_status"))
+    logs.reset()
+
+
+def test_an_events_handling_links_to_its_producer_and_its_delay_is_measured(
+    notifier: Client, spans: InMemorySpanExporter
+) -> None:
+    delays_before = sample("shop_events_consume_delay_seconds_count", topic="loms.order-events")
+    headers, body = cloud_event(change(41, order_id=7, status="paid"))
+    response = notifier.post("/", headers={**headers, "traceparent": CALLER}, data=body)
+    assert response.status_code == 200
+    (consumer,) = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+    assert consumer.name == "process loms.order-events"
+    assert consumer.parent is None
+    assert [f"{link.context.trace_id:032x}" for link in consumer.links] == [
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    ]
+    assert consumer.attributes is not None
+    assert consumer.attributes["messaging.message.id"] == "41"
+    assert float(consumer.attributes["shop.event.delay_seconds"]) > 0  # type: ignore[arg-type]
+    assert sample("shop_events_consume_delay_seconds_count", topic="loms.order-events") == delays_before + 1
+
+
+# --- /debug/profile --------------------------------------------------------------------------------------
+
+
+def test_the_profiler_does_not_exist_without_a_token(product: Client) -> None:
+    assert product.get("/debug/profile?seconds=1").status_code == 404
+
+
+@pytest.fixture
+def token(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("SHOP_PROFILING_TOKEN", "s3cret-token")
+    settings.reset()
+    return "s3cret-token"
+
+
+def test_the_profiler_refuses_a_wrong_token_and_bad_arguments(product: Client, token: str) -> None:
+    assert product.get("/debug/profile?seconds=1").status_code == 401
+    assert (
+        product.get("/debug/profile?seconds=1", headers={"Authorization": "Bearer nope"}).status_code == 401
+    )
+    auth = {"Authorization": f"Bearer {token}"}
+    assert product.get("/debug/profile?seconds=0", headers=auth).status_code == 400
+    assert product.get("/debug/profile?seconds=999", headers=auth).status_code == 400
+    assert product.get("/debug/profile?seconds=1&format=pdf", headers=auth).status_code == 400
+
+
+def _busy_for(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sum(i * i for i in range(500))
+
+
+def test_the_profiler_samples_every_thread_of_the_running_function(product: Client, token: str) -> None:
+    worker = threading.Thread(target=_busy_for, args=(3.0,), daemon=True)
+    worker.start()
+    response = product.get("/debug/profile?seconds=1", headers={"Authorization": f"Bearer {token}"})
+    worker.join()
+    assert response.status_code == 200, response.get_data(as_text=True)
+    profile = json.loads(response.data)
+    assert "speedscope" in profile["$schema"]
+    frames = {frame["name"] for frame in profile["shared"]["frames"]}
+    assert "_busy_for" in frames
