@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install test-deps run test test-unit test-integration test-contract test-e2e test-function lint format bench clean
+.PHONY: install test-deps orders run test test-unit test-integration test-contract test-e2e test-function lint format bench clean
 
 install: $(STAMP)
 
@@ -26,8 +26,21 @@ test-deps: install
 	    echo "Installing Debian's memcached …"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null); \
 	  else echo "memcached is not installed (apt-get install memcached); its tests will be skipped"; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium (for the order page's browser tests) …"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
+	  else echo "chromium is not installed (apt-get install chromium); the page tests will be skipped"; fi; }
 	@echo "Resolving Apache Kafka's jars with Maven (cached after the first time) …"
 	PYTHONPATH=. $(PY) -m shared_lib.devtools.kafka_server resolve
+
+## Publish test orders to make run's Kafka, then report what was ingested and dead-lettered:
+## make orders N=10000 BAD=5%
+N ?= 10000
+BAD ?= 5%
+orders: install
+	PYTHONPATH=. $(PY) -m functions.orders.generator --count $(N) --bad $(BAD) --bootstrap 127.0.0.1:19092 \
+	  --database-url postgresql://postgres@127.0.0.1:$${SHOP_PG_PORT:-15432}/orders
 
 ## Install, start the test infrastructure, run every suite, stop what was started.
 test: test-deps

@@ -19,6 +19,8 @@ BENCHMARKS = [
     "event_latency",
     "warm_list_cart",
     "notifications_cache",
+    "ingest",
+    "get_order",
 ]
 
 

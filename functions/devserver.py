@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from functions import table
 from shared_lib import web
 
@@ -41,29 +39,19 @@ class ServiceDispatcher:
     """Routes a request to the functions-framework app of the one function whose route matches it.
 
     Unknown path → 404, known path with another method → 405 with Allow, as every function does alone.
-    Also serves /healthz and the service's OpenAPI document at /openapi.json and /openapi.yaml.
+    Also answers /healthz; the docs (/openapi.json, /openapi.yaml, /docs) are shared_lib.docs in front of it.
     """
 
     def __init__(self, service: str, apps: Mapping[str, WSGIApp]) -> None:
         self.service = service
         self.routes = table.routes_of(service)
         self.apps = apps
-        spec_path = ROOT / "functions" / service / "openapi.yaml"
-        self.openapi = yaml.safe_load(spec_path.read_text()) if spec_path.exists() else None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/") or "/"
         method = environ.get("REQUEST_METHOD", "GET")
         if path == "/healthz":
             return self._json(start_response, 200, {"status": "ok", "service": self.service})
-        if path in ("/openapi.json", "/openapi.yaml") and self.openapi is not None:
-            if path.endswith(".json"):
-                return self._json(start_response, 200, self.openapi)
-            text = yaml.safe_dump(self.openapi, allow_unicode=True, sort_keys=False).encode()
-            start_response(
-                "200 OK", [("Content-Type", "application/yaml"), ("Content-Length", str(len(text)))]
-            )
-            return [text]
         matching = [r for r in self.routes if r.matches(path)]
         for route in matching:
             if route.method == method:
@@ -89,12 +77,14 @@ class ServiceDispatcher:
         return [payload]
 
 
-def service_app(service: str) -> ServiceDispatcher:
-    """The service's functions, each built exactly as its container builds it (functions.entrypoint)."""
+def service_app(service: str) -> WSGIApp:
+    """The service's functions, each built exactly as its container builds it (functions.entrypoint), behind
+    one dispatcher and the service's docs."""
     from functions import entrypoint
+    from shared_lib.docs import DocsRoutes
 
     apps = {f.name: entrypoint.function_app(f.name) for f in table.functions_of(service) if f.path}
-    return ServiceDispatcher(service, apps)
+    return DocsRoutes(ServiceDispatcher(service, apps), ROOT / "functions" / service / "openapi.yaml")
 
 
 def serve(service: str, port: int, workers: int, threads: int) -> None:
@@ -121,7 +111,7 @@ def serve(service: str, port: int, workers: int, threads: int) -> None:
             for key, value in options.items():
                 self.cfg.set(key, value)
 
-        def load(self) -> ServiceDispatcher:
+        def load(self) -> WSGIApp:
             return service_app(service)
 
     Server().run()

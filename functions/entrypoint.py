@@ -25,6 +25,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from functions import table
 from shared_lib import lifecycle
+from shared_lib.docs import DocsRoutes
 from shared_lib.observability import metrics, server
 from shared_lib.observability import settings as observability_settings
 
@@ -88,7 +89,8 @@ def function_app(target: str) -> WSGIApp:
         trigger=function.trigger,
         topic=function.topic,
     )
-    return HealthRoutes(observed, target)
+    documented = DocsRoutes(observed, ROOT / "functions" / function.service / "openapi.yaml")
+    return HealthRoutes(documented, target)
 
 
 class DrainingWorker(ThreadWorker):  # type: ignore[misc]

@@ -80,12 +80,25 @@ def _notifier_migrate() -> object:
     return bootstrap.migrate()
 
 
+def _orders_dsns() -> list[str]:
+    from functions.orders.settings import OrdersSettings
+
+    return [OrdersSettings().database_url]
+
+
+def _orders_migrate() -> object:
+    from functions.orders import bootstrap
+
+    return bootstrap.migrate()
+
+
 PLANS: dict[str, Plan] = {
     p.service: p
     for p in (
         Plan("cart", _cart_dsns, _cart_migrate),
         Plan("loms", _loms_dsns, _loms_migrate, seed=_loms_seed),
         Plan("notifier", _notifier_dsns, _notifier_migrate),
+        Plan("orders", _orders_dsns, _orders_migrate),
     )
 }
 

@@ -90,6 +90,7 @@ SECRET_ENV: dict[str, tuple[str, ...]] = {
     "product": ("PRODUCT_API_KEYS",),
     "loms": ("LOMS_SHARD_DSNS",),
     "notifier": ("NOTIFIER_DATABASE_URL",),
+    "orders": ("ORDERS_DATABASE_URL",),
 }
 
 # Plain values: peers by function (each function is its own Knative Service), Kafka and Memcached addresses.
@@ -103,10 +104,15 @@ PLAIN_ENV: dict[str, dict[str, str]] = {
     },
     "loms": {"LOMS_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP},
     "notifier": {"NOTIFIER_MEMCACHED": MEMCACHED},
+    "orders": {
+        "ORDERS_MEMCACHED": MEMCACHED,
+        "ORDERS_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP,
+        "ORDERS_API_URL": f"http://{external_host('get_order')}",
+    },
 }
 
 # Services whose pods wait for their migrations (python -m functions.migrate --wait) before serving.
-MIGRATED = ("cart", "loms", "notifier")
+MIGRATED = ("cart", "loms", "notifier", "orders")
 
 
 def secret_env(name: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ def fresh_databases(pg_server_dsn: str, monkeypatch: pytest.MonkeyPatch) -> dict
     monkeypatch.setenv("CART_DATABASE_URL", dsns["cart"])
     monkeypatch.setenv("LOMS_SHARD_DSNS", dsns["loms"])
     monkeypatch.setenv("NOTIFIER_DATABASE_URL", dsns["notifier"])
+    monkeypatch.setenv("ORDERS_DATABASE_URL", dsns["orders"])
     return dsns
 
 

@@ -105,13 +105,15 @@ def test_an_unknown_uid_is_a_friendly_not_found_and_an_invalid_one_is_said_so(
         look_up(page, "no-such-order-42")
         state = page.locator("#state")
         state.wait_for(state="visible")
-        page.wait_for_function("document.getElementById('state-title').textContent === 'No order found'")
+        page.wait_for_function("document.getElementById('state-title')?.textContent === 'No order found'")
         assert "no-such-order-42" in page.locator("#state-text").inner_text()
         assert page.locator("#order").is_hidden()
         OUTPUT.mkdir(exist_ok=True)
         page.screenshot(path=str(OUTPUT / "order_page_not_found.png"), full_page=True)
         look_up(page, "not a uid!")
-        assert page.locator("#state-title").inner_text() == "That does not look like an order UID"
+        page.wait_for_function(
+            "document.getElementById('state-title')?.textContent === 'That does not look like an order UID'"
+        )
         assert page.get_by_label("Order UID").get_attribute("aria-invalid") == "true"
     finally:
         page.close()
