@@ -28,6 +28,7 @@ from shared_lib import lifecycle
 from shared_lib.docs import DocsRoutes
 from shared_lib.observability import metrics, server
 from shared_lib.observability import settings as observability_settings
+from shared_lib.web import EscapedControlCharacters
 
 ROOT = Path(__file__).resolve().parent.parent
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -89,7 +90,9 @@ def function_app(target: str) -> WSGIApp:
         trigger=function.trigger,
         topic=function.topic,
     )
-    documented = DocsRoutes(observed, ROOT / "functions" / function.service / "openapi.yaml")
+    documented = DocsRoutes(
+        EscapedControlCharacters(observed), ROOT / "functions" / function.service / "openapi.yaml"
+    )
     return HealthRoutes(documented, target)
 
 

@@ -284,3 +284,24 @@ def to_flask(reply: Reply) -> flask.Response:
     for name, value in reply.headers.items():
         response.headers[name] = value
     return response
+
+
+# --- WSGI: what never reaches a function ---------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class EscapedControlCharacters:
+    """Flask's router, which functions-framework mounts, matches no route for a path holding a control
+    character (a %0A newline, …) and answers with its own HTML 404 before any handler runs. Write such
+    characters back as %XX text instead, so the path reaches the function and its route decides as for any
+    other odd path: a bad id is a 400, an unknown order uid a 404, both in the shop's JSON."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if _CONTROL.search(path):
+            environ = {**environ, "PATH_INFO": _CONTROL.sub(lambda m: f"%{ord(m.group()):02X}", path)}
+        return self.app(environ, start_response)

@@ -94,3 +94,17 @@ def test_error_table(app: flask.Flask, count: int, status: int, code: int) -> No
 def test_precondition_status_follows_the_service() -> None:
     assert web.error_reply(PreconditionError("x"), precondition_status=400).status == 400
     assert web.error_reply(PreconditionError("x")).status == 412
+
+
+def test_a_path_with_a_control_character_reaches_the_handler() -> None:
+    import functions_framework
+    from werkzeug.test import Client
+
+    app = web.EscapedControlCharacters(
+        functions_framework.create_app(target="get_product", source="functions/product/main.py")
+    )
+    response = Client(app).get("/product/%0A12", headers={"X-API-KEY": "testToken"})
+    assert response.status_code == 400  # a malformed id, in the shop's JSON (not Flask's HTML 404)
+    assert response.json["code"] == 3
+    assert Client(app).get("/nowhere/%0A").json["code"] == 5
+    assert Client(app).get("/product/1076963", headers={"X-API-KEY": "testToken"}).status_code == 200
