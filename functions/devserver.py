@@ -104,6 +104,7 @@ def serve(service: str, port: int, workers: int, threads: int) -> None:
                 "graceful_timeout": 5,
                 "keepalive": 30,
                 "backlog": 2048,
+                "limit_request_line": 0,  # as functions-framework's own server: long queries get our 400s
                 "worker_exit": entrypoint.worker_exit,  # close pools and flush producers, as in the container
             }
             if "control_socket_disable" in self.cfg.settings:  # one shared ~/.gunicorn socket otherwise

@@ -151,6 +151,7 @@ def serve(
                 "graceful_timeout": graceful_timeout,
                 "timeout": 30,  # the gthread heartbeat, not a request timeout (Knative's revision timeout is)
                 "keepalive": 30,  # the queue-proxy reuses connections: closing early races it
+                "limit_request_line": 0,  # as functions-framework's own server: long queries get our 400s
                 "loglevel": log_level,
                 "errorlog": "-",
                 "proc_name": f"fn-{target}",

@@ -224,6 +224,14 @@ def read_body(request: flask.Request) -> bytes:
     return data
 
 
+def single_valued(args: Any) -> dict[str, str]:
+    """Query parameters, each given once: `?user_id=1&user_id=2` is ambiguous, so a 400, not the first."""
+    repeated = sorted(k for k in args if len(args.getlist(k)) > 1)
+    if repeated:
+        raise InvalidInputError("query parameter given more than once: " + ", ".join(repeated))
+    return {k: v for k, v in args.items()}
+
+
 def fingerprint(call: Call) -> str:
     digest = hashlib.sha256()
     for part in (call.method.encode(), call.path.encode(), call.body):
@@ -249,7 +257,7 @@ def handle(
             method=request.method,
             path=request.path,
             params=route.params(request.path),
-            query={k: v for k, v in request.args.items()},
+            query=single_valued(request.args),
             headers=cast(Mapping[str, str], request.headers),  # werkzeug Headers: a case-insensitive mapping
             body=read_body(request),
         )

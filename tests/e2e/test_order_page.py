@@ -105,15 +105,14 @@ def test_an_unknown_uid_is_a_friendly_not_found_and_an_invalid_one_is_said_so(
         look_up(page, "no-such-order-42")
         state = page.locator("#state")
         state.wait_for(state="visible")
-        page.wait_for_function("document.getElementById('state-title')?.textContent === 'No order found'")
+        # locator waits, not wait_for_function: the page's Content-Security-Policy forbids eval
+        page.locator("#state-title", has_text="No order found").wait_for()
         assert "no-such-order-42" in page.locator("#state-text").inner_text()
         assert page.locator("#order").is_hidden()
         OUTPUT.mkdir(exist_ok=True)
         page.screenshot(path=str(OUTPUT / "order_page_not_found.png"), full_page=True)
         look_up(page, "not a uid!")
-        page.wait_for_function(
-            "document.getElementById('state-title')?.textContent === 'That does not look like an order UID'"
-        )
+        page.locator("#state-title", has_text="That does not look like an order UID").wait_for()
         assert page.get_by_label("Order UID").get_attribute("aria-invalid") == "true"
     finally:
         page.close()

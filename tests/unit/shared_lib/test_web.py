@@ -108,3 +108,12 @@ def test_a_path_with_a_control_character_reaches_the_handler() -> None:
     assert response.json["code"] == 3
     assert Client(app).get("/nowhere/%0A").json["code"] == 5
     assert Client(app).get("/product/1076963", headers={"X-API-KEY": "testToken"}).status_code == 200
+
+
+def test_a_query_parameter_given_twice_is_refused() -> None:
+    import functions_framework
+
+    app = functions_framework.create_app(target="list_products", source="functions/product/main.py")
+    response = app.test_client().get("/product?count=1&count=2", headers={"X-API-KEY": "testToken"})
+    assert response.status_code == 400
+    assert "count" in response.json["message"]
