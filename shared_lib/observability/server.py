@@ -104,12 +104,17 @@ class ObservedFunction:
             return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
         status = "500"
-        with logs.request_context(self.service, self.function), self._span(environ) as span:
+        with logs.request_context(self.service, self.function) as context, self._span(environ) as span:
             try:
                 result = self.app(environ, recording_start_response)
                 status = statuses[-1][:3] if statuses else "500"
             finally:
-                span.set("http.response.status_code", int(status))
+                # the request's key ids, bound to its log lines meanwhile, go onto its span in one call
+                ended: dict[str, tracing.Attribute] = {"http.response.status_code": int(status)}
+                for key in logs.ID_FIELDS:
+                    if key in context:
+                        ended[f"shop.{key}"] = context[key]
+                span.update(ended)
                 if status >= "500":
                     span.fail(f"HTTP {status}")
                 elapsed = time.perf_counter() - started
@@ -123,10 +128,9 @@ class ObservedFunction:
             if self.trigger == "cloudevent":
                 _event_delay(environ, self.topic)
             return tracing.NOOP_SPAN
+        # few attributes: the SDK cleans each one, and the span's name already says method and route
         attributes: dict[str, tracing.Attribute] = {
             "faas.name": self.function,
-            "faas.trigger": self.faas_trigger,
-            "shop.service": self.service,
             "http.request.method": environ.get("REQUEST_METHOD", ""),
             "http.route": self.route,
         }
@@ -181,14 +185,14 @@ def annotate_request(params: Mapping[str, Any], query: Mapping[str, Any], body: 
 
 
 def annotate_reply(body: Any) -> None:
-    """Ids an answer names (a new order's id)."""
-    if isinstance(body, dict) and logs.in_request():
-        annotate(body)
+    """The id of an order an answer names (a new order's), when the request did not know it."""
+    if isinstance(body, dict) and ("order_id" in body or "orderId" in body) and logs.in_request():
+        annotate({k: body[k] for k in ("order_id", "orderId") if k in body})
 
 
 def annotate(*sources: Mapping[str, Any] | None) -> None:
-    """Attach the request's key ids (user_id, order_id, sku under any of their spellings) found in `sources`
-    (path parameters, query, a JSON body or reply) to the current span and log lines."""
+    """Bind the request's key ids (user_id, order_id, sku under any of their spellings) found in `sources`
+    (path parameters, query, a JSON body or reply) to its log lines; the middleware puts them on its span."""
     found: dict[str, int | str] = {}
     for source in sources:
         if not source:
@@ -197,7 +201,5 @@ def annotate(*sources: Mapping[str, Any] | None) -> None:
             key = _ID_NAMES.get(name)
             if key is not None and isinstance(value, (int, str)) and not isinstance(value, bool):
                 found.setdefault(key, value)
-    if not found:
-        return
-    logs.bind(**found)
-    tracing.backend().annotate({f"shop.{key}": value for key, value in found.items()})
+    if found:
+        logs.bind(**found)

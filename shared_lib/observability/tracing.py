@@ -38,6 +38,8 @@ class Span(Protocol):
 
     def set(self, key: str, value: Attribute) -> None: ...
 
+    def update(self, attributes: Attributes) -> None: ...
+
     def fail(self, description: str) -> None:
         """Mark the span failed without an exception (a 5xx answer, a dead-lettered record)."""
         ...
@@ -84,6 +86,9 @@ class _NoopSpan:
         pass
 
     def set(self, key: str, value: Attribute) -> None:
+        pass
+
+    def update(self, attributes: Attributes) -> None:
         pass
 
     def fail(self, description: str) -> None:
@@ -243,7 +248,7 @@ class _OtelSpan:
             self._name,
             context=self._parent,
             kind=backend._kinds[self._kind],
-            attributes=dict(self._attributes),
+            attributes=self._attributes,
             links=self._links,
         )
         self._token = context.attach(backend._trace.set_span_in_context(self._span))
@@ -262,6 +267,9 @@ class _OtelSpan:
 
     def set(self, key: str, value: Attribute) -> None:
         self._span.set_attribute(key, value)
+
+    def update(self, attributes: Attributes) -> None:
+        self._span.set_attributes(attributes)
 
     def fail(self, description: str) -> None:
         from opentelemetry.trace import Status, StatusCode

@@ -189,6 +189,9 @@ class _SegmentSpan:
     def set(self, key: str, value: Attribute) -> None:
         _set(self.segment, key, value)
 
+    def update(self, attributes: Attributes) -> None:
+        _apply(self.segment, attributes)
+
     def fail(self, description: str) -> None:
         self.segment.add_fault_flag()
 
@@ -223,6 +226,9 @@ class _SubsegmentSpan:
 
     def set(self, key: str, value: Attribute) -> None:
         _set(self.subsegment, key, value)
+
+    def update(self, attributes: Attributes) -> None:
+        _apply(self.subsegment, attributes)
 
     def fail(self, description: str) -> None:
         self.subsegment.add_fault_flag()
