@@ -157,7 +157,7 @@ def observed(
         "CART_DATABASE_URL": make_database("cart"),
         "CART_PRODUCT_URL": urls["product"],
         "CART_LOMS_URL": urls["loms"],
-        "CART_MEMCACHED": memcached_address,
+        "CART_MEMCACHED": "",  # an in-process cache, empty: the journey calls product (a shared one may not)
         "LOMS_SHARD_DSNS": loms_dsn,
         "LOMS_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "LOMS_EVENT_SINKS": "",
