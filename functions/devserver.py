@@ -14,9 +14,11 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -27,6 +29,8 @@ from typing import Any
 
 from functions import table
 from shared_lib import web
+from shared_lib.observability import profiling
+from shared_lib.observability import server as observed
 
 ROOT = Path(__file__).resolve().parent.parent
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -52,6 +56,8 @@ class ServiceDispatcher:
         method = environ.get("REQUEST_METHOD", "GET")
         if path == "/healthz":
             return self._json(start_response, 200, {"status": "ok", "service": self.service})
+        if path in (observed.METRICS_PATH, profiling.PATH):  # as every function's container serves them
+            return self._observability(environ, start_response)
         matching = [r for r in self.routes if r.matches(path)]
         for route in matching:
             if route.method == method:
@@ -61,6 +67,12 @@ class ServiceDispatcher:
         allowed = sorted({r.method for r in matching})
         body = web.error_body(web.GRPC_INVALID_ARGUMENT, "method not allowed; allowed: " + ", ".join(allowed))
         return self._json(start_response, 405, body, [("Allow", ", ".join(allowed))])
+
+    @staticmethod
+    def _observability(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == profiling.PATH:
+            return profiling.wsgi(environ, start_response)
+        return observed.metrics_endpoint(environ, start_response)
 
     @staticmethod
     def _json(
@@ -106,6 +118,7 @@ def serve(service: str, port: int, workers: int, threads: int) -> None:
                 "backlog": 2048,
                 "limit_request_line": 0,  # as functions-framework's own server: long queries get our 400s
                 "worker_exit": entrypoint.worker_exit,  # close pools and flush producers, as in the container
+                "child_exit": entrypoint.child_exit,  # a killed worker's live gauges leave /metrics
             }
             if "control_socket_disable" in self.cfg.settings:  # one shared ~/.gunicorn socket otherwise
                 options["control_socket_disable"] = True
@@ -115,6 +128,7 @@ def serve(service: str, port: int, workers: int, threads: int) -> None:
         def load(self) -> WSGIApp:
             return service_app(service)
 
+    entrypoint.share_metrics_between_workers(workers, service)  # empties this service's metrics directory
     Server().run()
 
 
@@ -208,6 +222,7 @@ class Stack:
     cron_seconds: float | None = 60.0  # how often the PingSource stand-in fires; None: never
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _stop_cron: threading.Event = field(default_factory=threading.Event)
+    _metrics_root: Path | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         for service in self.services:
@@ -257,8 +272,28 @@ class Stack:
         if self.cron_seconds is not None:
             threading.Thread(target=self._cron, name="pingsource", daemon=True).start()
 
+    def metrics_dir(self, name: str) -> str:
+        """One prometheus-client multiprocess directory per service, shared by its gunicorn workers and by the
+        processes working for it (loms' relay, a function's event source or batch worker), so that the
+        service's GET /metrics shows theirs too."""
+        if self._metrics_root is None:
+            self._metrics_root = Path(tempfile.mkdtemp(prefix="shop-metrics-"))
+        service = name
+        if name == "relay":
+            service = "loms"
+        elif name.startswith(("source-", "worker-")):
+            service = table.BY_NAME[name.split("-", 1)[1]].service
+        directory = self._metrics_root / service
+        directory.mkdir(exist_ok=True)
+        return str(directory)
+
     def _spawn(self, name: str, args: list[str]) -> None:
-        env = {**os.environ, **self.environment, "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            **self.environment,
+            "PYTHONPATH": str(ROOT),
+            "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir(name),
+        }
         output: Any = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -297,6 +332,9 @@ class Stack:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.processes.clear()
+        if self._metrics_root is not None:  # the processes are gone: nothing writes there any more
+            shutil.rmtree(self._metrics_root, ignore_errors=True)
+            self._metrics_root = None
 
 
 def wait_healthy(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -318,7 +356,9 @@ def wait_healthy(url: str, timeout: float, process: subprocess.Popen[bytes] | No
 def relay() -> None:
     """loms' outbox relay as a long-running worker: drains, then wakes on NOTIFY; stops on SIGTERM/SIGINT."""
     from functions.loms import bootstrap as loms
+    from shared_lib.observability import server as observed
 
+    observed.setup("loms")  # its spans and log lines say loms
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -21,6 +21,7 @@ from functions.orders.service import OrdersService
 from functions.orders.settings import OrdersSettings
 from shared_lib import lifecycle, postgres
 from shared_lib.cache import Cache, InProcessCache, MemcachedCache
+from shared_lib.observability import metrics
 from shared_lib.postgres import ConnectionPool
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,21 @@ def cache() -> Cache:
     return shared
 
 
+class ExportedCounters(InProcessCounters):
+    """The in-process ingest counters, each also exported: stored orders as shop_orders_ingested_total, every
+    other outcome (duplicate, conflict, invalid) as shop_orders_rejected_total{reason}."""
+
+    def increment(self, name: str, by: int = 1) -> None:
+        super().increment(name, by)
+        if name == "stored":
+            metrics.ORDERS_INGESTED.inc(by)
+        else:
+            metrics.ORDERS_REJECTED.labels(name).inc(by)
+
+
 @functools.cache
 def counters() -> InProcessCounters:
-    return InProcessCounters()
+    return ExportedCounters()
 
 
 @functools.cache
