@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -388,3 +389,52 @@ class HttpDeliveryPublisher:
 
     def close(self) -> None:
         self._sender.close()
+
+
+# --- consuming -------------------------------------------------------------------------------------------
+
+
+def kafka_reachable(bootstrap: str) -> bool:
+    """Whether any bootstrap server accepts a TCP connection. Asked before building a consumer: a
+    KafkaConsumer whose bootstrap fails leaves its IO thread running, one per try."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=1.0):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def kafka_consumer(
+    bootstrap: str,
+    group: str,
+    client_id: str,
+    *,
+    initial_offset: str,
+    fetch_max_wait_ms: int,
+    max_poll_records: int,
+    **overrides: Any,
+) -> Any:
+    """A kafka-python consumer as every consumer of the shop wants it: offsets committed by the caller only
+    after the records were handled, quick to notice a dead broker, a lost member or a new partition."""
+    from kafka import KafkaConsumer
+
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "group_id": group,
+        "client_id": client_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": initial_offset,
+        "fetch_max_wait_ms": fetch_max_wait_ms,
+        "max_poll_records": max_poll_records,
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 1_000,
+        "request_timeout_ms": 10_000,
+        "bootstrap_timeout_ms": 5_000,
+        "reconnect_backoff_max_ms": 1_000,
+        "metadata_max_age_ms": 10_000,  # a new partition or a missed update is noticed within seconds
+    }
+    options.update(overrides)
+    return KafkaConsumer(**options)

@@ -11,7 +11,6 @@ import argparse
 import collections
 import logging
 import signal
-import socket
 import sys
 import threading
 import time
@@ -22,7 +21,7 @@ from queue import Empty, Queue
 from types import FrameType
 from typing import Any, Literal
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from shared_lib.events import (
@@ -30,6 +29,8 @@ from shared_lib.events import (
     HttpEventSender,
     MalformedEventError,
     from_kafka,
+    kafka_consumer,
+    kafka_reachable,
 )
 from shared_lib.observability import logs, metrics
 from shared_lib.retry import Backoff
@@ -41,18 +42,6 @@ KAFKA_EVENT_TYPE = "dev.knative.kafka.event"
 DLQ_HEADERS = ("reason", "source_topic", "source_partition", "source_offset")
 _RECONNECT = Backoff(base=0.2, max=2.0)
 LAG_INTERVAL_SECONDS = 1.0
-
-
-def _reachable(bootstrap: str) -> bool:
-    """Whether any bootstrap server accepts a TCP connection."""
-    for server in bootstrap.split(","):
-        host, _, port = server.strip().rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=1.0):
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
 
 
 def event_of(
@@ -313,7 +302,7 @@ class KafkaEventSource:
 
     def _connect(self, quiet: bool) -> Any | None:
         """A new consumer, or None while Kafka is unreachable (said once per outage, not per try)."""
-        if not _reachable(self.bootstrap):
+        if not kafka_reachable(self.bootstrap):
             # checked first: a KafkaConsumer whose bootstrap fails leaves its IO thread running, one per try
             log.log(
                 logging.DEBUG if quiet else logging.WARNING,
@@ -323,20 +312,13 @@ class KafkaEventSource:
             )
             return None
         try:
-            return KafkaConsumer(
-                bootstrap_servers=self.bootstrap,
-                group_id=self.group,
-                client_id=f"eventsource-{self.group}",
-                enable_auto_commit=False,
-                auto_offset_reset=self.initial_offset,
+            return kafka_consumer(
+                self.bootstrap,
+                self.group,
+                f"eventsource-{self.group}",
+                initial_offset=self.initial_offset,
                 fetch_max_wait_ms=self.fetch_max_wait_ms,
                 max_poll_records=self.max_backlog,
-                session_timeout_ms=10_000,
-                heartbeat_interval_ms=1_000,
-                request_timeout_ms=10_000,
-                bootstrap_timeout_ms=5_000,
-                reconnect_backoff_max_ms=1_000,
-                metadata_max_age_ms=10_000,  # a new partition or a missed update is noticed within seconds
             )
         except Exception as exc:
             log.warning("event source for %s cannot reach Kafka at %s: %r", self.topic, self.bootstrap, exc)

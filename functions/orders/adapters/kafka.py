@@ -8,13 +8,13 @@ Dead letters carry the record's original key, bytes and headers, plus `reason`, 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from functions.orders.domain import DeadLetter, SourceRecord
 from shared_lib.errors import TransientError
+from shared_lib.events import kafka_consumer, kafka_reachable
 from shared_lib.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -113,17 +113,6 @@ class LogDeadLetters:
 _RECONNECT = Backoff(base=0.2, max=5.0)
 
 
-def _reachable(bootstrap: str) -> bool:
-    for server in bootstrap.split(","):
-        host, _, port = server.strip().rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=1.0):
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
-
-
 class KafkaOrderStream:
     """Consumes a topic in batches with a consumer group and hands each batch to `handle`; commits the
     batch's offsets only once `handle` returned. A TransientError from `handle` rewinds to the batch's
@@ -154,25 +143,17 @@ class KafkaOrderStream:
         self.assigned = threading.Event()
 
     def _connect(self) -> Any | None:
-        if not _reachable(self.bootstrap):
+        if not kafka_reachable(self.bootstrap):
             return None
-        from kafka import KafkaConsumer
-
         try:
-            return KafkaConsumer(
-                bootstrap_servers=self.bootstrap,
-                group_id=self.group,
-                client_id=f"orders-ingest-{self.group}",
-                enable_auto_commit=False,
-                auto_offset_reset=self.initial_offset,
-                max_poll_records=self.batch_size,
+            return kafka_consumer(
+                self.bootstrap,
+                self.group,
+                f"orders-ingest-{self.group}",
+                initial_offset=self.initial_offset,
                 fetch_max_wait_ms=self.fetch_max_wait_ms,
-                session_timeout_ms=10_000,
-                heartbeat_interval_ms=1_000,
+                max_poll_records=self.batch_size,
                 request_timeout_ms=15_000,
-                bootstrap_timeout_ms=5_000,
-                reconnect_backoff_max_ms=1_000,
-                metadata_max_age_ms=10_000,
                 # kafka-python checks CRCs in pure Python unless the crc32c wheel is installed: a third of
                 # the worker's time. The broker checked them when the records were produced.
                 check_crcs=self.check_crcs,

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from functions.cart.adapters.cache import InMemoryTtlProductCache
 from functions.cart.domain import OrderRejectedError, Product
 from functions.cart.service import CartService
-from shared_lib import web
-from shared_lib.errors import IdempotencyKeyReusedError, TransientError
+from shared_lib.errors import TransientError
+from tests.unit.idempotency_fake import InMemoryIdempotencyStore
 
 BOOK = Product(1076963, "Теория нравственных чувств | Смит Адам", 3379)
 PEN = Product(1148162, "Шариковая ручка", 100)
@@ -126,26 +126,6 @@ class InMemoryOrders:
         if idempotency_key is not None:
             self.keys[idempotency_key] = order_id
         return order_id
-
-
-class InMemoryIdempotencyStore:
-    """As PgIdempotencyStore: a repeat gets the first reply; another body under the same key is a 422."""
-
-    def __init__(self) -> None:
-        self.replies: dict[tuple[str, str], tuple[str, web.Reply]] = {}
-        self._lock = threading.Lock()
-
-    def run(self, scope: str, key: str, fingerprint: str, action: Callable[[], web.Reply]) -> web.Reply:
-        with self._lock:
-            stored = self.replies.get((scope, key))
-            if stored is not None:
-                if stored[0] != fingerprint:
-                    raise IdempotencyKeyReusedError("this Idempotency-Key was used with a different request")
-                return stored[1]
-            reply = action()
-            if reply.status < 500:
-                self.replies[(scope, key)] = (fingerprint, reply)
-            return reply
 
 
 class FakeClock:

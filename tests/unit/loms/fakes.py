@@ -11,7 +11,7 @@ import contextlib
 import copy
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -24,8 +24,7 @@ from functions.loms.domain import (
     StockLevel,
 )
 from functions.loms.service import LomsService, OutboxRelay, StaleOrderSweeper
-from shared_lib import web
-from shared_lib.errors import IdempotencyKeyReusedError, TransientError
+from shared_lib.errors import TransientError
 from shared_lib.events import Event
 
 
@@ -342,23 +341,3 @@ class InMemoryLoms:
     def order_count(self) -> int:
         with self.lock:
             return len(self.state.orders)
-
-
-class InMemoryIdempotencyStore:
-    """Remembers non-5xx replies per (scope, key), as PgIdempotencyStore does."""
-
-    def __init__(self) -> None:
-        self.replies: dict[tuple[str, str], tuple[str, web.Reply]] = {}
-        self.lock = threading.Lock()
-
-    def run(self, scope: str, key: str, fingerprint: str, action: Callable[[], web.Reply]) -> web.Reply:
-        with self.lock:
-            stored = self.replies.get((scope, key))
-            if stored is not None:
-                if stored[0] != fingerprint:
-                    raise IdempotencyKeyReusedError("this Idempotency-Key was used with a different request")
-                return stored[1]
-            reply = action()
-            if reply.status < 500:
-                self.replies[(scope, key)] = (fingerprint, reply)
-            return reply

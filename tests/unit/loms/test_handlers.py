@@ -16,7 +16,8 @@ from flask.testing import FlaskClient
 
 from functions.loms import bootstrap
 from functions.loms.domain import StockLevel
-from tests.unit.loms.fakes import InMemoryIdempotencyStore, InMemoryLoms
+from tests.unit.idempotency_fake import InMemoryIdempotencyStore
+from tests.unit.loms.fakes import InMemoryLoms
 
 MAIN = Path(__file__).resolve().parents[3] / "functions" / "loms" / "main.py"
 SKU, SHORT_SKU = 1076963, 2956315

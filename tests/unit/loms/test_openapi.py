@@ -17,7 +17,8 @@ import yaml
 from functions import table
 from functions.loms import bootstrap
 from shared_lib import web
-from tests.unit.loms.fakes import InMemoryIdempotencyStore, InMemoryLoms
+from tests.unit.idempotency_fake import InMemoryIdempotencyStore
+from tests.unit.loms.fakes import InMemoryLoms
 
 ROOT = Path(__file__).resolve().parents[3]
 DOC: dict[str, Any] = yaml.safe_load(
