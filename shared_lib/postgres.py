@@ -98,6 +98,9 @@ def _record(kind: str, outcome: str, seconds: float) -> None:
     metrics.DB_DURATION.labels(kind, outcome).observe(seconds)
 
 
+_TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+
 class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
     """pg8000's native connection; `run` counted and timed by kind and outcome, and a span when tracing."""
 
@@ -109,7 +112,9 @@ class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
         kind = statement_kind(sql)
         backend = tracing.backend()
         outcome = "error"
-        if isinstance(backend, tracing.NoopBackend):
+        # BEGIN, COMMIT…: counted and timed, no span of their own (the transaction's queries tell its story)
+        control = sql.lstrip()[:9].upper().startswith(_TRANSACTION_CONTROL)
+        if control or isinstance(backend, tracing.NoopBackend):
             started = time.perf_counter()
             try:
                 rows = super().run(sql, stream=stream, types=types, **params)
