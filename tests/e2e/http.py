@@ -21,20 +21,6 @@ def call(
     return status, (json.loads(payload) if payload else None), got
 
 
-def wait_for(check: Any, timeout: float = 15.0, interval: float = 0.05) -> Any:
-    """Poll `check()` until it returns something truthy; bounded: a broken flow fails, never hangs."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout}s; last value: {value!r}")
-        time.sleep(interval)
-
-
 def notifications(base: str, user: int) -> list[dict[str, Any]]:
     status, body, _ = call(
         "GET", f"{base}/notifications?user_id={user}&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z"

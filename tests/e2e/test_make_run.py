@@ -16,7 +16,8 @@ import pytest
 
 from functions.devserver import ROOT, wait_healthy
 from tests.conftest import free_port
-from tests.e2e.http import call, notifications, wait_for
+from tests.e2e.http import call, notifications
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -30,6 +29,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from functions import devserver, table
 from shared_lib.eventsource import KafkaEventSource
 from tests.conftest import ROOT, MakeDatabase, free_port
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -98,17 +98,6 @@ def _value(value: Any) -> Any:
 class _Quiet(WSGIRequestHandler):
     def log_request(self, *args: Any, **kwargs: Any) -> None:
         pass
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def call(

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from tests.e2e.http import call, wait_for
+from tests.e2e.http import call
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.function("order_page")]
 

@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.http import call, notifications, wait_for
+from tests.e2e.http import call, notifications
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.e2e
 

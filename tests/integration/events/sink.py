@@ -90,15 +90,6 @@ def serving(sink: Sink) -> Iterator[str]:
         yield url + "/events/test"
 
 
-def eventually(condition: Callable[[], bool], timeout: float = 15.0, what: str = "the condition") -> None:
-    """Poll `condition` every 20 ms until it holds; AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
 def numbered(topic: str, partition: int, n: int, key: str | None = None) -> Event:
     return Event(
         id=f"{topic}-{partition}-{n}",

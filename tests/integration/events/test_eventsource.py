@@ -12,7 +12,8 @@ from shared_lib.devtools.kafka_server import KafkaServer
 from shared_lib.events import Event, KafkaPublisher
 from shared_lib.eventsource import KAFKA_EVENT_TYPE, KafkaEventSource
 from tests.fixtures.kafka import MakeTopic
-from tests.integration.events.sink import Answer, Sink, eventually, numbered, produce, read_all, serving
+from tests.integration.events.sink import Answer, Sink, numbered, produce, read_all, serving
+from tests.polling import wait_for as eventually
 
 pytestmark = pytest.mark.integration
 

@@ -23,6 +23,7 @@ from functions.loms.domain import Item, OrderStatus
 from shared_lib.events import Event, from_http
 from tests.integration.loms.conftest import MakeDatabase, PgLoms
 from tests.integration.loms.test_events_kafka import read_topic
+from tests.polling import wait_for as eventually
 
 pytestmark = pytest.mark.integration
 UniqueId = Callable[[], int]
@@ -35,13 +36,6 @@ CACHED = (
     bootstrap.publisher,
     bootstrap.sweeper,
 )
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 @pytest.fixture

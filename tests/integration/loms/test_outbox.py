@@ -20,18 +20,12 @@ from functions.loms.domain import InsufficientStockError, Item, OrderStatus
 from shared_lib.errors import TransientError
 from shared_lib.events import Event
 from tests.integration.loms.conftest import MakeShards, PgLoms
+from tests.polling import wait_for as eventually
 from tests.unit.loms.fakes import RecordingPublisher
 
 pytestmark = pytest.mark.integration
 UniqueId = Callable[[], int]
 N, A, F, P, C = "new", "awaiting payment", "failed", "paid", "cancelled"
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def by_order(events: list[Event]) -> dict[int, list[tuple[int, str]]]:

@@ -11,7 +11,6 @@ order, and /metrics shows every family with the labels the dashboards query.
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -38,6 +37,7 @@ from shared_lib.observability import logs, metrics, settings, tracing
 from shared_lib.postgres import ConnectionPool
 from tests.conftest import MakeDatabase, free_port
 from tests.integration.shared_lib.serving import serve_in_thread
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,17 +46,6 @@ TOPIC = "loms.order-events"
 ROOT_TRACE = "5b8efff798038103d269b633813fc60c"
 ROOT_SPAN = "eee19b7ec3c1b174"
 CLIENT_TRACEPARENT = f"00-{ROOT_TRACE}-{ROOT_SPAN}-01"  # the shop's front end: one journey, one trace
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.05)
 
 
 def reset_bootstraps() -> None:

@@ -96,14 +96,3 @@ def read_topic(bootstrap_servers: str, topic: str, expected: int, timeout: float
         return records
     finally:
         consumer.close()
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout}s; last value: {value!r}")
-        time.sleep(interval)

@@ -21,8 +21,9 @@ from functions.orders import bootstrap, generator
 from shared_lib.eventsource import KafkaEventSource
 from shared_lib.postgres import ConnectionPool
 from tests.fixtures.kafka import MakeTopic
-from tests.integration.orders.conftest import MAIN, Apps, read_topic, wait_until
+from tests.integration.orders.conftest import MAIN, Apps, read_topic
 from tests.integration.shared_lib.serving import serve_in_thread
+from tests.polling import wait_for as wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.function("ingest_order")]
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -32,6 +30,7 @@ from functions.loms.service import (
 from shared_lib.errors import TransientError
 from shared_lib.events import kafka_headers
 from shared_lib.retry import Backoff
+from tests.polling import wait_for as eventually
 from tests.unit.loms.fakes import InMemoryLoms, RecordingPublisher
 
 USER, SKU, SCARCE = 31337, 1076963, 2956315
@@ -55,13 +54,6 @@ def loms() -> InMemoryLoms:
 
 def statuses(loms: InMemoryLoms, order_id: int) -> list[OrderStatus]:
     return [e.status for e in loms.events() if e.order_id == order_id]
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.005)
 
 
 # --- what the use cases write -------------------------------------------------------------------------
