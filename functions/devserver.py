@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from functions import table
+from functions.server_settings import ServerSettings
 from shared_lib import web
 from shared_lib.observability import profiling
 from shared_lib.observability import server as observed
@@ -111,7 +112,7 @@ def serve(service: str, port: int, workers: int, threads: int) -> None:
                 "workers": workers,
                 "threads": threads,
                 "worker_class": "gthread",
-                "loglevel": os.environ.get("GUNICORN_LOG_LEVEL", "warning"),
+                "loglevel": ServerSettings().log_level or "warning",
                 "timeout": 0,
                 "graceful_timeout": 5,
                 "keepalive": 30,
@@ -472,13 +473,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The shop's local dev server")
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="start PostgreSQL, Kafka, Memcached and every service")
-    run_parser.add_argument("--pg-port", type=int, default=int(os.environ.get("SHOP_PG_PORT", "15432")))
-    run_parser.add_argument("--data", type=Path, default=Path(os.environ.get("SHOP_DATA", ROOT / ".local")))
-    run_parser.add_argument("--port-offset", type=int, default=int(os.environ.get("SHOP_PORT_OFFSET", "0")))
+    defaults = ServerSettings()
+    run_parser.add_argument("--pg-port", type=int, default=defaults.pg_port)
+    run_parser.add_argument("--data", type=Path, default=defaults.data)
+    run_parser.add_argument("--port-offset", type=int, default=defaults.port_offset)
     run_parser.add_argument(
         "--embedded",
         action="store_true",
-        default=os.environ.get("SHOP_EMBEDDED", "") not in ("", "0"),
+        default=defaults.embedded,
         help="use the in-process event delivery and caches even where Kafka and Memcached are installed",
     )
     serve_parser = sub.add_parser("serve", help="serve one service's functions")

@@ -24,6 +24,7 @@ from typing import Any
 from gunicorn.workers.gthread import ThreadWorker
 
 from functions import table
+from functions.server_settings import ServerSettings
 from shared_lib import lifecycle
 from shared_lib.docs import DocsRoutes
 from shared_lib.observability import metrics, server
@@ -175,26 +176,24 @@ def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    env = os.environ
+    env = ServerSettings()
     parser = argparse.ArgumentParser(
         description="Serve one function of the shop (the container's entry point)"
     )
     parser.add_argument(
-        "--target", default=env.get("FUNCTION_TARGET"), help="function name (FUNCTION_TARGET)"
+        "--target", default=env.function_target or None, help="function name (FUNCTION_TARGET)"
     )
-    parser.add_argument(
-        "--host", default=env.get("HOST", "0.0.0.0"), help="bind address (HOST; default 0.0.0.0)"
-    )
-    parser.add_argument("--port", type=int, default=int(env.get("PORT", "8080")), help="PORT; default 8080")
-    parser.add_argument("--workers", type=int, default=int(env.get("WEB_CONCURRENCY", "1")))
-    parser.add_argument("--threads", type=int, default=int(env.get("GUNICORN_THREADS", "16")))
+    parser.add_argument("--host", default=env.host, help="bind address (HOST; default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=env.port, help="PORT; default 8080")
+    parser.add_argument("--workers", type=int, default=env.workers)
+    parser.add_argument("--threads", type=int, default=env.threads)
     parser.add_argument(
         "--graceful-timeout",
         type=int,
-        default=int(env.get("GRACEFUL_TIMEOUT", "30")),
+        default=env.graceful_timeout,
         help="seconds a stopping worker keeps serving the requests in flight",
     )
-    parser.add_argument("--log-level", default=env.get("GUNICORN_LOG_LEVEL", "info"))
+    parser.add_argument("--log-level", default=env.log_level or "info")
     args = parser.parse_args(argv)
     if not args.target:
         parser.error("name the function: --target NAME or FUNCTION_TARGET")

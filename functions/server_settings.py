@@ -1,0 +1,30 @@
+"""How a function process is served: the container's entry point and the dev server read their environment
+here and nowhere else (each service's own configuration stays in functions/<service>/settings.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
+    # the container (functions.entrypoint): the names Knative and functions-framework use
+    function_target: str = Field("", validation_alias="FUNCTION_TARGET")
+    host: str = Field("0.0.0.0", validation_alias="HOST")
+    port: int = Field(8080, validation_alias="PORT")
+    workers: int = Field(1, ge=1, validation_alias="WEB_CONCURRENCY")
+    threads: int = Field(16, ge=1, validation_alias="GUNICORN_THREADS")
+    graceful_timeout: int = Field(30, ge=0, validation_alias="GRACEFUL_TIMEOUT")
+    log_level: str = Field("", validation_alias="GUNICORN_LOG_LEVEL")  # empty: each server's own default
+
+    # the dev server (make run)
+    pg_port: int = Field(15432, validation_alias="SHOP_PG_PORT")
+    data: Path = Field(ROOT / ".local", validation_alias="SHOP_DATA")
+    port_offset: int = Field(0, validation_alias="SHOP_PORT_OFFSET")
+    embedded: bool = Field(False, validation_alias="SHOP_EMBEDDED")
