@@ -3,12 +3,19 @@
 pg8000 connections are not thread-safe, so each is lent to one thread at a time. Driver errors that are safe
 to retry become TransientError here; nothing above the adapters sees pg8000. Every connection opened here
 counts and times its statements by kind and outcome, and makes a span of each when tracing is on.
+
+A statement with parameters is prepared once per connection (a named server-side statement, kept in a small
+LRU) and then executed with one Bind/Execute round trip: pg8000's `run` would re-translate the `:name`
+placeholders in Python and Parse, Describe and Bind it again in three round trips on every call. Parameter
+types are inferred by PostgreSQL exactly as for pg8000's unnamed statements (all sent untyped), so results
+are the same. (Behind a transaction-pooling PgBouncer, named statements need its prepared-statement support.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+from collections import OrderedDict
 import logging
 import queue
 import threading
@@ -101,12 +108,42 @@ def _record(kind: str, outcome: str, seconds: float) -> None:
 _TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
 
 
+_PREPARED_PER_CONNECTION = 256
+_CACHED_PLAN_CHANGED = "0A000"  # "cached plan must not change result type": a table changed under it
+
+
 class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
-    """pg8000's native connection; `run` counted and timed by kind and outcome, and a span when tracing."""
+    """pg8000's native connection; `run` counted and timed by kind and outcome, and a span when tracing;
+    statements with parameters prepared once per connection."""
 
     shop_database = ""
     shop_host = ""
     shop_port = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._prepared: OrderedDict[str, pg8000.native.PreparedStatement] = OrderedDict()
+
+    def _execute(self, sql: str, stream: Any, types: Any, params: dict[str, Any]) -> Any:
+        if not params or stream is not None or types is not None:  # BEGIN, DDL, COPY…: pg8000 as it is
+            return super().run(sql, stream=stream, types=types, **params)
+        statement = self._prepared.get(sql)
+        if statement is None:
+            statement = pg8000.native.PreparedStatement(self, sql)
+            self._prepared[sql] = statement
+            if len(self._prepared) > _PREPARED_PER_CONNECTION:
+                self._prepared.popitem(last=False)[1].close()
+        else:
+            self._prepared.move_to_end(sql)
+        try:
+            rows = statement.run(**params)
+        except DatabaseError as exc:
+            if sqlstate(exc) != _CACHED_PLAN_CHANGED:
+                raise
+            del self._prepared[sql]  # prepared again on next use; the caller sees this attempt fail
+            raise
+        self._context = statement._context  # row_count and columns, as after pg8000's own run
+        return rows
 
     def run(self, sql: str, stream: Any = None, types: Any = None, **params: Any) -> Any:
         kind = statement_kind(sql)
@@ -117,7 +154,7 @@ class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
         if control or isinstance(backend, tracing.NoopBackend):
             started = time.perf_counter()
             try:
-                rows = super().run(sql, stream=stream, types=types, **params)
+                rows = self._execute(sql, stream, types, params)
                 outcome = "ok"
                 return rows
             finally:
@@ -130,7 +167,7 @@ class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
         with backend.span(f"{kind.upper()} {self.shop_database}", "client", attributes):
             started = time.perf_counter()
             try:
-                rows = super().run(sql, stream=stream, types=types, **params)
+                rows = self._execute(sql, stream, types, params)
                 outcome = "ok"
                 return rows
             finally:
