@@ -21,6 +21,7 @@ from functions.loms.service import EVENT_SOURCE, EVENT_TYPE, ORDER_EVENTS_TOPIC
 from shared_lib.errors import TransientError
 from shared_lib.events import Event, KafkaPublisher, parse_time
 from tests.integration.loms.conftest import MakeShards, PgLoms
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 UniqueId = Callable[[], int]
@@ -312,6 +313,9 @@ def test_kafka_stopped_and_restarted_in_the_middle_of_a_thousand_changes(
                 list(pool.map(shop, range(110, 230)))  # every order operation still succeeds
                 stuck = loms.unsent()
                 assert stuck > 0
+                # the outage lasts until the relay has failed a publish (its producer may first wait out
+                # its metadata timeout): the orders above can be done sooner than that
+                wait_for(lambda: log.failures, timeout=60, what="a publish failing while Kafka is down")
             finally:
                 kafka_server.start()
             list(pool.map(shop, range(230, 334)))
