@@ -70,8 +70,10 @@ def shop(
     workers: int = 1,
     durable: bool = True,
     real_events: bool = False,
+    relay: bool = True,
 ) -> Iterator[BenchShop]:
-    """The dev server for `services`; real_events=True adds a real Kafka broker and Memcached."""
+    """The dev server for `services`; real_events=True adds a real Kafka broker and Memcached; relay=False
+    leaves loms' outbox relay out (events wait in the outbox)."""
     with contextlib.ExitStack() as stack:
         pg = stack.enter_context(postgres(durable))
         kafka = stack.enter_context(kafka_broker()).bootstrap if real_events else None
@@ -85,6 +87,7 @@ def shop(
             environment,
             services=services,
             workers=workers,
+            relay=relay,
             port_offset=PORT_OFFSET,
             log_dir=Path(tempfile.mkdtemp(prefix="shop-bench-logs-")),
         )

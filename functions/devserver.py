@@ -221,6 +221,7 @@ class Stack:
     log_dir: Path | None = None
     port_offset: int = 0  # a second stack beside the first (tests): every port shifted by this much
     cron_seconds: float | None = 60.0  # how often the PingSource stand-in fires; None: never
+    relay: bool = True  # loms' outbox relay beside loms; False: events wait in the outbox (benchmarks)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _stop_cron: threading.Event = field(default_factory=threading.Event)
     _metrics_root: Path | None = None
@@ -245,7 +246,7 @@ class Stack:
             )
         for service in self.services:
             wait_healthy(f"http://127.0.0.1:{self.port(service)}/healthz", timeout, self.processes[service])
-        if "loms" in self.services:
+        if "loms" in self.services and self.relay:
             self._spawn("relay", ["-m", "functions.devserver", "relay"])
         kafka = self.environment.get("LOMS_KAFKA_BOOTSTRAP")
         for function in table.FUNCTIONS:
