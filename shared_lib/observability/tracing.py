@@ -1,6 +1,7 @@
 """Spans for every request, outbound call, query, cache call and event, behind one small interface with three
 backends: none (the default: a shared no-op, nothing allocated per call), OpenTelemetry exported over
-OTLP/HTTP, and AWS X-Ray (shared_lib.observability.xray).
+OTLP/HTTP (the SDK's exporter with a faster encoder: shared_lib.observability.otlp), and AWS X-Ray
+(shared_lib.observability.xray).
 
 The backend is chosen from ObservabilitySettings on first use, so every process (a function, the dev server's
 relay, a test) gets the configured one without wiring. Context travels as W3C `traceparent` over HTTP and in
@@ -317,9 +318,9 @@ def _from_settings() -> Backend:
     config = settings()
     chosen = config.trace_backend()
     if chosen == "otlp":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from shared_lib.observability.otlp import FastOtlpSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=config.otlp_url(), timeout=5)
+        exporter = FastOtlpSpanExporter(endpoint=config.otlp_url(), timeout=5)
         return OtelBackend.exporting(service(), exporter, config.trace_sample_ratio)
     if chosen == "xray":
         from shared_lib.observability.xray import XrayBackend
