@@ -1,16 +1,21 @@
 """What observability costs: throughput of get_product and list_cart through the dev server with
 SHOP_OBSERVABILITY=off, with the default (metrics and JSON logs; no trace exporter, spans a no-op), with
 full instrumentation (also every span, all sampled, exported over OTLP/HTTP) and with full instrumentation
-sampling one trace in ten, in alternating rounds on the same machine. Target: at most 15 % slower than off.
+sampling one trace in ten. Target: at most 15 % slower than off.
 
-`python -m bench.instrumentation_overhead`. The OTLP receiver is a small HTTP server in a process of its own
-that accepts every export, so the exporter does its real work. Closed loop: CLIENTS threads, each on one
-keep-alive connection, for SECONDS per endpoint and round after a warm-up; the best round of each mode is
-compared (the one least disturbed by the machine's other work), medians printed too.
+`python -m bench.instrumentation_overhead`. The four shops run side by side (each its own PostgreSQL and
+processes on its own ports) and are loaded in turn, BURST seconds per endpoint each, for CYCLES cycles:
+this machine's speed drifts by ±15 % over tens of seconds, so comparing runs minutes apart measures the
+drift, while bursts interleaved within one cycle see the same machine. The figure per mode is the median over
+the cycles of its rate relative to `off` in the same cycle. After a traced burst the next one waits for the
+span exporter to have flushed (OTEL_BSP_SCHEDULE_DELAY), so one mode's export does not land in another's
+burst. The OTLP receiver is a small HTTP server in a process of its own that accepts every export, so the
+exporter does its real work. Closed loop: CLIENTS threads, each on one keep-alive connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import statistics
@@ -24,12 +29,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.common import free_port, report
-from bench.stack import shop
+from bench.stack import BenchShop, shop
 
 CLIENTS = 8
-SECONDS = 8.0
+BURST = 3.0
 WARMUP_SECONDS = 2.0
-ROUNDS = 3
+CYCLES = 7
+EXPORT_DELAY_MS = 500  # the span exporter's schedule delay: a traced burst's spans are out this long after it
 SKU = 1076963
 CART = [1076963, 1148162, 1625903, 2618151, 2956315]
 USER = 31337
@@ -130,22 +136,21 @@ def post(url: str, path: str, body: dict[str, Any]) -> int:
     return status
 
 
-def measure(overrides: dict[str, str]) -> dict[str, float]:
-    with shop(("product", "loms", "cart"), overrides, durable=False) as running:
-        product, cart = running.url("product"), running.url("cart")
-        for sku in CART:
-            assert post(cart, f"/user/{USER}/cart/{sku}", {"count": 1}) == 200
-        figures: dict[str, float] = {}
-        for name, url, path, headers in (
-            ("get_product", product, f"/product/{SKU}", {"X-API-KEY": "testToken"}),
-            ("list_cart", cart, f"/user/{USER}/cart", {}),
-        ):
-            load(url, path, headers, WARMUP_SECONDS)  # caches warm, pools full, code paths compiled
-            rate, errors = load(url, path, headers, SECONDS)
-            if errors:
-                raise RuntimeError(f"{name}: {errors} requests failed")
-            figures[name] = rate
-        return figures
+ENDPOINTS = ("get_product", "list_cart")
+
+
+def targets(running: BenchShop) -> dict[str, tuple[str, str, dict[str, str]]]:
+    """endpoint → (base URL, path, headers), the cart filled and caches warmed."""
+    product, cart = running.url("product"), running.url("cart")
+    for sku in CART:
+        assert post(cart, f"/user/{USER}/cart/{sku}", {"count": 1}) == 200
+    chosen = {
+        "get_product": (product, f"/product/{SKU}", {"X-API-KEY": "testToken"}),
+        "list_cart": (cart, f"/user/{USER}/cart", {}),
+    }
+    for url, path, headers in chosen.values():
+        load(url, path, headers, WARMUP_SECONDS)  # caches warm, pools full, code paths compiled
+    return chosen
 
 
 MODES = ("off", "metrics", "full", "sampled")
@@ -154,9 +159,9 @@ MODES = ("off", "metrics", "full", "sampled")
 def main() -> None:
     base = {
         "CART_PRODUCT_RPS": "1000",  # the limiter is not what is measured here
-        "OTEL_BSP_SCHEDULE_DELAY": "1000",
+        "OTEL_BSP_SCHEDULE_DELAY": str(EXPORT_DELAY_MS),
     }
-    with OtlpReceiver() as receiver:
+    with OtlpReceiver() as receiver, contextlib.ExitStack() as stack:
         settings = {
             # everything off: the baseline
             "off": {**base, "SHOP_OBSERVABILITY": "off", "OTEL_EXPORTER_OTLP_ENDPOINT": ""},
@@ -172,28 +177,45 @@ def main() -> None:
                 "SHOP_TRACE_SAMPLE_RATIO": "0.1",
             },
         }
-        results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
-        for round_number in range(ROUNDS):
-            order = MODES if round_number % 2 == 0 else tuple(reversed(MODES))
+        shops = {}
+        for index, mode in enumerate(MODES):
+            offset = 2000 + 100 * index  # side by side: each shop on its own ports
+            running = stack.enter_context(
+                shop(("product", "loms", "cart"), settings[mode], durable=False, port_offset=offset)
+            )
+            shops[mode] = targets(running)
+        rates: dict[str, dict[str, list[float]]] = {m: {e: [] for e in ENDPOINTS} for m in MODES}
+        for cycle in range(CYCLES):
+            order = MODES if cycle % 2 == 0 else tuple(reversed(MODES))
             for mode in order:
-                measured = measure(settings[mode])
-                results[mode].append(measured)
-                rates = ", ".join(f"{k} {v:,.0f}/s" for k, v in measured.items())
-                print(f"round {round_number + 1} {mode:>7}: {rates}", flush=True)
+                for endpoint in ENDPOINTS:
+                    url, path, headers = shops[mode][endpoint]
+                    rate, errors = load(url, path, headers, BURST)
+                    if errors:
+                        raise RuntimeError(f"{mode} {endpoint}: {errors} requests failed")
+                    rates[mode][endpoint].append(rate)
+                if mode in ("full", "sampled"):
+                    time.sleep(EXPORT_DELAY_MS / 1000 * 2)  # its exporter's last batch out before the next
+            shown = "; ".join(
+                f"{m} " + ", ".join(f"{rates[m][e][-1]:,.0f}" for e in ENDPOINTS) for m in MODES
+            )
+            print(f"cycle {cycle + 1}/{CYCLES} (get_product, list_cart req/s): {shown}", flush=True)
         exported = receiver.received()
     if not exported:
         raise RuntimeError("the instrumented runs exported no spans: the comparison would be meaningless")
-    figures: dict[str, float | int | str] = {"clients": CLIENTS, "seconds per run": SECONDS, "rounds": ROUNDS}
-    for name in ("get_product", "list_cart"):
-        off = max(r[name] for r in results["off"])
-        figures[f"{name} off (req/s, best round)"] = off
+    figures: dict[str, float | int | str] = {
+        "clients": CLIENTS,
+        "seconds per burst": BURST,
+        "cycles": CYCLES,
+    }
+    for endpoint in ENDPOINTS:
+        off = rates["off"][endpoint]
+        figures[f"{endpoint} off median (req/s)"] = statistics.median(off)
         for mode in MODES[1:]:
-            on = max(r[name] for r in results[mode])
-            figures[f"{name} {mode} (req/s, best round)"] = on
-            figures[f"{name} {mode}/off"] = on / off
-            figures[f"{name} {mode}: slower by (%)"] = (1 - on / off) * 100
-        for mode in MODES:
-            figures[f"{name} {mode} median (req/s)"] = statistics.median(r[name] for r in results[mode])
+            on = rates[mode][endpoint]
+            relative = statistics.median(o / b for o, b in zip(on, off, strict=True))
+            figures[f"{endpoint} {mode} median (req/s)"] = statistics.median(on)
+            figures[f"{endpoint} {mode}: slower by (%, median of cycles)"] = (1 - relative) * 100
     figures["OTLP bytes received"] = exported
     figures["target"] = "at most 15 % slower than off"
     report("instrumentation overhead: get_product and list_cart, on vs SHOP_OBSERVABILITY=off", figures)

@@ -23,9 +23,10 @@ class BenchShop:
     pg: PgServer
     environment: dict[str, str]
     stack: devserver.Stack | None
+    port_offset: int = PORT_OFFSET
 
     def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{devserver.table.SERVICES[service].port + PORT_OFFSET}"
+        return f"http://127.0.0.1:{devserver.table.SERVICES[service].port + self.port_offset}"
 
 
 @contextlib.contextmanager
@@ -71,15 +72,17 @@ def shop(
     durable: bool = True,
     real_events: bool = False,
     relay: bool = True,
+    port_offset: int = PORT_OFFSET,
 ) -> Iterator[BenchShop]:
     """The dev server for `services`; real_events=True adds a real Kafka broker and Memcached; relay=False
-    leaves loms' outbox relay out (events wait in the outbox)."""
+    leaves loms' outbox relay out (events wait in the outbox). Several shops side by side need their own
+    port_offset."""
     with contextlib.ExitStack() as stack:
         pg = stack.enter_context(postgres(durable))
         kafka = stack.enter_context(kafka_broker()).bootstrap if real_events else None
         cache = stack.enter_context(memcached()).address if real_events else None
         environment = {
-            **devserver.service_environment(pg.dsn, PORT_OFFSET, kafka=kafka, memcached=cache),
+            **devserver.service_environment(pg.dsn, port_offset, kafka=kafka, memcached=cache),
             **(overrides or {}),
         }
         devserver.prepare_databases(pg.dsn, environment)
@@ -88,13 +91,13 @@ def shop(
             services=services,
             workers=workers,
             relay=relay,
-            port_offset=PORT_OFFSET,
+            port_offset=port_offset,
             log_dir=Path(tempfile.mkdtemp(prefix="shop-bench-logs-")),
         )
         saved = dict(os.environ)
         try:
             processes.start()
-            yield BenchShop(pg, environment, processes)
+            yield BenchShop(pg, environment, processes, port_offset)
         finally:
             processes.stop()
             os.environ.clear()
