@@ -22,8 +22,8 @@ import json
 import os
 import random
 import re
-import statistics
 import shutil
+import statistics
 import subprocess
 import threading
 import time

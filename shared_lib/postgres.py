@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections import OrderedDict
 import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
