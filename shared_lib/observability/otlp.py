@@ -173,12 +173,23 @@ class _Encoder:
 
     def request(self, spans: Sequence[ReadableSpan]) -> bytes:
         """An ExportTraceServiceRequest: spans grouped by resource, then by instrumentation scope."""
-        grouped: dict[Any, dict[Any, list[bytes]]] = {}
+        # Looked up by the resource object first: hashing a Resource serialises its attributes to JSON each
+        # time, and a process's spans share one; equal resources (distinct objects) share a group, as the SDK
+        # groups them.
+        groups: list[tuple[Any, dict[Any, list[bytes]]]] = []
+        targets: dict[int, dict[Any, list[bytes]]] = {}
         for span in spans:
-            scope = span.instrumentation_scope or None
-            grouped.setdefault(span.resource, {}).setdefault(scope, []).append(self.span(span))
+            resource = span.resource
+            target = targets.get(id(resource))
+            if target is None:
+                target = next((scopes for known, scopes in groups if known == resource), None)
+                if target is None:
+                    target = {}
+                    groups.append((resource, target))
+                targets[id(resource)] = target
+            target.setdefault(span.instrumentation_scope or None, []).append(self.span(span))
         out = []
-        for resource, scopes in grouped.items():
+        for resource, scopes in groups:
             scope_spans = []
             for scope, encoded in scopes.items():
                 payload = [_field(b"\x0a", self._scope(scope))]

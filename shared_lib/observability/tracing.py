@@ -136,12 +136,13 @@ class OtelBackend:
     name = "otlp"
 
     def __init__(self, provider: Any) -> None:
-        from opentelemetry import trace
+        from opentelemetry import context, trace
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self.provider = provider
         self.tracer = provider.get_tracer("shop")
         self._trace = trace
+        self._context = context
         self._propagator = TraceContextTextMapPropagator()
         self._kinds = {
             "server": trace.SpanKind.SERVER,
@@ -159,11 +160,12 @@ class OtelBackend:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 
+        root = ALWAYS_ON if sample_ratio >= 1.0 else TraceIdRatioBased(sample_ratio)  # the same decisions
         provider = TracerProvider(
             resource=Resource.create({"service.name": service, "service.namespace": "shop"}),
-            sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+            sampler=ParentBased(root),
         )
         provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
         return cls(provider)
@@ -242,8 +244,6 @@ class _OtelSpan:
         self._token: Any = None
 
     def __enter__(self) -> _OtelSpan:
-        from opentelemetry import context
-
         backend = self._backend
         self._span = backend.tracer.start_span(
             self._name,
@@ -252,18 +252,16 @@ class _OtelSpan:
             attributes=self._attributes,
             links=self._links,
         )
-        self._token = context.attach(backend._trace.set_span_in_context(self._span))
+        self._token = backend._context.attach(backend._trace.set_span_in_context(self._span))
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        from opentelemetry import context
-
         if exc is not None:
             self._span.record_exception(exc)
             self.fail(type(exc).__name__)
-        context.detach(self._token)
+        self._backend._context.detach(self._token)
         self._span.end()
 
     def set(self, key: str, value: Attribute) -> None:

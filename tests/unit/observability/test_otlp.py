@@ -95,6 +95,21 @@ def test_each_span_alone_and_repeated_batches_match_too() -> None:
         assert encode(spans) == encode_spans(spans).SerializePartialToString()
 
 
+def test_spans_of_two_providers_group_as_the_sdk_groups_them() -> None:
+    exporter = InMemorySpanExporter()
+    tracers = []
+    for service in ("cart", "cart", "loms"):  # two equal resources (distinct objects) and another
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracers.append(provider.get_tracer("shop"))
+    for index in range(7):
+        with tracers[index % 3].start_as_current_span(f"span {index}"):
+            pass
+    spans = list(exporter.get_finished_spans())
+    assert encode(spans) == encode_spans(spans).SerializePartialToString()
+    assert len(ExportTraceServiceRequest.FromString(encode(spans)).resource_spans) == 2
+
+
 def test_an_empty_batch_is_an_empty_request() -> None:
     assert encode([]) == b""
     assert ExportTraceServiceRequest.FromString(encode([])).resource_spans == []
