@@ -34,7 +34,7 @@ from bench.stack import BenchShop, shop
 CLIENTS = 8
 BURST = 3.0
 WARMUP_SECONDS = 2.0
-CYCLES = 7
+CYCLES = 9
 EXPORT_DELAY_MS = 500  # the span exporter's schedule delay: a traced burst's spans are out this long after it
 SKU = 1076963
 CART = [1076963, 1148162, 1625903, 2618151, 2956315]

@@ -21,6 +21,7 @@ BENCHMARKS = [
     "notifications_cache",
     "ingest",
     "get_order",
+    "instrumentation_overhead",
 ]
 
 
