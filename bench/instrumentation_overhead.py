@@ -7,9 +7,12 @@ sampling one trace in ten. Target: at most 15 % slower than off.
 processes on its own ports) and are loaded in turn, BURST seconds per endpoint each, for CYCLES cycles:
 this machine's speed drifts by ±15 % over tens of seconds, so comparing runs minutes apart measures the
 drift, while bursts interleaved within one cycle see the same machine. The figure per mode is the median over
-the cycles of its rate relative to `off` in the same cycle. After a traced burst the next one waits for the
+the cycles of its rate relative to `off` in the same cycle. After every burst the next one waits for the
 span exporter to have flushed (OTEL_BSP_SCHEDULE_DELAY), so one mode's export does not land in another's
-burst. The OTLP receiver is a small HTTP server in a process of its own that accepts every export, so the
+burst. Beside throughput it reports the serving process's CPU per request (user + system time of its
+gunicorn arbiter and worker, read after that wait so the exporter's work counts), which the closed loop's
+timing does not blur. The
+OTLP receiver is a small HTTP server in a process of its own that accepts every export, so the
 exporter does its real work. Closed loop: CLIENTS threads, each on one keep-alive connection.
 """
 
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.common import free_port, report
+from bench.common import free_port, report, tree_cpu_seconds
 from bench.stack import BenchShop, shop
 
 CLIENTS = 8
@@ -139,16 +142,18 @@ def post(url: str, path: str, body: dict[str, Any]) -> int:
 ENDPOINTS = ("get_product", "list_cart")
 
 
-def targets(running: BenchShop) -> dict[str, tuple[str, str, dict[str, str]]]:
-    """endpoint → (base URL, path, headers), the cart filled and caches warmed."""
+def targets(running: BenchShop) -> dict[str, tuple[str, str, dict[str, str], int]]:
+    """endpoint → (base URL, path, headers, pid of the serving process), the cart filled, caches warmed."""
     product, cart = running.url("product"), running.url("cart")
     for sku in CART:
         assert post(cart, f"/user/{USER}/cart/{sku}", {"count": 1}) == 200
+    assert running.stack is not None
+    pids = {name: process.pid for name, process in running.stack.processes.items()}
     chosen = {
-        "get_product": (product, f"/product/{SKU}", {"X-API-KEY": "testToken"}),
-        "list_cart": (cart, f"/user/{USER}/cart", {}),
+        "get_product": (product, f"/product/{SKU}", {"X-API-KEY": "testToken"}, pids["product"]),
+        "list_cart": (cart, f"/user/{USER}/cart", {}, pids["cart"]),
     }
-    for url, path, headers in chosen.values():
+    for url, path, headers, _pid in chosen.values():
         load(url, path, headers, WARMUP_SECONDS)  # caches warm, pools full, code paths compiled
     return chosen
 
@@ -185,17 +190,22 @@ def main() -> None:
             )
             shops[mode] = targets(running)
         rates: dict[str, dict[str, list[float]]] = {m: {e: [] for e in ENDPOINTS} for m in MODES}
+        cpu: dict[str, dict[str, list[float]]] = {m: {e: [] for e in ENDPOINTS} for m in MODES}
         for cycle in range(CYCLES):
             order = MODES if cycle % 2 == 0 else tuple(reversed(MODES))
             for mode in order:
                 for endpoint in ENDPOINTS:
-                    url, path, headers = shops[mode][endpoint]
+                    url, path, headers, pid = shops[mode][endpoint]
+                    cpu_before, started = tree_cpu_seconds(pid), time.perf_counter()
                     rate, errors = load(url, path, headers, BURST)
+                    requests = rate * (time.perf_counter() - started)
                     if errors:
                         raise RuntimeError(f"{mode} {endpoint}: {errors} requests failed")
                     rates[mode][endpoint].append(rate)
-                if mode in ("full", "sampled"):
-                    time.sleep(EXPORT_DELAY_MS / 1000 * 2)  # its exporter's last batch out before the next
+                    # the serving process's CPU per request, read once its exporter has sent the burst's spans
+                    # (every mode waits alike, so one mode's export never lands in another's burst)
+                    time.sleep(EXPORT_DELAY_MS / 1000 * 2)
+                    cpu[mode][endpoint].append((tree_cpu_seconds(pid) - cpu_before) / requests)
             shown = "; ".join(
                 f"{m} " + ", ".join(f"{rates[m][e][-1]:,.0f}" for e in ENDPOINTS) for m in MODES
             )
@@ -211,11 +221,17 @@ def main() -> None:
     for endpoint in ENDPOINTS:
         off = rates["off"][endpoint]
         figures[f"{endpoint} off median (req/s)"] = statistics.median(off)
+        figures[f"{endpoint} off CPU per request (µs)"] = statistics.median(cpu["off"][endpoint]) * 1e6
         for mode in MODES[1:]:
             on = rates[mode][endpoint]
             relative = statistics.median(o / b for o, b in zip(on, off, strict=True))
             figures[f"{endpoint} {mode} median (req/s)"] = statistics.median(on)
             figures[f"{endpoint} {mode}: slower by (%, median of cycles)"] = (1 - relative) * 100
+            more_cpu = statistics.median(
+                o / b for o, b in zip(cpu[mode][endpoint], cpu["off"][endpoint], strict=True)
+            )
+            figures[f"{endpoint} {mode} CPU per request (µs)"] = statistics.median(cpu[mode][endpoint]) * 1e6
+            figures[f"{endpoint} {mode}: CPU per request up by (%)"] = (more_cpu - 1) * 100
     figures["OTLP bytes received"] = exported
     figures["target"] = "at most 15 % slower than off"
     report("instrumentation overhead: get_product and list_cart, on vs SHOP_OBSERVABILITY=off", figures)
