@@ -21,22 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, report  # noqa: E402
+from bench.common import free_port, report, topic_size  # noqa: E402
 from bench.stack import postgres  # noqa: E402
 from functions.orders import generator  # noqa: E402
 from shared_lib.devtools.kafka_server import KafkaServer, available  # noqa: E402
 from shared_lib.postgres import ConnectionPool, Dsn, ensure_database, migrate  # noqa: E402
-
-
-def topic_size(bootstrap: str, topic: str) -> int:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return sum(consumer.end_offsets(partitions).values())
-    finally:
-        consumer.close()
 
 
 def main() -> None:

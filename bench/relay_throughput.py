@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, report  # noqa: E402
+from bench.common import free_port, report, topic_size  # noqa: E402
 from bench.stack import postgres  # noqa: E402
 from functions.loms.adapters.postgres import PgOutbox  # noqa: E402
 from functions.loms.service import ORDER_EVENTS_TOPIC, OutboxRelay  # noqa: E402
@@ -35,17 +35,6 @@ def fill(dsn: str, events: int, orders: int) -> None:
         orders=orders,
         events=events,
     )
-
-
-def topic_size(bootstrap: str, topic: str) -> int:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return sum(consumer.end_offsets(partitions).values())
-    finally:
-        consumer.close()
 
 
 def main() -> None:

@@ -120,7 +120,8 @@ def child_exit(_server: Any, worker: Any) -> None:
 def share_metrics_between_workers(workers: int, target: str) -> None:
     """Several workers serve one /metrics only through prometheus-client's multiprocess mode: a directory
     they all write, set before any worker starts (or given as PROMETHEUS_MULTIPROC_DIR), emptied here."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    observability_settings.reset()  # read the environment as it is now
+    directory = observability_settings.settings().prometheus_multiproc_dir
     if not directory:
         if workers <= 1:
             return

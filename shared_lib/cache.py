@@ -25,6 +25,7 @@ from pymemcache.client.base import PooledClient
 from pymemcache.client.rendezvous import RendezvousHash
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
+from shared_lib import lifecycle
 from shared_lib.observability import metrics, tracing
 
 log = logging.getLogger(__name__)
@@ -399,6 +400,17 @@ class _Flight:
 
 _flights: dict[tuple[int, str], _Flight] = {}
 _flights_lock = threading.Lock()
+
+
+def shared_or_local(servers: str, prefix: str, local_name: str = "in-process") -> Cache:
+    """Memcached at `servers` (comma-separated; its clients closed at shutdown), or, when none are given,
+    a cache in this process named `local_name` in metrics."""
+    servers = servers.strip()
+    if not servers:
+        return InProcessCache(name=local_name)
+    shared = MemcachedCache(servers, prefix=prefix)
+    lifecycle.on_shutdown(shared.close)
+    return shared
 
 
 def load_through(

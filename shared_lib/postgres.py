@@ -87,7 +87,6 @@ _KINDS = ("select", "insert", "update", "delete")
 _QUERY_TEXT_LIMIT = 2000
 
 
-@functools.lru_cache(maxsize=2048)
 def statement_kind(sql: str) -> str:
     """select, insert, update, delete or other; a WITH statement is the kind of its first data change."""
     head = sql.lstrip()[:6].lower()
@@ -146,12 +145,19 @@ class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
         return rows
 
     def run(self, sql: str, stream: Any = None, types: Any = None, **params: Any) -> Any:
-        kind = statement_kind(sql)
+        kind, control = _describe(sql)
         backend = tracing.backend()
-        outcome = "error"
+        span: tracing.Span = tracing.NOOP_SPAN
         # BEGIN, COMMIT…: counted and timed, no span of their own (the transaction's queries tell its story)
-        control = sql.lstrip()[:9].upper().startswith(_TRANSACTION_CONTROL)
-        if control or isinstance(backend, tracing.NoopBackend):
+        if not (control or isinstance(backend, tracing.NoopBackend)):
+            attributes: dict[str, tracing.Attribute] = {  # few: the SDK cleans each one on every span
+                "db.system.name": "postgresql",
+                "db.namespace": self.shop_database,
+                "db.query.text": sql[:_QUERY_TEXT_LIMIT],  # parameters are never in the text: no values leak
+            }
+            span = backend.span(f"{kind.upper()} {self.shop_database}", "client", attributes)
+        outcome = "error"
+        with span:
             started = time.perf_counter()
             try:
                 rows = self._execute(sql, stream, types, params)
@@ -159,19 +165,12 @@ class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
                 return rows
             finally:
                 _record(kind, outcome, time.perf_counter() - started)
-        attributes: dict[str, tracing.Attribute] = {  # few: the SDK cleans each one on every span
-            "db.system.name": "postgresql",
-            "db.namespace": self.shop_database,
-            "db.query.text": sql[:_QUERY_TEXT_LIMIT],  # parameters are never in the text: no values leak
-        }
-        with backend.span(f"{kind.upper()} {self.shop_database}", "client", attributes):
-            started = time.perf_counter()
-            try:
-                rows = self._execute(sql, stream, types, params)
-                outcome = "ok"
-                return rows
-            finally:
-                _record(kind, outcome, time.perf_counter() - started)
+
+
+@functools.lru_cache(maxsize=2048)
+def _describe(sql: str) -> tuple[str, bool]:
+    """(kind, whether it is transaction control): worked out once per statement text."""
+    return statement_kind(sql), sql.lstrip()[:9].upper().startswith(_TRANSACTION_CONTROL)
 
 
 def connect(dsn: Dsn, timeout: float = 5.0, application_name: str = "shop") -> Connection:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from functions.notifier.adapters.counters import InProcessCounters
 from functions.notifier.adapters.postgres import PgNotificationHistory, PgNotificationStore
 from functions.notifier.adapters.sinks import LogSink, WebhookSink
 from functions.notifier.ports import NotificationSink
 from functions.notifier.service import NotifierService
 from functions.notifier.settings import NotifierSettings
 from shared_lib import lifecycle, postgres
-from shared_lib.cache import Cache, InProcessCache, MemcachedCache
+from shared_lib.cache import Cache, shared_or_local
+from shared_lib.counters import InProcessCounters
 from shared_lib.observability import metrics
 from shared_lib.postgres import ConnectionPool
 from shared_lib.retry import Backoff
@@ -26,9 +26,9 @@ CACHE_PREFIX = "notifier:"
 class ExportedCounters(InProcessCounters):
     """The in-process event counters, each increment also exported as shop_notifier_events_total{outcome}."""
 
-    def increment(self, name: str) -> None:
-        super().increment(name)
-        metrics.NOTIFIER_EVENTS.labels(name).inc()
+    def increment(self, name: str, by: int = 1) -> None:
+        super().increment(name, by)
+        metrics.NOTIFIER_EVENTS.labels(name).inc(by)
 
 
 @functools.cache
@@ -45,12 +45,7 @@ def database() -> ConnectionPool:
 
 @functools.cache
 def cache() -> Cache:
-    servers = settings().memcached.strip()
-    if not servers:
-        return InProcessCache(name="notifier-in-process")
-    shared = MemcachedCache(servers, prefix=CACHE_PREFIX)
-    lifecycle.on_shutdown(shared.close)
-    return shared
+    return shared_or_local(settings().memcached, CACHE_PREFIX, "notifier-in-process")
 
 
 @functools.cache

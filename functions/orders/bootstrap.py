@@ -12,7 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from functions.orders import consumer
-from functions.orders.adapters.counters import InProcessCounters
 from functions.orders.adapters.kafka import KafkaDeadLetters, KafkaOrderStream, LogDeadLetters
 from functions.orders.adapters.postgres import PgOrderRepository
 from functions.orders.domain import SourceRecord
@@ -20,7 +19,8 @@ from functions.orders.ports import DeadLetters
 from functions.orders.service import OrdersService
 from functions.orders.settings import OrdersSettings
 from shared_lib import lifecycle, postgres
-from shared_lib.cache import Cache, InProcessCache, MemcachedCache
+from shared_lib.cache import Cache, shared_or_local
+from shared_lib.counters import InProcessCounters
 from shared_lib.observability import metrics
 from shared_lib.postgres import ConnectionPool
 
@@ -44,12 +44,7 @@ def database() -> ConnectionPool:
 
 @functools.cache
 def cache() -> Cache:
-    servers = settings().memcached.strip()
-    if not servers:
-        return InProcessCache()
-    shared = MemcachedCache(servers, prefix=CACHE_PREFIX)
-    lifecycle.on_shutdown(shared.close)
-    return shared
+    return shared_or_local(settings().memcached, CACHE_PREFIX)
 
 
 class ExportedCounters(InProcessCounters):

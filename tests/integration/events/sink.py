@@ -15,6 +15,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from shared_lib.events import Event, from_http, kafka_headers
+from tests.fixtures.kafka import read_records
 from tests.integration.shared_lib.serving import serve_in_thread
 
 
@@ -118,22 +119,4 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[int, Event]]) ->
 
 def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 10.0) -> list[Any]:
     """The first `expected` records of `topic` (all partitions, from the beginning), or fewer on timeout."""
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-    )
-    records: list[Any] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=100).values():
-                records.extend(batch)
-    finally:
-        consumer.close()
-    return records
+    return read_records(bootstrap, topic, lambda records: len(records) >= expected, timeout)

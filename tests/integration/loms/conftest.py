@@ -20,7 +20,7 @@ from functions.loms.adapters.postgres import (
 )
 from functions.loms.domain import OrderStatus, StockLevel
 from functions.loms.ports import EventPublisher
-from functions.loms.service import LomsService, OutboxRelay, StaleOrderSweeper
+from functions.loms.service import ORDER_EVENTS_TOPIC, LomsService, OutboxRelay, StaleOrderSweeper
 
 MakeDatabase = Callable[[str], str]
 MakeShards = Callable[[int], Shards]
@@ -103,10 +103,19 @@ class PgLoms:
         return PgOutbox([pool.dsn.url() for pool in self.shards.primaries])
 
     def relay(
-        self, publisher: EventPublisher, batch_size: int = 1000, poll_seconds: float = 0.2
+        self,
+        publisher: EventPublisher,
+        batch_size: int = 1000,
+        poll_seconds: float = 0.2,
+        topic: str = ORDER_EVENTS_TOPIC,
     ) -> OutboxRelay:
         return OutboxRelay(
-            self.outbox(), publisher, batch_size=batch_size, poll_seconds=poll_seconds, linger_seconds=0
+            self.outbox(),
+            publisher,
+            batch_size=batch_size,
+            poll_seconds=poll_seconds,
+            linger_seconds=0,
+            topic=topic,
         )
 
     def sweeper(self, older_than: float = 600, batch_size: int = 500) -> StaleOrderSweeper:

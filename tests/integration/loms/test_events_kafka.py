@@ -20,12 +20,12 @@ from functions.loms.domain import InsufficientStockError, Item
 from functions.loms.service import EVENT_SOURCE, EVENT_TYPE, ORDER_EVENTS_TOPIC
 from shared_lib.errors import TransientError
 from shared_lib.events import Event, KafkaPublisher, parse_time
+from tests.fixtures.kafka import MakeTopic, read_records
 from tests.integration.loms.conftest import MakeShards, PgLoms
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 UniqueId = Callable[[], int]
-MakeTopic = Callable[..., str]
 N, A, F, P, C = "new", "awaiting payment", "failed", "paid", "cancelled"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -47,34 +47,13 @@ def read_topic(
     bootstrap: str, topic: str, done: Callable[[list[Record]], bool], timeout: float = 30
 ) -> list[Record]:
     """Every record of `topic` from the beginning, polled until `done(records)` or the timeout."""
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-    )
-    records: list[Record] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while not done(records) and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=100).values():
-                records.extend(
-                    Record(
-                        r.partition,
-                        r.offset,
-                        r.key.decode(),
-                        json.loads(r.value),
-                        {name: raw.decode() for name, raw in r.headers},
-                    )
-                    for r in batch
-                )
-    finally:
-        consumer.close()
+    records = read_records(bootstrap, topic, done, timeout, convert=_record)
     return sorted(records, key=lambda r: (r.partition, r.offset))
+
+
+def _record(r: Any) -> Record:
+    headers = {name: raw.decode() for name, raw in r.headers}
+    return Record(r.partition, r.offset, r.key.decode(), json.loads(r.value), headers)
 
 
 def distinct_ids(records: list[Record]) -> set[int]:
@@ -225,16 +204,14 @@ def test_a_relay_killed_between_send_and_mark_loses_nothing(
         order_id = loms.service.create_order(unique_id() * 2 + i % 2, [Item(sku, 1)])
         (loms.service.pay_order if i % 2 else loms.service.cancel_order)(order_id)
     rows = loms.outbox_ids()
-    dying = loms.relay(DiesAfterPublishing(publishers(), batches=2), batch_size=25)
-    dying.topic = topic
+    dying = loms.relay(DiesAfterPublishing(publishers(), batches=2), batch_size=25, topic=topic)
     try:
         with pytest.raises(TransientError):
             dying.drain()  # each shard's first batch is on the topic, unmarked
     finally:
         dying.close()
     assert loms.unsent() == len(rows)
-    heir = loms.relay(publishers(), batch_size=25)
-    heir.topic = topic
+    heir = loms.relay(publishers(), batch_size=25, topic=topic)
     try:
         assert heir.drain() == len(rows)
     finally:
@@ -256,9 +233,7 @@ def test_several_relays_at_once_on_two_shards(
 ) -> None:
     loms, sku, topic = PgLoms(make_shards(2)), unique_id(), fresh_topic(2)
     loms.put_stock(sku, 10_000)
-    relays = [loms.relay(publishers(), batch_size=20, poll_seconds=0.1) for _ in range(3)]
-    for relay in relays:
-        relay.topic = topic
+    relays = [loms.relay(publishers(), batch_size=20, poll_seconds=0.1, topic=topic) for _ in range(3)]
     stop = threading.Event()
     threads = [threading.Thread(target=r.run_until, args=(stop,)) for r in relays]
     for thread in threads:
@@ -293,8 +268,7 @@ def test_kafka_stopped_and_restarted_in_the_middle_of_a_thousand_changes(
     loms, sku, topic = PgLoms(make_shards(2)), unique_id(), fresh_topic(2)
     loms.put_stock(sku, 10_000)
     log = FailureLog(publishers())
-    relay = loms.relay(log, batch_size=50, poll_seconds=0.2)
-    relay.topic = topic
+    relay = loms.relay(log, batch_size=50, poll_seconds=0.2, topic=topic)
     stop = threading.Event()
     thread = threading.Thread(target=relay.run_until, args=(stop,))
     thread.start()

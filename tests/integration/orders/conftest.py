@@ -3,18 +3,18 @@ configured through ORDERS_*, and helpers to produce to and read from the real br
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import functions_framework
 import pytest
 from flask.testing import FlaskClient
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from functions.orders import bootstrap
 from shared_lib.postgres import ConnectionPool
 from tests.conftest import MakeDatabase
+from tests.fixtures.kafka import read_records
 
 MAIN = "functions/orders/main.py"
 TARGETS = ("ingest_order", "get_order", "order_page")
@@ -78,21 +78,5 @@ def produce(bootstrap_servers: str, topic: str, records: list[tuple[bytes | None
 def read_topic(bootstrap_servers: str, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
     """Every record of `topic` from the beginning, once at least `expected` arrived (or the time is up), plus
     a short grace to catch any extra one."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [0])]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout
-        grace: float | None = None
-        while time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-            if len(records) >= expected:
-                grace = grace or time.monotonic() + 1.0
-                if time.monotonic() > grace:
-                    break
-        return records
-    finally:
-        consumer.close()
+    enough: Callable[[list[Any]], bool] = lambda records: len(records) >= expected  # noqa: E731
+    return read_records(bootstrap_servers, topic, enough, timeout, grace=1.0)

@@ -10,11 +10,11 @@ import random
 import pytest
 
 from functions.orders import consumer
-from functions.orders.adapters.counters import InProcessCounters
 from functions.orders.adapters.postgres import PgOrderRepository
 from functions.orders.domain import Order, OrderRejectedError, Outcome
 from functions.orders.service import OrdersService
 from shared_lib.cache import InProcessCache
+from shared_lib.counters import InProcessCounters
 from shared_lib.errors import TransientError
 from shared_lib.postgres import ConnectionPool
 from tests.conftest import free_port

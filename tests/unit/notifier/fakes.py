@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from functions.notifier.adapters.counters import InProcessCounters
 from functions.notifier.domain import (
     DeliveryRefusedError,
     EventKey,
@@ -23,6 +22,7 @@ from functions.notifier.domain import (
 )
 from functions.notifier.service import NotifierService
 from shared_lib.cache import InProcessCache
+from shared_lib.counters import InProcessCounters
 from shared_lib.errors import TransientError
 
 SOURCE = "/loms"

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from functions.orders.adapters.counters import InProcessCounters
 from functions.orders.domain import (
     DeadLetter,
     Order,
@@ -26,6 +25,7 @@ from functions.orders.domain import (
 )
 from functions.orders.service import OrdersService
 from shared_lib.cache import InProcessCache
+from shared_lib.counters import InProcessCounters
 from shared_lib.errors import TransientError
 
 SAMPLE_PATH = Path(__file__).resolve().parents[4] / "shared" / "data" / "wb-order-sample.json"

@@ -1,7 +1,6 @@
-"""Event counters in this process (notified, duplicate, out_of_order, poison, delivered, refused).
-
-Kept in memory and readable by tests and a future metrics endpoint; nothing is registered at import time.
-"""
+"""Named counters in this process, thread-safe: what a service counts of its events (notified, duplicate…,
+stored, conflict…), readable by tests and summaries; a bootstrap may also export each increment as a metric.
+Nothing is registered at import time."""
 
 from __future__ import annotations
 
@@ -14,9 +13,9 @@ class InProcessCounters:
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def increment(self, name: str) -> None:
+    def increment(self, name: str, by: int = 1) -> None:
         with self._lock:
-            self._counts[name] += 1
+            self._counts[name] += by
 
     def value(self, name: str) -> int:
         with self._lock:
