@@ -247,7 +247,7 @@ class Stack:
         for service in self.services:
             wait_healthy(f"http://127.0.0.1:{self.port(service)}/healthz", timeout, self.processes[service])
         if "loms" in self.services and self.relay:
-            self._spawn("relay", ["-m", "functions.devserver", "relay"])
+            self._spawn("relay", ["-m", "functions.loms.relay_worker"])
         kafka = self.environment.get("LOMS_KAFKA_BOOTSTRAP")
         for function in table.FUNCTIONS:
             if not (kafka and function.trigger == "cloudevent" and function.service in self.services):
@@ -353,18 +353,6 @@ def wait_healthy(url: str, timeout: float, process: subprocess.Popen[bytes] | No
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not become healthy in {timeout:.0f}s")
         time.sleep(0.05)
-
-
-def relay() -> None:
-    """loms' outbox relay as a long-running worker: drains, then wakes on NOTIFY; stops on SIGTERM/SIGINT."""
-    from functions.loms import bootstrap as loms
-    from shared_lib.observability import server as observed
-
-    observed.setup("loms")  # its spans and log lines say loms
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    loms.relay_forever(stop)
 
 
 @dataclass
@@ -489,13 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--port", type=int)
     serve_parser.add_argument("--workers", type=int, default=1)
     serve_parser.add_argument("--threads", type=int, default=32)
-    sub.add_parser("relay", help="run loms' outbox relay until SIGTERM")
     args = parser.parse_args(argv)
     if args.command == "run":
         return run(args.data, args.pg_port, args.port_offset, args.embedded)
-    if args.command == "relay":
-        relay()
-        return 0
     serve(args.service, args.port or table.SERVICES[args.service].port, args.workers, args.threads)
     return 0
 

@@ -1,7 +1,8 @@
 """The loms composition root: settings, pools, adapters and the service, built once on first use.
 
 Also what the dev server and deploy jobs call before serving: `migrate()` every shard, then `seed_stock()`;
-and what the dev server runs beside the functions: `relay_forever(stop)`, the outbox relay as a loop.
+and what runs beside the functions (functions.loms.relay_worker): `relay_forever(stop)`, the outbox relay
+as a loop.
 """
 
 from __future__ import annotations
@@ -105,10 +106,11 @@ def relay() -> OutboxRelay:
     )
 
 
-def relay_forever(stop: threading.Event) -> RelayReport:
+def relay_forever(stop: threading.Event, outbox_relay: OutboxRelay | None = None) -> RelayReport:
     """The relay as a loop until `stop` is set (noticed within LOMS_RELAY_POLL_SECONDS): drain, wait for a
-    NOTIFY or the poll timeout, repeat; failures back off and retry. For the dev server, in its own thread."""
-    outbox_relay = relay()
+    NOTIFY or the poll timeout, repeat; failures back off and retry. `outbox_relay`: one made by `relay()`
+    (a new one when not given); closed on return. What functions.loms.relay_worker runs."""
+    outbox_relay = outbox_relay or relay()
     try:
         return outbox_relay.run_until(stop)
     finally:

@@ -238,6 +238,8 @@ class OutboxRelay:
     backoff: Backoff = field(default_factory=lambda: Backoff(base=0.1, max=5.0))
     clock: Callable[[], float] = time.monotonic
     topic: str = ORDER_EVENTS_TOPIC
+    # `clock` time of the loop's latest pass (None: not started); a liveness probe reads it
+    last_pass: float | None = field(default=None, init=False)
 
     def drain(self, enough: Callable[[], bool] = lambda: False) -> int:
         """Publish what is pending in every shard this relay can claim; returns how many were published.
@@ -285,6 +287,7 @@ class OutboxRelay:
             return stop.is_set() or (deadline is not None and self.clock() >= deadline)
 
         while True:
+            self.last_pass = self.clock()
             try:
                 published += self.drain(enough)
                 failure, failures = None, 0

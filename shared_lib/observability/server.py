@@ -11,10 +11,12 @@ request's key ids through `annotate`. Nothing here knows about a particular serv
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from shared_lib.observability import logs, metrics, profiling, tracing
 from shared_lib.observability.settings import settings
@@ -203,3 +205,58 @@ def annotate(*sources: Mapping[str, Any] | None) -> None:
                 found.setdefault(key, value)
     if found:
         logs.bind(**found)
+
+
+# --- long-running workers (no functions-framework app): their probes and their metrics -------------------
+
+
+class WorkerEndpoints:
+    """GET /healthz and GET /metrics of a long-running worker process (loms' outbox relay in the cluster),
+    on `port` of all interfaces, served from a daemon thread until `close()`. `health()` says whether the
+    worker still makes progress, with details for the body: 200 when it does, 503 when not (the liveness
+    probe then restarts it)."""
+
+    def __init__(
+        self, port: int, health: Callable[[], tuple[bool, dict[str, Any]]], host: str = "0.0.0.0"
+    ) -> None:
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds: not news
+                pass
+
+        self.health = health
+        self._server: WSGIServer = make_server(host, port, self, handler_class=Quiet)
+        self.port = int(self._server.server_port)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="worker-endpoints", daemon=True
+        )
+        self._thread.start()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path == METRICS_PATH:
+            return metrics_endpoint(environ, start_response)
+        if path == "/healthz" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            alive, details = self.health()
+            status = "200 OK" if alive else "503 Service Unavailable"
+            return _json_reply(start_response, status, {"status": "ok" if alive else "stalled", **details})
+        return _json_reply(
+            start_response, "404 NOT FOUND", {"code": 5, "message": f"no route for {path}", "details": []}
+        )
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def _json_reply(start_response: Callable[..., Any], status: str, body: Mapping[str, Any]) -> list[bytes]:
+    payload = json.dumps(body).encode()
+    start_response(
+        status,
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(payload))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
+    return [payload]

@@ -1,13 +1,20 @@
 """The relay and the sweep as deployed: built by bootstrap from the environment, called through their
-functions-framework targets (as a PingSource calls them) or run as the dev server's loop, on real PostgreSQL
-with real Kafka, with the HTTP delivery fallback, and with no transport at all.
+functions-framework targets (as a PingSource calls them) or run as the long-running relay (a loop in a thread,
+and the relay_worker process the dev server and the cluster run), on real PostgreSQL with real Kafka, with the
+HTTP delivery fallback, and with no transport at all.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +28,7 @@ from functions import table
 from functions.loms import bootstrap
 from functions.loms.domain import Item, OrderStatus
 from shared_lib.events import Event, from_http
+from tests.conftest import ROOT, free_port
 from tests.integration.loms.conftest import MakeDatabase, PgLoms
 from tests.integration.loms.test_events_kafka import read_topic
 from tests.polling import wait_for as eventually
@@ -189,3 +197,53 @@ def test_relay_forever_delivers_over_http_as_soon_as_events_commit(
     assert not loop.is_alive()
     assert {e.id for e in received.events} <= {str(i) for i in loms.outbox_ids()}
     assert all(e.key is None or e.key == str(order_id).encode() for e in received.events[:3])
+
+
+def worker_get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    except OSError:
+        return 0, b""
+
+
+def test_the_relay_worker_process_delivers_on_commit_serves_its_probes_and_stops_on_sigterm(
+    environment: PgLoms,
+    sink: tuple[Sink, str],
+    unique_id: UniqueId,
+) -> None:
+    """`python -m functions.loms.relay_worker --port N`, as the cluster's Deployment runs it."""
+    received, url = sink
+    loms, sku = environment, unique_id()
+    loms.put_stock(sku, 10)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "functions.loms.relay_worker", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "LOMS_EVENT_SINKS": f"loms.order-events={url}"},
+    )
+    try:
+        eventually(lambda: worker_get(port, "/healthz")[0] == 200 and listening(loms), timeout=30)
+        bootstrap.loms_service().create_order(unique_id() * 2, [Item(sku, 1)])
+        # LOMS_RELAY_POLL_SECONDS is 5 here: only the NOTIFY can bring the events this soon
+        eventually(lambda: received.statuses() == ["new", "awaiting payment"], timeout=3)
+        assert sorted(e.id for e in received.events) == sorted(str(i) for i in loms.outbox_ids())
+        status, body = worker_get(port, "/healthz")
+        health = json.loads(body)
+        assert (status, health["status"]) == (200, "ok")
+        assert 0 <= health["last_pass_seconds_ago"] < 6
+        status, body = worker_get(port, "/metrics")
+        assert status == 200
+        text = body.decode()
+        assert 'shop_events_published_total{topic="loms.order-events"} 2.0' in text
+        assert "shop_outbox_backlog{" in text
+        assert worker_get(port, "/elsewhere")[0] == 404
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0  # noticed within a poll, connections closed, exit 0
+        assert loms.unsent() == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

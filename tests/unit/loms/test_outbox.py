@@ -19,6 +19,7 @@ from functions.loms.domain import (
     OrderStatusChanged,
     StockLevel,
 )
+from functions.loms.relay_worker import health
 from functions.loms.service import (
     EVENT_SOURCE,
     EVENT_TYPE,
@@ -358,3 +359,15 @@ def test_a_drain_under_steady_inflow_ends_when_told(loms: InMemoryLoms) -> None:
     stop = threading.Event()
     stop.set()
     assert relay.run_until(stop).published == 4  # at least one batch, then the stop is seen
+
+
+def test_the_relay_worker_is_alive_while_its_loop_goes_round_and_stalled_after(loms: InMemoryLoms) -> None:
+    now = [100.0]
+    relay = OutboxRelay(loms.outbox(), RecordingPublisher(), poll_seconds=0.01, clock=lambda: now[0])
+    assert health(relay, stale_after=30) == (True, {"last_pass_seconds_ago": None})  # still starting
+    relay.run_until(threading.Event(), deadline=100.0)  # one pass at 100.0
+    assert relay.last_pass == 100.0
+    now[0] = 129.5
+    assert health(relay, stale_after=30) == (True, {"last_pass_seconds_ago": 29.5})
+    now[0] = 130.5
+    assert health(relay, stale_after=30) == (False, {"last_pass_seconds_ago": 30.5})

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +18,7 @@ from werkzeug.test import Client
 from functions import entrypoint
 from functions.notifier import bootstrap as notifier_bootstrap
 from shared_lib.observability import logs, settings
+from shared_lib.observability.server import WorkerEndpoints
 from tests.unit.notifier.fakes import Notifier, change, cloud_event
 from tests.unit.observability.conftest import sample
 
@@ -145,3 +148,30 @@ def test_the_profiler_samples_every_thread_of_the_running_function(product: Clie
     assert "speedscope" in profile["$schema"]
     frames = {frame["name"] for frame in profile["shared"]["frames"]}
     assert "_busy_for" in frames
+
+
+def test_a_workers_endpoints_answer_its_health_and_metrics_on_a_real_port() -> None:
+    alive = [True]
+    endpoints = WorkerEndpoints(0, lambda: (alive[0], {"last_pass_seconds_ago": 1.5}), host="127.0.0.1")
+
+    def call(path: str, method: str = "GET") -> tuple[int, bytes]:
+        request = urllib.request.Request(f"http://127.0.0.1:{endpoints.port}{path}", method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    try:
+        status, body = call("/healthz")
+        assert (status, json.loads(body)) == (200, {"status": "ok", "last_pass_seconds_ago": 1.5})
+        alive[0] = False
+        status, body = call("/healthz")
+        assert (status, json.loads(body)["status"]) == (503, "stalled")
+        status, body = call("/metrics")
+        assert status == 200 and b"# TYPE" in body
+        assert call("/metrics", "POST")[0] == 405
+        status, body = call("/other")
+        assert (status, json.loads(body)["code"]) == (404, 5)
+    finally:
+        endpoints.close()
