@@ -2,8 +2,9 @@
 
 `python -m k8s.generate` writes them; `python -m k8s.generate --check` exits 1 when the committed files differ
 from a fresh generation. One Knative Service per function, a KafkaTopic per topic, a KafkaSource per
-CloudEvent function (ordered, retried, dead-lettered to a KafkaSink), a PingSource per cron function, and the
-migration Job. Hand-written infrastructure (PostgreSQL, Memcached, Kafka itself) lives beside, in k8s/base.
+CloudEvent function (ordered, retried, dead-lettered to a KafkaSink), a PingSource per cron function, the
+migration Job and loms' always-on outbox relay (a Deployment). Hand-written infrastructure (PostgreSQL,
+Memcached, Kafka itself) lives beside, in k8s/base.
 """
 
 from __future__ import annotations
@@ -255,6 +256,69 @@ def migration_job() -> dict[str, Any]:
     }
 
 
+RELAY = "loms-outbox-relay"
+RELAY_PORT = 9090
+
+
+def relay_deployment() -> dict[str, Any]:
+    """loms' outbox relay, always running (functions.loms.relay_worker): LISTEN/NOTIFY wakes it as soon as
+    an event commits, where the relay_outbox PingSource alone would leave events waiting up to a minute.
+    One replica: a second would only wait for the per-shard advisory lock. The cron function stays as the
+    backstop while the relay is down."""
+    selector = {"app.kubernetes.io/name": RELAY}
+    probe = {"httpGet": {"path": "/healthz", "port": "metrics"}, "timeoutSeconds": 2}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": RELAY,
+            "namespace": NAMESPACE,
+            "labels": {
+                **selector,
+                "app.kubernetes.io/part-of": "shop",
+                "shop/service": "loms",
+                "shop/worker": "relay",
+            },
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": {**selector, "shop/service": "loms", "shop/worker": "relay"},
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(RELAY_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 30,
+                    "initContainers": [migration_wait("loms")],
+                    "containers": [
+                        {
+                            "name": "relay",
+                            "image": IMAGE,
+                            "command": ["python", "-m", "functions.loms.relay_worker"],
+                            "args": ["--port", str(RELAY_PORT)],
+                            "ports": [{"name": "metrics", "containerPort": RELAY_PORT, "protocol": "TCP"}],
+                            "env": settings_env("loms"),
+                            "resources": {
+                                "requests": {"cpu": "20m", "memory": "96Mi"},
+                                "limits": {"cpu": "500m", "memory": "192Mi"},
+                            },
+                            "readinessProbe": {**probe, "periodSeconds": 10},
+                            "livenessProbe": {**probe, "periodSeconds": 20, "failureThreshold": 3},
+                            "securityContext": SECURITY_CONTEXT,
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
 def kafka_topic(topic: str, partitions: int) -> dict[str, Any]:
     return {
         "apiVersion": "kafka.strimzi.io/v1beta2",
@@ -355,6 +419,7 @@ def documents() -> dict[str, list[dict[str, Any]]]:
         "dead-letter-sinks.yaml": [dead_letter_sink(t) for t in consumed],
         "ping-sources.yaml": [ping_source(f) for f in table.FUNCTIONS if f.trigger == "cron"],
         "migrate-job.yaml": [migration_job()],
+        "workers.yaml": [relay_deployment()],
     }
 
 

@@ -11,6 +11,7 @@ import base64
 import copy
 import functools
 import importlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -366,3 +367,40 @@ def test_the_check_notices_a_stale_file(tmp_path: Path) -> None:
     stale.write_text(stale.read_text().replace("partitions: 2", "partitions: 3"))
     (problem,) = generate.check(tmp_path)
     assert "partitions: 3" in problem
+
+
+def test_the_outbox_relay_runs_always_as_a_probed_scraped_deployment_of_loms(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    for overlay, resources in rendered.items():
+        (relay,) = [
+            r for r in of_kind(resources, "Deployment", "apps") if r["metadata"]["name"] == generate.RELAY
+        ]
+        assert relay["spec"]["replicas"] == 1, overlay
+        template = relay["spec"]["template"]
+        (container,) = template["spec"]["containers"]
+        command = container["command"]
+        assert command[:2] == ["python", "-m"] and importlib.util.find_spec(command[2]) is not None
+        assert command[2] == "functions.loms.relay_worker"
+        port = int(container["args"][container["args"].index("--port") + 1])
+        (named,) = container["ports"]
+        assert (named["name"], named["containerPort"]) == ("metrics", port)
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, overlay
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == (
+            str(port),
+            "/metrics",
+        )
+        assert [c["name"] for c in template["spec"]["initContainers"]] == ["wait-for-migrations"]
+        names = {env["name"] for env in container["env"]}
+        assert names - NOT_SETTINGS <= settings_variables("loms"), overlay
+        assert "LOMS_SHARD_DSNS" in names and "LOMS_KAFKA_BOOTSTRAP" in names
+        # traces go where the functions' go
+        traced = {
+            e["name"]
+            for s in knative_services(resources)
+            for e in s["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        assert ("OTEL_EXPORTER_OTLP_ENDPOINT" in names) == ("OTEL_EXPORTER_OTLP_ENDPOINT" in traced), overlay
