@@ -13,7 +13,6 @@ No service logic here: the function comes from the table, its code from function
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -55,22 +54,9 @@ class HealthRoutes:
         path = environ.get("PATH_INFO", "")
         if path in HEALTH_PATHS and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             if path == "/readyz" and lifecycle.shutting_down():
-                return _json(start_response, "503 Service Unavailable", {"status": "draining"})
-            return _json(start_response, "200 OK", {"status": "ok", "function": self.target})
+                return server.json_reply(start_response, "503 Service Unavailable", {"status": "draining"})
+            return server.json_reply(start_response, "200 OK", {"status": "ok", "function": self.target})
         return self.app(environ, start_response)
-
-
-def _json(start_response: Callable[..., Any], status: str, body: dict[str, str]) -> list[bytes]:
-    payload = json.dumps(body).encode()
-    start_response(
-        status,
-        [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(payload))),
-            ("Cache-Control", "no-store"),
-        ],
-    )
-    return [payload]
 
 
 def function_app(target: str) -> WSGIApp:

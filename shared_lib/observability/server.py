@@ -238,8 +238,8 @@ class WorkerEndpoints:
         if path == "/healthz" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             alive, details = self.health()
             status = "200 OK" if alive else "503 Service Unavailable"
-            return _json_reply(start_response, status, {"status": "ok" if alive else "stalled", **details})
-        return _json_reply(
+            return json_reply(start_response, status, {"status": "ok" if alive else "stalled", **details})
+        return json_reply(
             start_response, "404 NOT FOUND", {"code": 5, "message": f"no route for {path}", "details": []}
         )
 
@@ -249,7 +249,8 @@ class WorkerEndpoints:
         self._thread.join(timeout=5)
 
 
-def _json_reply(start_response: Callable[..., Any], status: str, body: Mapping[str, Any]) -> list[bytes]:
+def json_reply(start_response: Callable[..., Any], status: str, body: Mapping[str, Any]) -> list[bytes]:
+    """A small uncached JSON answer straight from WSGI (health routes, a worker's endpoints)."""
     payload = json.dumps(body).encode()
     start_response(
         status,
