@@ -133,5 +133,6 @@ def cancel_stale_orders(sweeper: StaleOrderSweeper, call: web.Call) -> web.Reply
             "cancelled": report.cancelled,
             "orphans_released": report.orphans_released,
             "busy_shards": report.busy_shards,
+            "events_pruned": report.events_pruned,
         }
     )

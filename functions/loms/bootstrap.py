@@ -125,6 +125,8 @@ def sweeper() -> StaleOrderSweeper:
         coordinator=PgSweepCoordinator(shards()),
         older_than=timedelta(seconds=config.stale_after_seconds),
         batch_size=config.sweep_batch_size,
+        retention=timedelta(seconds=retention) if (retention := config.outbox_retention_seconds) else None,
+        prune_batch=config.outbox_prune_batch_size,
     )
 
 

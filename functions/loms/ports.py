@@ -99,6 +99,11 @@ class SweepCoordinator(Protocol):
         died between its two commits (see adapters/postgres.py). At most `limit`, ascending."""
         ...
 
+    def prune_sent_events(self, shard: int, older_than: timedelta, limit: int) -> int:
+        """Delete at most `limit` of the shard's outbox events that were marked sent longer than `older_than`
+        ago, oldest first; never an unsent one. Returns how many went."""
+        ...
+
 
 class Outbox(Protocol):
     """The status events waiting in every shard's outbox, as one relay (one thread) sees them."""

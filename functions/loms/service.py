@@ -133,11 +133,13 @@ class SweepReport:
     cancelled: int  # orders moved to `cancelled` (their stock released, their event written)
     orphans_released: int  # reservations of orders that were never stored, given back
     busy_shards: int  # shards another sweeper was working on, skipped
+    events_pruned: int = 0  # sent outbox events older than the retention, deleted
 
 
 @dataclass(frozen=True, slots=True)
 class StaleOrderSweeper:
-    """Cancels orders left open for longer than `older_than`, and frees reservations no order owns.
+    """Cancels orders left open for longer than `older_than`, frees reservations no order owns, and deletes
+    outbox events sent longer than `retention` ago (None: kept forever), `prune_batch` a shard a run at most.
 
     Many replicas may fire at once: each shard is swept by one of them at a time (the others skip it at once),
     every order is cancelled in its own short unit through the one cancel path (row lock, status check), and
@@ -148,10 +150,12 @@ class StaleOrderSweeper:
     coordinator: SweepCoordinator
     older_than: timedelta
     batch_size: int = 500  # at most this many orders per shard, and orphans in all, per run
+    retention: timedelta | None = None
+    prune_batch: int = 10_000
 
     def run(self) -> SweepReport:
         """Raises TransientError when the database fails; what was done until then stays done."""
-        cancelled = orphans = busy = 0
+        cancelled = orphans = busy = pruned = 0
         for shard in range(self.units.shard_count):
             with self.coordinator.claim(shard) as mine:
                 if not mine:
@@ -160,7 +164,12 @@ class StaleOrderSweeper:
                 cancelled += self._sweep(shard)
                 if shard == 0:  # the stock lives in shard 0: its sweeper also frees orphaned reservations
                     orphans = self._release_orphans()
-        return SweepReport(cancelled, orphans, busy)
+                if self.retention is not None:
+                    gone = self.coordinator.prune_sent_events(shard, self.retention, self.prune_batch)
+                    if gone:
+                        log.info("pruned %d sent events from the outbox of shard %d", gone, shard)
+                    pruned += gone
+        return SweepReport(cancelled, orphans, busy, pruned)
 
     def _sweep(self, shard: int) -> int:
         cancelled = 0

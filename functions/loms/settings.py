@@ -32,6 +32,10 @@ class LomsSettings(BaseSettings):
     # Orders `new` or `awaiting payment` for longer than this are cancelled by cancel_stale_orders.
     stale_after_seconds: float = Field(600, ge=0)
     sweep_batch_size: int = Field(500, ge=1, le=100_000)  # orders per shard per sweep
+    # Sent outbox events older than this are deleted by the same sweep (0: kept forever), at most so many
+    # per shard a run.
+    outbox_retention_seconds: float = Field(7 * 24 * 3600, ge=0)
+    outbox_prune_batch_size: int = Field(10_000, ge=1, le=1_000_000)
 
     def event_routes(self) -> dict[str, list[str]]:
         """LOMS_EVENT_SINKS as {topic: [url, …]}."""

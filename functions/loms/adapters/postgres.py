@@ -436,6 +436,16 @@ class PgSweepCoordinator:
                 break
         return sorted(orphans)[:limit]
 
+    def prune_sent_events(self, shard: int, older_than: timedelta, limit: int) -> int:
+        rows = self.shards.primaries[shard].run(
+            "WITH gone AS (DELETE FROM outbox WHERE event_id IN ("
+            " SELECT event_id FROM outbox WHERE sent_at < now() - make_interval(secs => :w)"
+            " ORDER BY sent_at LIMIT :n) RETURNING 1) SELECT count(*) FROM gone",
+            w=older_than.total_seconds(),
+            n=limit,
+        )
+        return int(rows[0][0])
+
 
 # --- the outbox, as the relay sees it -----------------------------------------------------------------
 

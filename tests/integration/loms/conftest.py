@@ -118,10 +118,38 @@ class PgLoms:
             topic=topic,
         )
 
-    def sweeper(self, older_than: float = 600, batch_size: int = 500) -> StaleOrderSweeper:
+    def sweeper(
+        self,
+        older_than: float = 600,
+        batch_size: int = 500,
+        retention: float | None = None,
+        prune_batch: int = 10_000,
+    ) -> StaleOrderSweeper:
         return StaleOrderSweeper(
-            self.units, PgSweepCoordinator(self.shards), timedelta(seconds=older_than), batch_size
+            self.units,
+            PgSweepCoordinator(self.shards),
+            timedelta(seconds=older_than),
+            batch_size,
+            None if retention is None else timedelta(seconds=retention),
+            prune_batch,
         )
+
+    def outbox_ages(self) -> dict[int, float | None]:
+        """event id → seconds since it was marked sent (None: unsent), every shard."""
+        return {
+            int(row[0]): None if row[1] is None else float(row[1])
+            for pool in self.shards.primaries
+            for row in pool.run("SELECT event_id, extract(epoch FROM now() - sent_at) FROM outbox")
+        }
+
+    def mark_sent(self, event_ids: list[int], seconds_ago: float) -> None:
+        for pool in self.shards.primaries:
+            pool.run(
+                "UPDATE outbox SET sent_at = now() - make_interval(secs => :s)"
+                " WHERE event_id = ANY(CAST(:ids AS bigint[]))",
+                s=seconds_ago,
+                ids=event_ids,
+            )
 
 
 @pytest.fixture(scope="session")

@@ -101,7 +101,7 @@ def test_the_cron_functions_on_kafka(
     response = post(apps, "cancel_stale_orders")
     assert (response.status_code, response.json) == (
         200,
-        {"cancelled": 1, "orphans_released": 0, "busy_shards": 0},
+        {"cancelled": 1, "orphans_released": 0, "busy_shards": 0, "events_pruned": 0},
     )
     assert service.order_info(stale).status is OrderStatus.CANCELLED
     assert post(apps, "relay_outbox").json == {"published": 1}

@@ -203,3 +203,25 @@ def test_a_sweeper_finding_its_shards_busy_returns_at_once(loms: PgLoms, unique_
         assert time.monotonic() - started < 1
     assert report == SweepReport(cancelled=0, orphans_released=0, busy_shards=loms.shard_count)
     assert loms.sweeper().run().cancelled == 1
+
+
+def test_the_sweep_prunes_sent_events_past_their_retention_oldest_first_and_never_an_unsent_one(
+    loms: PgLoms, unique_id: UniqueId
+) -> None:
+    sku = unique_id()
+    loms.put_stock(sku, 100)
+    for user in spread(loms, unique_id, 4):
+        loms.service.create_order(user, [Item(sku, 1)])
+    events = sorted(loms.outbox_ages())  # 8: `new` and `awaiting payment` of each order
+    assert len(events) == 8
+    loms.mark_sent(events[:2], seconds_ago=7200)
+    loms.mark_sent(events[2:4], seconds_ago=4000)
+    loms.mark_sent(events[4:6], seconds_ago=60)  # sent, but recently; events[6:] never sent
+    assert loms.sweeper(retention=3600, prune_batch=1).run().events_pruned == loms.shard_count
+    assert loms.sweeper(retention=3600).run().events_pruned == 4 - loms.shard_count
+    left = loms.outbox_ages()
+    assert sorted(left) == events[4:]
+    assert [left[e] is None for e in events[4:]] == [False, False, True, True]
+    assert loms.sweeper(retention=3600).run().events_pruned == 0
+    loms.mark_sent(events[6:], seconds_ago=10**6)
+    assert loms.sweeper().run().events_pruned == 0  # no retention: kept forever

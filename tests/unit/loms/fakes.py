@@ -39,12 +39,14 @@ class LomsState:
     changed_at: dict[int, datetime] = field(default_factory=dict)  # order id -> its last status change
     reserved_at: dict[int, datetime] = field(default_factory=dict)  # order id -> when it reserved
     outbox: list[OrderStatusChanged] = field(default_factory=list)
-    sent: set[int] = field(default_factory=set)  # event ids marked sent
+    sent: dict[int, datetime] = field(default_factory=dict)  # event id -> when it was marked sent
+    last_event_id: int = 0  # ids are never reused, even once pruned
 
     def record(self, order: Order) -> None:
         """The outbox row of a change, in the same unit (so a unit that fails takes it back)."""
         self.now += timedelta(microseconds=1)  # distinct, ordered moments, as clock_timestamp() gives
-        event_id = len(self.outbox) + 1
+        self.last_event_id += 1
+        event_id = self.last_event_id
         change = OrderStatusChanged(event_id, order.order_id, order.user_id, order.status, self.now)
         self.outbox.append(change)
         self.changed_at[order.order_id] = self.now
@@ -204,6 +206,16 @@ class InMemorySweepCoordinator:
                 if held and order_id not in self.state.orders and self.state.reserved_at[order_id] < cutoff
             )[:limit]
 
+    def prune_sent_events(self, shard: int, older_than: timedelta, limit: int) -> int:
+        with self.lock:
+            cutoff = self.state.now - older_than
+            old = sorted((at, event_id) for event_id, at in self.state.sent.items() if at < cutoff)[:limit]
+            gone = {event_id for _, event_id in old}
+            self.state.outbox = [e for e in self.state.outbox if e.event_id not in gone]
+            for event_id in gone:
+                del self.state.sent[event_id]
+            return len(gone)
+
 
 class InMemoryOutbox:
     """The world's outbox as one relay sees it: claims shared with the other relays of the world, a wait
@@ -223,19 +235,20 @@ class InMemoryOutbox:
 
     def pending(self, shard: int, limit: int) -> list[OrderStatusChanged]:
         with self.lock:
-            self._seen = len(self.state.outbox)
+            self._seen = self.state.last_event_id
             return [e for e in self.state.outbox if e.event_id not in self.state.sent][:limit]
 
     def mark_sent(self, shard: int, event_ids: Sequence[int]) -> None:
         with self.lock:
-            self.state.sent.update(event_ids)
+            for event_id in event_ids:
+                self.state.sent.setdefault(event_id, self.state.now)
 
     def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
             with self.lock:
-                if len(self.state.outbox) > self._seen:
-                    self._seen = len(self.state.outbox)
+                if self.state.last_event_id > self._seen:
+                    self._seen = self.state.last_event_id
                     return True
             if time.monotonic() >= deadline:
                 return False
@@ -304,8 +317,17 @@ class InMemoryLoms:
             self.outbox(), publisher, batch_size=batch_size, poll_seconds=poll_seconds, linger_seconds=0
         )
 
-    def sweeper(self, older_than: float = 600, batch_size: int = 500) -> StaleOrderSweeper:
-        return StaleOrderSweeper(self.units, self.coordinator, timedelta(seconds=older_than), batch_size)
+    def sweeper(
+        self,
+        older_than: float = 600,
+        batch_size: int = 500,
+        retention: float | None = None,
+        prune_batch: int = 10_000,
+    ) -> StaleOrderSweeper:
+        kept = None if retention is None else timedelta(seconds=retention)
+        return StaleOrderSweeper(
+            self.units, self.coordinator, timedelta(seconds=older_than), batch_size, kept, prune_batch
+        )
 
     def events(self) -> list[OrderStatusChanged]:
         with self.lock:

@@ -86,7 +86,7 @@ def test_cancel_stale_orders_cancels_and_says_how_many(
     response = post(apps, "cancel_stale_orders", **PING)
     assert (response.status_code, response.json) == (
         200,
-        {"cancelled": 1, "orphans_released": 0, "busy_shards": 0},
+        {"cancelled": 1, "orphans_released": 0, "busy_shards": 0, "events_pruned": 0},
     )
     assert loms.service.order_info(stale).status is OrderStatus.CANCELLED
     assert loms.level(SKU) == StockLevel(SKU, 10, 0)

@@ -371,3 +371,28 @@ def test_the_relay_worker_is_alive_while_its_loop_goes_round_and_stalled_after(l
     assert health(relay, stale_after=30) == (True, {"last_pass_seconds_ago": 29.5})
     now[0] = 130.5
     assert health(relay, stale_after=30) == (False, {"last_pass_seconds_ago": 30.5})
+
+
+def test_the_sweep_prunes_sent_events_past_their_retention_oldest_first_never_an_unsent_one(
+    loms: InMemoryLoms,
+) -> None:
+    relay = loms.relay(RecordingPublisher())
+    loms.service.create_order(USER, [Item(SKU, 1)])
+    relay.drain()  # events 1 and 2, sent now
+    loms.advance(100)
+    loms.service.create_order(USER, [Item(SKU, 1)])
+    relay.drain()  # events 3 and 4, sent 100 s later
+    loms.service.create_order(USER, [Item(SKU, 1)])  # events 5 and 6, never sent
+    ids = lambda: [e.event_id for e in loms.events()]  # noqa: E731
+    assert loms.sweeper(retention=60, prune_batch=1).run().events_pruned == 1
+    assert ids() == [2, 3, 4, 5, 6]
+    assert loms.sweeper(retention=60).run().events_pruned == 1  # 3 and 4 are only 0.0001 s old
+    loms.advance(100)
+    report = loms.sweeper(retention=60).run()
+    assert (report.cancelled, report.events_pruned) == (0, 2)
+    assert ids() == [5, 6] and loms.unsent() == [5, 6]
+    loms.advance(10**6)
+    assert loms.sweeper(older_than=10**7, retention=60).run().events_pruned == 0  # unsent: never
+    assert loms.sweeper(older_than=10**7).run().events_pruned == 0  # no retention: nothing goes
+    loms.service.create_order(USER, [Item(SKU, 1)])
+    assert ids() == [5, 6, 7, 8]  # ids are not reused after a prune
