@@ -9,6 +9,10 @@ LRU) and then executed with one Bind/Execute round trip: pg8000's `run` would re
 placeholders in Python and Parse, Describe and Bind it again in three round trips on every call. Parameter
 types are inferred by PostgreSQL exactly as for pg8000's unnamed statements (all sent untyped), so results
 are the same. (Behind a transaction-pooling PgBouncer, named statements need its prepared-statement support.)
+
+A transaction's BEGIN goes out with its first statement that has parameters, in one write and one round trip
+(extended protocol, one Sync: should the BEGIN fail, PostgreSQL skips the statement too), instead of a round
+trip of its own; a transaction that ran nothing sends neither BEGIN nor COMMIT.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 import pg8000.native
+from pg8000.core import BIND, EXECUTE_MSG, NULL_BYTE, PARSE, SYNC_MSG, Context, _flush, _write
 from pg8000.exceptions import DatabaseError, InterfaceError
 
 from shared_lib.errors import TransientError
@@ -105,6 +110,7 @@ def _record(kind: str, outcome: str, seconds: float) -> None:
 
 
 _TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+_TRANSACTION_END = ("COMMIT", "ROLLBACK", "END", "ABORT")
 
 
 _PREPARED_PER_CONNECTION = 256
@@ -122,9 +128,40 @@ class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._prepared: OrderedDict[str, pg8000.native.PreparedStatement] = OrderedDict()
+        self._pending_begin: str | None = None  # a BEGIN to send with the next statement
+
+    def begin_with_next(self, sql: str) -> None:
+        """Open a transaction with `sql` (a BEGIN), sent together with the next statement."""
+        self._pending_begin = sql
+
+    def _send_pending_begin(self) -> None:
+        begin, self._pending_begin = self._pending_begin, None
+        if begin is not None:
+            self.run(begin)
+
+    def execute_named(
+        self, statement_name_bin: bytes, params: Any, columns: Any, input_funcs: Any, statement: str
+    ) -> Any:
+        """pg8000's Bind/Execute/Sync of a prepared statement, after the pending BEGIN when there is one:
+        Parse, Bind, Execute of the BEGIN (unnamed), then the statement's, then one Sync, so that PostgreSQL
+        runs both or, when the BEGIN fails, neither."""
+        begin, self._pending_begin = self._pending_begin, None
+        if begin is None:
+            return super().execute_named(statement_name_bin, params, columns, input_funcs, statement)
+        context = Context(columns=columns, input_funcs=input_funcs, statement=statement)
+        self._send_message(PARSE, NULL_BYTE + begin.encode(self._client_encoding) + NULL_BYTE + b"\x00\x00")
+        self._send_message(BIND, NULL_BYTE + NULL_BYTE + b"\x00\x00" + b"\x00\x00" + b"\x00\x00")
+        _write(self._sock, EXECUTE_MSG)
+        self.send_BIND(statement_name_bin, params)
+        self.send_EXECUTE()
+        _write(self._sock, SYNC_MSG)
+        _flush(self._sock)
+        self.handle_messages(context)  # BEGIN's CommandComplete carries no row count: the statement's counts
+        return context
 
     def _execute(self, sql: str, stream: Any, types: Any, params: dict[str, Any]) -> Any:
         if not params or stream is not None or types is not None:  # BEGIN, DDL, COPY…: pg8000 as it is
+            self._send_pending_begin()
             return super().run(sql, stream=stream, types=types, **params)
         statement = self._prepared.get(sql)
         if statement is None:
@@ -146,6 +183,11 @@ class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
 
     def run(self, sql: str, stream: Any = None, types: Any = None, **params: Any) -> Any:
         kind, control = _describe(sql)
+        if control and self._pending_begin is not None:
+            if sql.split(None, 1)[0].rstrip(";").upper() in _TRANSACTION_END:  # nothing ran: nothing to end
+                self._pending_begin = None
+                return []
+            self._send_pending_begin()  # SAVEPOINT …: inside the transaction
         backend = tracing.backend()
         span: tracing.Span = tracing.NOOP_SPAN
         # BEGIN, COMMIT…: counted and timed, no span of their own (the transaction's queries tell its story)
@@ -235,9 +277,9 @@ class ConnectionPool:
 
     @contextlib.contextmanager
     def transaction(self, isolation: str = "READ COMMITTED") -> Iterator[Connection]:
-        """BEGIN … COMMIT, ROLLBACK on any error."""
+        """BEGIN … COMMIT, ROLLBACK on any error. The BEGIN goes out with the first statement."""
         with self.connection() as conn:
-            conn.run(f"BEGIN ISOLATION LEVEL {isolation}")
+            conn.begin_with_next(f"BEGIN ISOLATION LEVEL {isolation}")
             try:
                 yield conn
             except BaseException:

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from pg8000.exceptions import DatabaseError
 
 from shared_lib import web
 from shared_lib.errors import IdempotencyKeyReusedError, TransientError
@@ -81,3 +82,67 @@ def test_server_errors_are_not_remembered(make_database) -> None:  # type: ignor
     store = PgIdempotencyStore(ConnectionPool(make_database("cart")))
     assert store.run("s", "k", "fp", lambda: web.Reply(503, {"code": 14})).status == 503
     assert store.run("s", "k", "fp", lambda: web.ok({})).status == 200
+
+
+def test_a_transactions_begin_goes_with_its_first_statement_and_sets_its_isolation(make_database) -> None:  # type: ignore[no-untyped-def]
+    pool = ConnectionPool(make_database("cart"), size=1)
+    pool.run("CREATE TABLE IF NOT EXISTS tx (id int PRIMARY KEY)")
+    with pool.transaction("SERIALIZABLE") as conn:
+        assert conn.run("SELECT current_setting(:n)", n="transaction_isolation") == [["serializable"]]
+        assert conn.run("SELECT now() = statement_timestamp() AS same WHERE :x = 1", x=1) == [[False]]
+    with pytest.raises(ZeroDivisionError), pool.transaction() as conn:
+        conn.run("INSERT INTO tx VALUES (:i)", i=1)
+        conn.run("INSERT INTO tx VALUES (:i)", i=2)
+        raise ZeroDivisionError
+    assert pool.run("SELECT count(*) FROM tx") == [[0]]
+
+
+def test_a_failed_first_statement_rolls_back_and_leaves_the_connection_usable(make_database) -> None:  # type: ignore[no-untyped-def]
+    pool = ConnectionPool(make_database("cart"), size=1)
+    pool.run("CREATE TABLE IF NOT EXISTS tx (id int PRIMARY KEY)")
+    pool.run("INSERT INTO tx VALUES (:i)", i=1)
+    with pytest.raises(DatabaseError), pool.transaction() as conn:
+        conn.run("INSERT INTO tx VALUES (:i)", i=1)  # duplicate key, with the BEGIN in the same round trip
+    with pool.transaction() as conn:  # the same (only) connection: out of the failed transaction
+        conn.run("INSERT INTO tx VALUES (:i)", i=2)
+    assert pool.run("SELECT id FROM tx ORDER BY id") == [[1], [2]]
+
+
+def test_a_begin_that_fails_takes_its_statement_with_it(make_database) -> None:  # type: ignore[no-untyped-def]
+    pool = ConnectionPool(make_database("cart"), size=1)
+    pool.run("CREATE TABLE IF NOT EXISTS tx (id int PRIMARY KEY)")
+    with pytest.raises(DatabaseError), pool.transaction("NONSENSE") as conn:
+        conn.run("INSERT INTO tx VALUES (:i)", i=1)  # sent with the bad BEGIN: must not run on its own
+    assert pool.run("SELECT count(*) FROM tx") == [[0]]
+
+
+def test_transactions_that_run_nothing_or_start_without_parameters_still_hold(make_database) -> None:  # type: ignore[no-untyped-def]
+    pool = ConnectionPool(make_database("cart"), size=1)
+    pool.run("CREATE TABLE IF NOT EXISTS tx (id int PRIMARY KEY)")
+    with pool.transaction():
+        pass  # neither BEGIN nor COMMIT is sent
+    with pytest.raises(ZeroDivisionError), pool.transaction() as conn:
+        conn.run("INSERT INTO tx VALUES (7)")  # no parameters: pg8000's own path, after the BEGIN
+        conn.run("SAVEPOINT s")
+        conn.run("INSERT INTO tx VALUES (:i)", i=8)
+        raise ZeroDivisionError
+    assert pool.run("SELECT count(*) FROM tx") == [[0]]
+    with pool.connection() as conn:
+        assert conn.run("SELECT count(*) FROM pg_stat_activity WHERE pid = pg_backend_pid() AND :x = 1", x=1)
+        assert conn.run("SELECT current_setting('transaction_isolation')") == [["read committed"]]
+
+
+def test_prepared_statements_keep_row_counts_and_survive_a_table_change(make_database) -> None:  # type: ignore[no-untyped-def]
+    pool = ConnectionPool(make_database("cart"), size=1)
+    pool.run("CREATE TABLE IF NOT EXISTS pt (id int PRIMARY KEY, n int)")
+    pool.run("INSERT INTO pt SELECT g, 0 FROM generate_series(1, 5) g")
+    with pool.connection() as conn:
+        conn.run("UPDATE pt SET n = n + 1 WHERE id <= :i", i=3)
+        assert conn.row_count == 3
+        assert conn.run("SELECT * FROM pt WHERE id = :i", i=1) == [[1, 1]]
+        conn.run("ALTER TABLE pt ADD COLUMN label text DEFAULT 'x'")
+        with pytest.raises(DatabaseError):  # "cached plan must not change result type": this call fails …
+            conn.run("SELECT * FROM pt WHERE id = :i", i=1)
+        assert conn.run("SELECT * FROM pt WHERE id = :i", i=1) == [
+            [1, 1, "x"]
+        ]  # … and the next prepares anew
