@@ -15,11 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import TYPE_CHECKING, Any, Literal
 
 from shared_lib.observability import logs, metrics, profiling, tracing
 from shared_lib.observability.settings import settings
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Trigger = Literal["http", "cloudevent", "cron"]
@@ -219,6 +221,9 @@ class WorkerEndpoints:
     def __init__(
         self, port: int, health: Callable[[], tuple[bool, dict[str, Any]]], host: str = "0.0.0.0"
     ) -> None:
+        # imported here: a function's cold start does not pay for what only workers use
+        from wsgiref.simple_server import WSGIRequestHandler, make_server
+
         class Quiet(WSGIRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds: not news
                 pass
