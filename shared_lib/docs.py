@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 DOC_PATHS = ("/openapi.json", "/openapi.yaml", "/docs", "/docs/")
@@ -104,6 +102,8 @@ class DocsRoutes:
     def spec(self) -> dict[str, Any] | None:
         if not self.spec_path.is_file():
             return None
+        import yaml  # on the first docs request: a function's cold start does not pay for the YAML parser
+
         loaded = yaml.safe_load(self.spec_path.read_text("utf-8"))
         return loaded if isinstance(loaded, dict) else None
 
@@ -126,6 +126,8 @@ class DocsRoutes:
             body = json.dumps(self.spec, ensure_ascii=False).encode()
             return _reply(start_response, "200 OK", "application/json", body, head=method == "HEAD")
         if path == "/openapi.yaml":
+            import yaml
+
             body = yaml.safe_dump(self.spec, allow_unicode=True, sort_keys=False).encode()
             return _reply(start_response, "200 OK", "application/yaml", body, head=method == "HEAD")
         ui = swagger_ui_dir()
