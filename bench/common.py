@@ -1,10 +1,13 @@
-"""Small pieces the benchmarks share: free ports, percentiles and printing figures."""
+"""Small pieces the benchmarks share: free ports, scratch directories, percentiles and printing figures."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -15,6 +18,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new temporary directory (a server's data, logs), removed when the benchmark's process exits: a
+    PostgreSQL data directory alone is ~300 MB, and benchmarks run again and again."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def tree_cpu_seconds(pid: int) -> float:

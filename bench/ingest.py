@@ -14,14 +14,13 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, report, topic_size  # noqa: E402
+from bench.common import free_port, report, scratch_dir, topic_size  # noqa: E402
 from bench.stack import postgres  # noqa: E402
 from functions.orders import generator  # noqa: E402
 from shared_lib.devtools.kafka_server import KafkaServer, available  # noqa: E402
@@ -43,7 +42,7 @@ def main() -> None:
         ensure_database(pg.dsn, "orders_bench")
         dsn = Dsn.parse(pg.dsn).with_database("orders_bench").url()
         migrate(dsn, [ROOT / "sql" / "shared", ROOT / "sql" / "orders"])
-        broker = KafkaServer(Path(tempfile.mkdtemp(prefix="shop-bench-kafka-")), free_port(), free_port())
+        broker = KafkaServer(scratch_dir("shop-bench-kafka-"), free_port(), free_port())
         broker.start()
         worker = None
         try:

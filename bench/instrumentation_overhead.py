@@ -24,14 +24,12 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.common import free_port, report, tree_cpu_seconds
+from bench.common import free_port, report, scratch_dir, tree_cpu_seconds
 from bench.stack import BenchShop, shop
 
 CLIENTS = 8
@@ -74,7 +72,7 @@ class OtlpReceiver:
 
     def __init__(self) -> None:
         self.port = free_port()
-        self.tally = Path(tempfile.mkdtemp(prefix="otlp-")) / "tally"
+        self.tally = scratch_dir("otlp-") / "tally"
         self.tally.touch()
         self.process: subprocess.Popen[bytes] | None = None
 

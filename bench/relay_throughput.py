@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, report, topic_size  # noqa: E402
+from bench.common import free_port, report, scratch_dir, topic_size  # noqa: E402
 from bench.stack import postgres  # noqa: E402
 from functions.loms.adapters.postgres import PgOutbox  # noqa: E402
 from functions.loms.service import ORDER_EVENTS_TOPIC, OutboxRelay  # noqa: E402
@@ -51,7 +50,7 @@ def main() -> None:
         dsn = Dsn.parse(pg.dsn).with_database("loms_bench").url()
         migrate(dsn, [ROOT / "sql" / "shared", ROOT / "sql" / "loms"])
         fill(dsn, args.events, args.orders)
-        broker = KafkaServer(Path(tempfile.mkdtemp(prefix="shop-bench-kafka-")), free_port(), free_port())
+        broker = KafkaServer(scratch_dir("shop-bench-kafka-"), free_port(), free_port())
         started = time.perf_counter()
         broker.start()
         broker_start = time.perf_counter() - started

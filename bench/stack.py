@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-from bench.common import free_port
+from bench.common import free_port, scratch_dir
 from functions import devserver
 from shared_lib.devtools.kafka_server import KafkaServer
 from shared_lib.devtools.memcached_server import MemcachedServer
@@ -32,7 +30,7 @@ class BenchShop:
 @contextlib.contextmanager
 def postgres(durable: bool = True) -> Iterator[PgServer]:
     """A fresh server; durable=True keeps fsync on, as a real deployment would."""
-    data = Path(tempfile.mkdtemp(prefix="shop-bench-pg-"))
+    data = scratch_dir("shop-bench-pg-")
     server = PgServer(data / "data", free_port(), fast_unsafe=not durable)
     server.start()
     try:
@@ -43,7 +41,7 @@ def postgres(durable: bool = True) -> Iterator[PgServer]:
 
 @contextlib.contextmanager
 def kafka_broker() -> Iterator[KafkaServer]:
-    data = Path(tempfile.mkdtemp(prefix="shop-bench-kafka-"))
+    data = scratch_dir("shop-bench-kafka-")
     port = free_port()
     server = KafkaServer(data, port, free_port())
     server.start()
@@ -92,7 +90,7 @@ def shop(
             workers=workers,
             relay=relay,
             port_offset=port_offset,
-            log_dir=Path(tempfile.mkdtemp(prefix="shop-bench-logs-")),
+            log_dir=scratch_dir("shop-bench-logs-"),
         )
         saved = dict(os.environ)
         try:

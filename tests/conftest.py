@@ -7,6 +7,7 @@ Set TEST_PG_DSN to use an already running server instead.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import uuid
@@ -45,6 +46,7 @@ def pg_server_dsn() -> Iterator[str]:
         yield server.dsn
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)  # ~1 GB after a full run: every `make test` made another
 
 
 MakeDatabase = Callable[[str], str]
