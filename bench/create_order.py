@@ -9,11 +9,11 @@ loms prepares each statement once per connection and then runs it with one round
 pgbench in the same protocol (`-M prepared`); pgbench's default (`-M simple`, every statement parsed and
 planned again) is printed beside it. loms also sends the BEGIN with the first statement (5 round trips to
 pgbench's 6: pgbench cannot pipeline a statement whose result it stores with gset), which favours loms a
-little. HTTP and pgbench runs alternate for --rounds rounds and medians are
-compared: this machine's speed drifts by ±15 % between runs of a few seconds. loms' outbox relay is left out
-(its events wait in the outbox; bench.relay_throughput measures it), so that only the function and the
-database share the cores. The HTTP load comes from wrk (`apt-get install wrk`) when installed, else Python
-threads (which take a share of the same 2 cores, so the figure is lower).
+little. HTTP and pgbench runs alternate for --rounds rounds and medians are compared: this machine's speed
+drifts by ±15 % between runs of a few seconds. loms' outbox relay is left out (its events wait in the outbox;
+bench.relay_throughput measures it), so that only the function and the database share the cores. The HTTP load
+comes from wrk (`apt-get install wrk`) when installed, else Python threads (which take a share of the same 2
+cores, so the figure is lower).
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, report, scratch_dir, topic_size  # noqa: E402
-from bench.stack import postgres  # noqa: E402
+from bench.common import report, topic_size  # noqa: E402
+from bench.stack import kafka_broker, postgres  # noqa: E402
 from functions.orders import generator  # noqa: E402
-from shared_lib.devtools.kafka_server import KafkaServer, available  # noqa: E402
+from shared_lib.devtools.kafka_server import available  # noqa: E402
 from shared_lib.postgres import ConnectionPool, Dsn, ensure_database, migrate  # noqa: E402
 
 
@@ -42,48 +42,45 @@ def main() -> None:
         ensure_database(pg.dsn, "orders_bench")
         dsn = Dsn.parse(pg.dsn).with_database("orders_bench").url()
         migrate(dsn, [ROOT / "sql" / "shared", ROOT / "sql" / "orders"])
-        broker = KafkaServer(scratch_dir("shop-bench-kafka-"), free_port(), free_port())
-        broker.start()
-        worker = None
-        try:
-            broker.create_topics({"orders": 3, "orders.dlq": 1})
-            started = time.perf_counter()
-            generator.send(broker.bootstrap, "orders", work.records, len(work.records))
-            produce_seconds = time.perf_counter() - started
-            env = {
-                **os.environ,
-                "PYTHONPATH": str(ROOT),
-                "ORDERS_DATABASE_URL": dsn,
-                "ORDERS_KAFKA_BOOTSTRAP": broker.bootstrap,
-                "ORDERS_BATCH_SIZE": str(args.batch),
-                "ORDERS_MEMCACHED": "",  # warm-on-ingest goes to the worker's own in-process cache
-            }
-            pool = ConnectionPool(dsn, size=1)
-            started = time.perf_counter()
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "functions.orders.ingest_worker"],
-                env=env,
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            first = None
-            stored = 0
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                stored = int(pool.run("SELECT count(*) FROM orders")[0][0])
-                if stored and first is None:
-                    first = time.perf_counter()
-                if stored >= valid and topic_size(broker.bootstrap, "orders.dlq") >= refused:
-                    break
-                time.sleep(0.05)
-            done = time.perf_counter()
-            dead_lettered = topic_size(broker.bootstrap, "orders.dlq")
-        finally:
-            if worker is not None:
-                worker.terminate()
-                worker.wait(15)
-            broker.stop()
+        with kafka_broker({"orders": 3, "orders.dlq": 1}) as broker:
+            worker = None
+            try:
+                started = time.perf_counter()
+                generator.send(broker.bootstrap, "orders", work.records, len(work.records))
+                produce_seconds = time.perf_counter() - started
+                env = {
+                    **os.environ,
+                    "PYTHONPATH": str(ROOT),
+                    "ORDERS_DATABASE_URL": dsn,
+                    "ORDERS_KAFKA_BOOTSTRAP": broker.bootstrap,
+                    "ORDERS_BATCH_SIZE": str(args.batch),
+                    "ORDERS_MEMCACHED": "",  # warm-on-ingest goes to the worker's own in-process cache
+                }
+                pool = ConnectionPool(dsn, size=1)
+                started = time.perf_counter()
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "functions.orders.ingest_worker"],
+                    env=env,
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                first = None
+                stored = 0
+                deadline = time.monotonic() + 600
+                while time.monotonic() < deadline:
+                    stored = int(pool.run("SELECT count(*) FROM orders")[0][0])
+                    if stored and first is None:
+                        first = time.perf_counter()
+                    if stored >= valid and topic_size(broker.bootstrap, "orders.dlq") >= refused:
+                        break
+                    time.sleep(0.05)
+                done = time.perf_counter()
+                dead_lettered = topic_size(broker.bootstrap, "orders.dlq")
+            finally:
+                if worker is not None:
+                    worker.terminate()
+                    worker.wait(15)
     records = len(work.records)
     steady = done - (first or started)
     report(

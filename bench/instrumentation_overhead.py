@@ -4,16 +4,15 @@ full instrumentation (also every span, all sampled, exported over OTLP/HTTP) and
 sampling one trace in ten. Target: at most 15 % slower than off.
 
 `python -m bench.instrumentation_overhead`. The four shops run side by side (each its own PostgreSQL and
-processes on its own ports) and are loaded in turn, BURST seconds per endpoint each, for CYCLES cycles:
-this machine's speed drifts by ±15 % over tens of seconds, so comparing runs minutes apart measures the
-drift, while bursts interleaved within one cycle see the same machine. The figure per mode is the median over
-the cycles of its rate relative to `off` in the same cycle. After every burst the next one waits for the
-span exporter to have flushed (OTEL_BSP_SCHEDULE_DELAY), so one mode's export does not land in another's
-burst. Beside throughput it reports the serving process's CPU per request (user + system time of its
-gunicorn arbiter and worker, read after that wait so the exporter's work counts), which the closed loop's
-timing does not blur. The
-OTLP receiver is a small HTTP server in a process of its own that accepts every export, so the
-exporter does its real work. Closed loop: CLIENTS threads, each on one keep-alive connection.
+processes on its own ports) and are loaded in turn, BURST seconds per endpoint each, for CYCLES cycles: this
+machine's speed drifts by ±15 % over tens of seconds, so comparing runs minutes apart measures the drift,
+while bursts interleaved within one cycle see the same machine. The figure per mode is the median over the
+cycles of its rate relative to `off` in the same cycle. After every burst the next one waits for the span
+exporter to have flushed (OTEL_BSP_SCHEDULE_DELAY), so one mode's export does not land in another's burst.
+Beside throughput it reports the serving process's CPU per request (user + system time of its gunicorn arbiter
+and worker, read after that wait so the exporter's work counts), which the closed loop's timing does not blur.
+The OTLP receiver is a small HTTP server in a process of its own that accepts every export, so the exporter
+does its real work. Closed loop: CLIENTS threads, each on one keep-alive connection.
 """
 
 from __future__ import annotations

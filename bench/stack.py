@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from bench.common import free_port, scratch_dir
-from functions import devserver
+from functions import devserver, table
 from shared_lib.devtools.kafka_server import KafkaServer
 from shared_lib.devtools.memcached_server import MemcachedServer
 from shared_lib.devtools.pg_server import PgServer
@@ -24,7 +24,7 @@ class BenchShop:
     port_offset: int = PORT_OFFSET
 
     def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{devserver.table.SERVICES[service].port + self.port_offset}"
+        return f"http://127.0.0.1:{table.SERVICES[service].port + self.port_offset}"
 
 
 @contextlib.contextmanager
@@ -40,12 +40,13 @@ def postgres(durable: bool = True) -> Iterator[PgServer]:
 
 
 @contextlib.contextmanager
-def kafka_broker() -> Iterator[KafkaServer]:
+def kafka_broker(topics: Mapping[str, int] = table.TOPICS) -> Iterator[KafkaServer]:
+    """A one-node broker on free ports with `topics` (name → partitions; default: the shop's)."""
     data = scratch_dir("shop-bench-kafka-")
     port = free_port()
     server = KafkaServer(data, port, free_port())
     server.start()
-    server.create_topics(devserver.table.TOPICS)
+    server.create_topics(dict(topics))
     try:
         yield server
     finally:

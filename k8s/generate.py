@@ -266,6 +266,7 @@ def relay_deployment() -> dict[str, Any]:
     One replica: a second would only wait for the per-shard advisory lock. The cron function stays as the
     backstop while the relay is down."""
     selector = {"app.kubernetes.io/name": RELAY}
+    pod_labels = {**selector, "shop/service": "loms", "shop/worker": "relay"}
     probe = {"httpGet": {"path": "/healthz", "port": "metrics"}, "timeoutSeconds": 2}
     return {
         "apiVersion": "apps/v1",
@@ -273,19 +274,14 @@ def relay_deployment() -> dict[str, Any]:
         "metadata": {
             "name": RELAY,
             "namespace": NAMESPACE,
-            "labels": {
-                **selector,
-                "app.kubernetes.io/part-of": "shop",
-                "shop/service": "loms",
-                "shop/worker": "relay",
-            },
+            "labels": {**selector, "app.kubernetes.io/part-of": "shop", **pod_labels},
         },
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {
-                    "labels": {**selector, "shop/service": "loms", "shop/worker": "relay"},
+                    "labels": pod_labels,
                     "annotations": {
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(RELAY_PORT),

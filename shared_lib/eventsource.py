@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
-import signal
 import sys
 import threading
 import time
@@ -18,12 +17,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from queue import Empty, Queue
-from types import FrameType
 from typing import Any, Literal
 
 from kafka import ConsumerRebalanceListener, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from shared_lib import lifecycle
 from shared_lib.events import (
     Event,
     HttpEventSender,
@@ -534,13 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.set_process(service="eventsource", function=args.group)
     logs.configure()  # JSON lines on stdout; kafka's INFO (every connection and rebalance step) kept out
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = lifecycle.stop_on_signals()
     source = KafkaEventSource(
         args.bootstrap,
         args.topic,

@@ -8,6 +8,7 @@ Nothing here knows about any service, server or driver.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable
 
@@ -25,6 +26,19 @@ def on_shutdown(hook: Hook) -> Hook:
     with _lock:
         _hooks.append(hook)
     return hook
+
+
+def stop_on_signals() -> threading.Event:
+    """An event that SIGTERM or SIGINT sets: what a long-running worker's main loop waits on or polls.
+    Call it from the main thread (signal handlers can only be installed there)."""
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
 
 
 def begin_shutdown() -> None:

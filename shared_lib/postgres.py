@@ -113,6 +113,12 @@ _TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
 _TRANSACTION_END = ("COMMIT", "ROLLBACK", "END", "ABORT")
 
 
+# Protocol message bodies for the pipelined BEGIN (pg8000's send_PARSE and send_BIND would add a Flush after
+# each, making the server send the BEGIN's replies in pieces): no parameter types; the unnamed portal bound to
+# the unnamed statement with no parameter formats, no parameters and no result formats.
+_NO_PARAMETERS = b"\x00\x00"
+_BIND_UNNAMED_WITHOUT_PARAMETERS = NULL_BYTE + NULL_BYTE + _NO_PARAMETERS * 3
+
 _PREPARED_PER_CONNECTION = 256
 _CACHED_PLAN_CHANGED = "0A000"  # "cached plan must not change result type": a table changed under it
 
@@ -149,8 +155,9 @@ class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
         if begin is None:
             return super().execute_named(statement_name_bin, params, columns, input_funcs, statement)
         context = Context(columns=columns, input_funcs=input_funcs, statement=statement)
-        self._send_message(PARSE, NULL_BYTE + begin.encode(self._client_encoding) + NULL_BYTE + b"\x00\x00")
-        self._send_message(BIND, NULL_BYTE + NULL_BYTE + b"\x00\x00" + b"\x00\x00" + b"\x00\x00")
+        parse = NULL_BYTE + begin.encode(self._client_encoding) + NULL_BYTE + _NO_PARAMETERS
+        self._send_message(PARSE, parse)
+        self._send_message(BIND, _BIND_UNNAMED_WITHOUT_PARAMETERS)
         _write(self._sock, EXECUTE_MSG)
         self.send_BIND(statement_name_bin, params)
         self.send_EXECUTE()
@@ -182,9 +189,9 @@ class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
         return rows
 
     def run(self, sql: str, stream: Any = None, types: Any = None, **params: Any) -> Any:
-        kind, control = _describe(sql)
+        kind, control, ends = _describe(sql)
         if control and self._pending_begin is not None:
-            if sql.split(None, 1)[0].rstrip(";").upper() in _TRANSACTION_END:  # nothing ran: nothing to end
+            if ends:  # nothing ran: nothing to end
                 self._pending_begin = None
                 return []
             self._send_pending_begin()  # SAVEPOINT …: inside the transaction
@@ -210,9 +217,11 @@ class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
 
 
 @functools.lru_cache(maxsize=2048)
-def _describe(sql: str) -> tuple[str, bool]:
-    """(kind, whether it is transaction control): worked out once per statement text."""
-    return statement_kind(sql), sql.lstrip()[:9].upper().startswith(_TRANSACTION_CONTROL)
+def _describe(sql: str) -> tuple[str, bool, bool]:
+    """(kind, whether it is transaction control, whether it ends a transaction): once per statement text."""
+    words = sql.split(None, 1)
+    first = words[0].rstrip(";").upper() if words else ""
+    return statement_kind(sql), first.startswith(_TRANSACTION_CONTROL), first in _TRANSACTION_END
 
 
 def connect(dsn: Dsn, timeout: float = 5.0, application_name: str = "shop") -> Connection:

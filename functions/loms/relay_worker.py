@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
-from types import FrameType
 from typing import Any
 
 from functions.loms import bootstrap
@@ -46,13 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     observed.setup("loms")  # its spans and log lines say loms
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = lifecycle.stop_on_signals()
     relay = bootstrap.relay()
     endpoints = None
     if args.port:

@@ -8,11 +8,8 @@ dead-letters the invalid and conflicting records, commits offsets, and stops on 
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 import time
-from types import FrameType
 
 from functions.orders import bootstrap
 from shared_lib import lifecycle
@@ -22,13 +19,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("functions.orders.service").setLevel(logging.ERROR)  # one line per dead letter: noisy
-    stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = lifecycle.stop_on_signals()
     config = bootstrap.settings()
     logging.getLogger(__name__).info(
         "ingesting %s from %s in batches of up to %d", config.topic, config.kafka_bootstrap, config.batch_size

@@ -17,8 +17,6 @@ import sys
 import threading
 import time
 import tomllib
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +25,9 @@ import pytest
 from functions import entrypoint, table
 from k8s import generate
 from tests.cluster.conftest import ROOT
+from tests.http_client import fetch
+
+API_KEY = {"X-API-KEY": "testToken"}
 
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -117,15 +118,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def get(url: str, headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
 @pytest.fixture
 def served_product() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """get_product served by the container's command, on a free loopback port, 500 ms per request."""
@@ -150,7 +142,7 @@ def served_product() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if get(f"{base}/healthz", timeout=1)[0] == 200:
+                if fetch(f"{base}/healthz", timeout=1)[0] == 200:
                     break
             except OSError:
                 pass
@@ -168,12 +160,12 @@ def test_the_command_serves_the_function_and_its_health_routes(
     served_product: tuple[subprocess.Popen[bytes], str],
 ) -> None:
     _, base = served_product
-    status, body = get(f"{base}/product/1076963", {"X-API-KEY": "testToken"})
+    status, body = fetch(f"{base}/product/1076963", headers=API_KEY)
     assert status == 200
     assert json.loads(body)["sku"] == 1076963
-    assert get(f"{base}/healthz")[0] == 200
-    assert get(f"{base}/readyz")[0] == 200
-    assert get(f"{base}/product/1076963")[0] == 401
+    assert fetch(f"{base}/healthz")[0] == 200
+    assert fetch(f"{base}/readyz")[0] == 200
+    assert fetch(f"{base}/product/1076963")[0] == 401
 
 
 def test_sigterm_drains_the_request_in_flight_and_exits_cleanly(
@@ -185,7 +177,7 @@ def test_sigterm_drains_the_request_in_flight_and_exits_cleanly(
     def slow_request() -> None:
         started = time.monotonic()
         try:
-            outcome["status"], outcome["body"] = get(f"{base}/product/1076963", {"X-API-KEY": "testToken"})
+            outcome["status"], outcome["body"] = fetch(f"{base}/product/1076963", headers=API_KEY)
         except OSError as exc:  # the connection was cut: the request was not drained
             outcome["status"] = repr(exc)
         outcome["seconds"] = time.monotonic() - started
@@ -200,4 +192,4 @@ def test_sigterm_drains_the_request_in_flight_and_exits_cleanly(
     assert float(outcome["seconds"]) >= 0.45  # type: ignore[arg-type]
     assert process.wait(15) == 0
     with pytest.raises(OSError):
-        get(f"{base}/healthz", timeout=1)  # nothing listens any more
+        fetch(f"{base}/healthz", timeout=1)  # nothing listens any more

@@ -13,8 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from functions.loms import bootstrap
 from functions.loms.domain import Item, OrderStatus
 from shared_lib.events import Event, from_http
 from tests.conftest import ROOT, free_port
+from tests.http_client import fetch
 from tests.integration.loms.conftest import MakeDatabase, PgLoms
 from tests.integration.loms.test_events_kafka import read_topic
 from tests.polling import wait_for as eventually
@@ -200,11 +199,9 @@ def test_relay_forever_delivers_over_http_as_soon_as_events_commit(
 
 
 def worker_get(port: int, path: str) -> tuple[int, bytes]:
+    """(0, b"") while nothing listens yet."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
+        return fetch(f"http://127.0.0.1:{port}{path}", timeout=2)
     except OSError:
         return 0, b""
 

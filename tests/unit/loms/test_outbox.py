@@ -383,7 +383,10 @@ def test_the_sweep_prunes_sent_events_past_their_retention_oldest_first_never_an
     loms.service.create_order(USER, [Item(SKU, 1)])
     relay.drain()  # events 3 and 4, sent 100 s later
     loms.service.create_order(USER, [Item(SKU, 1)])  # events 5 and 6, never sent
-    ids = lambda: [e.event_id for e in loms.events()]  # noqa: E731
+
+    def ids() -> list[int]:
+        return [e.event_id for e in loms.events()]
+
     assert loms.sweeper(retention=60, prune_batch=1).run().events_pruned == 1
     assert ids() == [2, 3, 4, 5, 6]
     assert loms.sweeper(retention=60).run().events_pruned == 1  # 3 and 4 are only 0.0001 s old

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +17,7 @@ from functions import entrypoint
 from functions.notifier import bootstrap as notifier_bootstrap
 from shared_lib.observability import logs, settings
 from shared_lib.observability.server import WorkerEndpoints
+from tests.http_client import fetch
 from tests.unit.notifier.fakes import Notifier, change, cloud_event
 from tests.unit.observability.conftest import sample
 
@@ -155,12 +154,7 @@ def test_a_workers_endpoints_answer_its_health_and_metrics_on_a_real_port() -> N
     endpoints = WorkerEndpoints(0, lambda: (alive[0], {"last_pass_seconds_ago": 1.5}), host="127.0.0.1")
 
     def call(path: str, method: str = "GET") -> tuple[int, bytes]:
-        request = urllib.request.Request(f"http://127.0.0.1:{endpoints.port}{path}", method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read()
+        return fetch(f"http://127.0.0.1:{endpoints.port}{path}", method)
 
     try:
         status, body = call("/healthz")
