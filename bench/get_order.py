@@ -21,7 +21,7 @@ from bench.common import free_port, percentile, report  # noqa: E402
 from bench.stack import shop  # noqa: E402
 from shared_lib.devtools.memcached_server import MemcachedServer  # noqa: E402
 
-SAMPLE = ROOT.parent / "shared" / "data" / "wb-order-sample.json"
+SAMPLE = ROOT / "functions" / "orders" / "data" / "wb-order-sample.json"
 UID = "b563feb7b2b84b6test"
 CE = {
     "ce-specversion": "1.0",

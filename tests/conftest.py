@@ -23,7 +23,6 @@ from shared_lib.postgres import Dsn, ensure_database, migrate
 pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.memcached"]
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 
 
 def free_port() -> int:

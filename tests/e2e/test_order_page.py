@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.function("order_page")]
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output"
-SAMPLE = ROOT.parent / "shared" / "data" / "wb-order-sample.json"
+SAMPLE = ROOT / "functions" / "orders" / "data" / "wb-order-sample.json"
 UID = "b563feb7b2b84b6test"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARGS = [

@@ -28,7 +28,7 @@ from shared_lib.cache import InProcessCache
 from shared_lib.counters import InProcessCounters
 from shared_lib.errors import TransientError
 
-SAMPLE_PATH = Path(__file__).resolve().parents[4] / "shared" / "data" / "wb-order-sample.json"
+SAMPLE_PATH = Path(__file__).resolve().parents[3] / "functions" / "orders" / "data" / "wb-order-sample.json"
 SAMPLE_BYTES = SAMPLE_PATH.read_bytes()
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

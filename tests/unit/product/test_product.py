@@ -16,7 +16,7 @@ from functions.product.adapters.pacing import SleepLatency, TokenBucket
 from functions.product.domain import InvalidApiKeyError, ProductRateExceededError, UnknownProductError
 from functions.product.service import ProductService
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+FUNCTIONS = Path(__file__).resolve().parents[3] / "functions"
 KEY = {"X-API-KEY": "testToken"}
 
 
@@ -30,7 +30,9 @@ def make_service(rate: float = 0, burst: int = 10, generated: int = 100) -> Prod
 
 
 def test_catalogue_holds_every_known_product_exactly() -> None:
-    known = json.loads((SHARED / "known-products.json").read_text(encoding="utf-8"))["products"]
+    known = json.loads((FUNCTIONS / "product" / "data" / "known-products.json").read_text(encoding="utf-8"))
+    known = known["products"]
+    assert len(known) > 0
     catalogue = GeneratedCatalogue.from_data(0)
     for entry in known:
         product = catalogue.get(entry["sku"])
@@ -38,8 +40,10 @@ def test_catalogue_holds_every_known_product_exactly() -> None:
         assert (product.name, product.price) == (entry["name"], entry["price"])
 
 
-def test_catalogue_holds_every_stocked_sku() -> None:
-    stock = json.loads((SHARED / "stock-data.json").read_text(encoding="utf-8"))
+def test_catalogue_holds_every_sku_loms_stocks() -> None:
+    """loms ships its own copy of the stock file: every SKU it can reserve is one product can describe."""
+    stock = json.loads((FUNCTIONS / "loms" / "data" / "stock-data.json").read_text(encoding="utf-8"))
+    assert len(stock) > 0
     catalogue = GeneratedCatalogue.from_data(0)
     assert all(catalogue.get(row["sku"]) is not None for row in stock)
 
