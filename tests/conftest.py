@@ -96,7 +96,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     if wanted not in BY_NAME:
         raise pytest.UsageError(f"no function {wanted!r} in functions/table.py")
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         marked = {m.args[0] for m in item.iter_markers("function") if m.args}
         (keep if wanted in marked or wanted in item.nodeid else drop).append(item)

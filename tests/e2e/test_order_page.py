@@ -16,6 +16,7 @@ import pytest
 from kafka import KafkaProducer
 
 from tests.e2e.http import call
+from tests.fixtures.required import missing
 from tests.polling import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.function("order_page")]
@@ -39,11 +40,12 @@ ARGS = [
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    playwright_api = pytest.importorskip("playwright.sync_api")
+    try:
+        import playwright.sync_api as playwright_api
+    except ImportError as exc:  # a dev dependency of pyproject.toml: `make install` puts it there
+        missing("playwright", f"{exc} (make install)")
     if not shutil.which(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+        missing("chromium", f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)")
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:

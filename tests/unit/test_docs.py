@@ -15,6 +15,7 @@ from werkzeug.wrappers import Response
 from functions import table
 from shared_lib import docs
 from shared_lib.docs import DocsRoutes
+from tests.fixtures.required import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +46,7 @@ def test_every_service_document_is_served_as_json_and_yaml(service: str) -> None
 
 def test_the_ui_is_swagger_served_from_here_with_no_outside_address() -> None:
     if docs.swagger_ui_dir() is None:
-        pytest.skip("swagger-ui-bundle is not installed")
+        missing("swagger-ui-bundle", "the wheel is not installed (make install)")
     c = client()
     page = c.get("/docs").get_data(as_text=True)
     assert "/docs/static/swagger-ui-bundle.js" in page and "/openapi.json" in page

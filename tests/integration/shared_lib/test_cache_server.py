@@ -11,6 +11,7 @@ import pytest
 
 from shared_lib.devtools.memcached_server import MemcachedServer, answers, available
 from tests.conftest import ROOT, free_port
+from tests.fixtures.required import missing
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.integration
 def server() -> MemcachedServer:
     ok, detail = available()
     if not ok:
-        pytest.skip(detail)
+        missing("memcached", detail)
     return MemcachedServer(free_port())
 
 
