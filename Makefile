@@ -25,12 +25,20 @@ test-deps: install
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "Installing Debian's memcached …"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null); \
-	  else echo "memcached is not installed (apt-get install memcached); its tests will be skipped"; fi; }
+	  elif [ -n "$$CI" ] && [ "$$CI" != false ] && [ "$$CI" != 0 ]; then \
+	    echo "CI is set and memcached is not installed: install it (apt-get install memcached) or run as root" >&2; exit 1; \
+	  else echo "memcached is not installed (apt-get install memcached); its tests will be skipped (under CI=true: a failure)"; fi; }
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "Installing Debian's chromium (for the order page's browser tests) …"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
-	  else echo "chromium is not installed (apt-get install chromium); the page tests will be skipped"; fi; }
+	  elif [ -n "$$CI" ] && [ "$$CI" != false ] && [ "$$CI" != 0 ]; then \
+	    echo "CI is set and chromium is not installed: install it (apt-get install chromium) or run as root" >&2; exit 1; \
+	  else echo "chromium is not installed (apt-get install chromium); the page tests will be skipped (under CI=true: a failure)"; fi; }
+	@command -v java >/dev/null 2>&1 || { \
+	  if [ -n "$$CI" ] && [ "$$CI" != false ] && [ "$$CI" != 0 ]; then \
+	    echo "CI is set and java is not installed: the Kafka broker needs a Java 17+ runtime" >&2; exit 1; \
+	  else echo "java is not installed (Java 17+ runs the Kafka broker); the Kafka tests will be skipped (under CI=true: a failure)"; fi; }
 	@echo "Resolving Apache Kafka's jars with Maven (cached after the first time) …"
 	PYTHONPATH=. $(PY) -m shared_lib.devtools.kafka_server resolve
 
