@@ -4,6 +4,7 @@ history through the cache. No Flask, no SQL, no environment.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,7 @@ from shared_lib.cache import Cache, load_through
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1  # part of every cache key: a change of the cached shape never reads old entries
+HISTORY_READ_ATTEMPTS = 3  # reads of a history that notifications keep changing, before answering uncached
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,20 +76,37 @@ class NotifierService:
         """The user's notifications from `start` to `end` and whether they came from the cache.
 
         The cache key holds the user's history version, read from the database on every call and bumped with
-        every new notification, so a cached history is never served after a newer notification exists.
+        every new notification, so a cached history is never served after a newer notification exists. What is
+        cached under a version is that version's history exactly (see _history_at), so asking again until the
+        next notification is a hit.
         Raises InvalidPeriodError, TransientError (the database; the cache never fails a call).
         """
         if start > end:
             raise InvalidPeriodError()
-        version = self.history.version(user_id)
-        key = f"history:f{CACHE_FORMAT}:u{user_id}:v{version}:{rfc3339(start)}:{rfc3339(end)}"
-        rows, hit = load_through(
-            self.cache,
-            key,
-            self.cache_ttl_seconds,
-            lambda: [_to_json(n) for n in self.history.between(user_id, start, end)],
-        )
-        return [_from_json(row) for row in rows], hit
+        for _ in range(HISTORY_READ_ATTEMPTS):
+            version = self.history.version(user_id)
+            key = f"history:f{CACHE_FORMAT}:u{user_id}:v{version}:{rfc3339(start)}:{rfc3339(end)}"
+            rows, hit = load_through(
+                self.cache,
+                key,
+                self.cache_ttl_seconds,
+                functools.partial(self._history_at, user_id, version, start, end),
+            )
+            if rows is not None:
+                return [_from_json(row) for row in rows], hit
+        # notifications kept arriving while the history was read: answer from the database, cache nothing
+        return self.history.between(user_id, start, end), False
+
+    def _history_at(
+        self, user_id: int, version: int, start: datetime, end: datetime
+    ) -> list[dict[str, Any]] | None:
+        """The rows of the history at `version`, or None (load_through caches nothing) when a notification was
+        committed meanwhile. The version and the rows are two reads: rows read after a newer notification
+        may hold it and belong under the newer version's key. A notification and its version bump commit
+        together, so an unchanged version after the rows were read proves no notification came in between.
+        """
+        rows = [_to_json(n) for n in self.history.between(user_id, start, end)]
+        return rows if self.history.version(user_id) == version else None
 
 
 def _to_json(n: Notification) -> dict[str, Any]:
