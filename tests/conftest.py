@@ -109,28 +109,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def shop(
     pg_server_dsn: str, kafka_bootstrap: str, memcached_address: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
-    """The whole dev server on the contract's ports, on the session's PostgreSQL, Kafka and Memcached:
-    {service: base URL}.
+    """The whole dev server on free ports (the contract's, shifted), on the session's PostgreSQL, Kafka and
+    Memcached: {service: base URL}.
 
     Started the way `make run` starts it (same databases, migrations, seed, processes, relay and event
-    sources); logs go to the session's temporary directory and are printed when a service fails to start.
+    sources); each port proven to be held by the service process started here (tests.fixtures.stack). Logs go
+    to the session's temporary directory and are printed when a service fails to start.
     """
     from functions import devserver, table
+    from tests.fixtures.stack import start_stacks
 
-    environment = devserver.service_environment(
-        pg_server_dsn, kafka=kafka_bootstrap, memcached=memcached_address
-    )
-    devserver.prepare_databases(pg_server_dsn, environment)
+    def environment(offset: int) -> dict[str, str]:
+        return devserver.service_environment(
+            pg_server_dsn, port_offset=offset, kafka=kafka_bootstrap, memcached=memcached_address
+        )
+
+    devserver.prepare_databases(pg_server_dsn, environment(0))
     log_dir = tmp_path_factory.mktemp("shop-logs")
-    stack = devserver.Stack(environment, log_dir=log_dir, cron_seconds=2.0)
     try:
-        stack.start()
+        _, (stack,) = start_stacks(
+            lambda offset: [
+                devserver.Stack(environment(offset), log_dir=log_dir, cron_seconds=2.0, port_offset=offset)
+            ],
+            table.SERVICES,
+        )
     except Exception:
-        stack.stop()
         for log_file in log_dir.glob("*.log"):
             print(f"--- {log_file.name}\n{log_file.read_text()[-3000:]}")
         raise
     try:
-        yield {name: f"http://127.0.0.1:{s.port}" for name, s in table.SERVICES.items()}
+        yield {name: f"http://127.0.0.1:{stack.port(name)}" for name in table.SERVICES}
     finally:
         stack.stop()
