@@ -14,7 +14,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -216,16 +216,39 @@ def publishing(topic: str, events: Sequence[Event], transport: str) -> Iterator[
         delay.observe(wait)
 
 
+class PartialPublishError(TransientError):
+    """A publish that did not complete: the transport acknowledged the events whose ids are in `acknowledged`
+    (possibly none) and not the others, which may or may not have arrived. The caller may mark the
+    acknowledged ones sent (keeping per-key order: not an event after an unacknowledged one of its key)."""
+
+    def __init__(self, message: str, acknowledged: frozenset[str] = frozenset()) -> None:
+        super().__init__(message)
+        self.acknowledged = acknowledged
+
+
 class KafkaPublisher:
     """kafka-python's idempotent producer (acks=all): `publish` returns only once the broker acknowledged
-    every record, in order per key; any failure is a TransientError and the caller must not mark them sent."""
+    every record, in order per key; any failure is a PartialPublishError (a TransientError) naming the
+    events the broker did acknowledge, and the caller must not mark the others sent.
+
+    A broker that goes away mid-publish is waited for up to `delivery_timeout_seconds`: meanwhile the
+    producer retries the very records it sent (same idempotent sequence numbers), so a broker back in time
+    stores each exactly once, even one whose acknowledgement was lost with the connection."""
 
     def __init__(
-        self, bootstrap_servers: str, client_id: str = "shop", timeout_seconds: float = 10.0
+        self,
+        bootstrap_servers: str,
+        client_id: str = "shop",
+        timeout_seconds: float = 10.0,
+        delivery_timeout_seconds: float | None = None,  # default: three times timeout_seconds
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
         self.timeout_seconds = timeout_seconds
+        self.delivery_timeout_seconds = max(
+            delivery_timeout_seconds if delivery_timeout_seconds is not None else 3 * timeout_seconds,
+            timeout_seconds + 0.01,  # Kafka requires delivery.timeout >= request.timeout + linger
+        )
         self._producer: Any = None
 
     def _ensure(self) -> Any:
@@ -241,6 +264,7 @@ class KafkaPublisher:
                     linger_ms=2,
                     max_in_flight_requests_per_connection=5,
                     request_timeout_ms=int(self.timeout_seconds * 1000),
+                    delivery_timeout_ms=int(self.delivery_timeout_seconds * 1000),
                     max_block_ms=int(self.timeout_seconds * 1000),
                     # without it the constructor waits 30 s for an unreachable broker, whatever the timeout
                     bootstrap_timeout_ms=int(self.timeout_seconds * 1000),
@@ -253,17 +277,28 @@ class KafkaPublisher:
         if not events:
             return
         with publishing(topic, events, "kafka"):
-            producer = self._ensure()
+            futures: list[Any] = []
+            failure: BaseException | None = None
             try:
-                futures = [
-                    producer.send(topic, key=e.key, value=e.data, headers=kafka_headers(e)) for e in events
-                ]
-                producer.flush(timeout=self.timeout_seconds)
-                for future in futures:
-                    future.get(timeout=self.timeout_seconds)
+                producer = self._ensure()
+                for e in events:
+                    futures.append(producer.send(topic, key=e.key, value=e.data, headers=kafka_headers(e)))
+                producer.flush(timeout=self.delivery_timeout_seconds + self.timeout_seconds)
             except Exception as exc:
-                self.close()  # a fresh producer next time: no half-sent state carried over
-                raise TransientError("publishing to Kafka failed") from exc
+                failure = exc
+            if failure is None and all(f.is_done and f.succeeded() for f in futures):
+                return
+            if failure is None:
+                failure = next((f.exception for f in futures if f.is_done and f.failed()), None)
+            # a fresh producer next time: no half-sent state carried over. Closing ends every record still
+            # pending, so each future below has its final answer (one the broker took meanwhile counts)
+            self.close()
+            sent = zip(events, futures, strict=False)  # fewer futures when a send itself failed
+            acknowledged = frozenset(e.id for e, f in sent if f.is_done and f.succeeded())
+            raise PartialPublishError(
+                f"publishing to Kafka failed ({len(acknowledged)} of {len(events)} acknowledged)",
+                acknowledged,
+            ) from failure
 
     def close(self) -> None:
         producer, self._producer = self._producer, None
@@ -278,36 +313,58 @@ class KafkaPublisher:
                     log.debug("the Kafka producer could not be closed", exc_info=True)
 
 
+# What a CloudEvent function's answer means for the record (the same classes as Knative's dispatcher retries):
+# 2xx delivered; no answer (unreachable, timed out, connection dropped), 404 (not deployed yet), 408, 409,
+# 429 and every 5xx (a handler's TransientError is 503, an unhandled exception 500) are transient and retried;
+# any other status (400, 413, 422, ...: the function says the event can never be handled) is permanent.
+TRANSIENT_STATUSES = frozenset({404, 408, 409, 429})
+
+
+def transient_status(status: int) -> bool:
+    return status >= 500 or status in TRANSIENT_STATUSES
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryOutcome:
     delivered: bool
     attempts: int  # HTTP attempts made
     reason: str = ""  # why the last attempt failed ("HTTP 500", "timed out", …); empty when delivered
     cancelled: bool = False  # given up early because the caller asked to stop; not delivered
+    permanent: bool = False  # the sink refused it for good (a 4xx): dead-letter at once, never retry
+    elapsed: float = 0.0  # seconds from the first attempt to the last answer
 
     def describe(self) -> str:
-        return f"{self.reason} after {self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+        kind = "permanent: " if self.permanent else ""
+        text = f"{kind}{self.reason} after {self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+        if self.elapsed >= 60:
+            text += f" over {self.elapsed / 60:.1f} min"
+        return text
 
 
 class HttpEventSender:
     """POSTs binary-mode CloudEvents to a CloudEvent function's URL the way KafkaSource delivers them.
 
-    A 2xx is a delivery; connection errors, timeouts and any other status are failures, retried `retries`
-    times with capped exponential backoff (`backoff_delay` * 2**n, at most `backoff_max` seconds). Keep-alive
-    connections; thread-safe.
+    A 2xx is a delivery. A transient failure (see `transient_status`; connection errors and timeouts too) is
+    retried with capped exponential backoff (`backoff_delay` * 2**n, at most `backoff_max` seconds) until it
+    passes, or until `retries` retries (None: no count limit) or `retry_for` seconds since the first attempt
+    (None: no time limit) are used up. A permanent answer is not retried. Keep-alive connections; thread-safe.
     """
 
     def __init__(
         self,
-        retries: int = 5,
+        retries: int | None = None,
         backoff_delay: float = 0.2,
         backoff_max: float = 10.0,
         timeout_seconds: float = 10.0,
         max_connections: int = 8,
+        retry_for: float | None = None,
     ) -> None:
-        if retries < 0:
+        if retries is not None and retries < 0:
             raise ValueError("retries must not be negative")
+        if retry_for is not None and retry_for < 0:
+            raise ValueError("retry_for must not be negative")
         self.retries = retries
+        self.retry_for = retry_for
         self.backoff = Backoff(base=backoff_delay, max=backoff_max, jitter=False)
         self._pool = urllib3.PoolManager(
             num_pools=8,
@@ -318,6 +375,10 @@ class HttpEventSender:
 
     def attempt(self, url: str, event: Event) -> str:
         """One POST: "" when the sink answered 2xx, else a short reason."""
+        return self._post(url, event)[0]
+
+    def _post(self, url: str, event: Event) -> tuple[str, bool]:
+        """One POST: ("", False) on a 2xx, else (reason, whether the failure is permanent)."""
         try:
             response = self._pool.request(
                 "POST",
@@ -328,29 +389,46 @@ class HttpEventSender:
                 preload_content=True,
             )
         except urllib3.exceptions.NewConnectionError:  # before TimeoutError: urllib3 makes it a subclass
-            return "unreachable"
+            return "unreachable", False
         except urllib3.exceptions.TimeoutError:
-            return "timed out"
+            return "timed out", False
         except urllib3.exceptions.ProtocolError:
-            return "connection dropped"
+            return "connection dropped", False
         except urllib3.exceptions.HTTPError as exc:
-            return f"failed ({type(exc).__name__})"
-        return "" if 200 <= response.status < 300 else f"HTTP {response.status}"
+            return f"failed ({type(exc).__name__})", False
+        if 200 <= response.status < 300:
+            return "", False
+        return f"HTTP {response.status}", not transient_status(response.status)
 
-    def send(self, url: str, event: Event, cancel: threading.Event | None = None) -> DeliveryOutcome:
+    def send(
+        self,
+        url: str,
+        event: Event,
+        cancel: threading.Event | None = None,
+        on_failure: Callable[[int, str], None] | None = None,
+    ) -> DeliveryOutcome:
         """Deliver with retries. A set `cancel` ends the waiting between attempts (an attempt under way is
-        finished first): the outcome is then `cancelled`, not delivered."""
+        finished first): the outcome is then `cancelled`, not delivered. `on_failure(attempt, reason)` is
+        told of each transient failure (to log the first one, or show what a partition waits for)."""
         attempts = 0
+        started = time.monotonic()
         while True:
             attempts += 1
-            reason = self.attempt(url, event)
+            reason, permanent = self._post(url, event)
+            elapsed = time.monotonic() - started
             if not reason:
-                return DeliveryOutcome(True, attempts)
-            if attempts > self.retries:
-                return DeliveryOutcome(False, attempts, reason)
+                return DeliveryOutcome(True, attempts, elapsed=elapsed)
+            if permanent:
+                return DeliveryOutcome(False, attempts, reason, permanent=True, elapsed=elapsed)
+            if on_failure is not None:
+                on_failure(attempts, reason)
             delay = self.backoff.delay(attempts)
+            out_of_retries = self.retries is not None and attempts > self.retries
+            out_of_time = self.retry_for is not None and elapsed + delay > self.retry_for
+            if out_of_retries or out_of_time:
+                return DeliveryOutcome(False, attempts, reason, elapsed=elapsed)
             if cancel is not None and cancel.wait(delay):
-                return DeliveryOutcome(False, attempts, reason, cancelled=True)
+                return DeliveryOutcome(False, attempts, reason, cancelled=True, elapsed=elapsed)
             if cancel is None:
                 time.sleep(delay)
 
@@ -381,11 +459,14 @@ class HttpDeliveryPublisher:
         if not events:
             return
         with publishing(topic, events, "http"):
-            for event in events:
+            for index, event in enumerate(events):
                 for url in self.routes.get(topic, ()):
                     outcome = self._sender.send(url, event)
                     if not outcome.delivered:
-                        raise TransientError(f"delivering {event.id} to {url} failed: {outcome.describe()}")
+                        raise PartialPublishError(
+                            f"delivering {event.id} to {url} failed: {outcome.describe()}",
+                            frozenset(e.id for e in events[:index]),  # in order: every one before it
+                        )
 
     def close(self) -> None:
         self._sender.close()

@@ -131,5 +131,6 @@ class Outbox(Protocol):
 
 class EventPublisher(Protocol):
     def publish(self, topic: str, events: Sequence[Event]) -> None:
-        """Return only once the transport acknowledged every event, in order per key; else TransientError."""
+        """Return only once the transport acknowledged every event, in order per key; else TransientError,
+        or its PartialPublishError naming the events that were acknowledged."""
         ...

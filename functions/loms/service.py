@@ -35,7 +35,7 @@ from functions.loms.ports import (
     UnitOfWork,
 )
 from shared_lib.errors import TransientError
-from shared_lib.events import Event, rfc3339
+from shared_lib.events import Event, PartialPublishError, rfc3339
 from shared_lib.retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -219,6 +219,22 @@ def cloudevent(change: OrderStatusChanged) -> Event:
     )
 
 
+def acknowledged_prefixes(batch: Iterable[OrderStatusChanged], acknowledged: frozenset[str]) -> list[int]:
+    """The ids to mark sent after a partial publish: per order, its events up to (not including) its first
+    unacknowledged one. A later event of that order stays unsent even if acknowledged, so the next publish
+    sends it after the one it follows, never leaving it marked ahead of a gap."""
+    blocked: set[int] = set()
+    done: list[int] = []
+    for change in batch:
+        if change.order_id in blocked:
+            continue
+        if str(change.event_id) in acknowledged:
+            done.append(change.event_id)
+        else:
+            blocked.add(change.order_id)
+    return done
+
+
 @dataclass(frozen=True, slots=True)
 class RelayReport:
     published: int
@@ -229,7 +245,9 @@ class RelayReport:
 class OutboxRelay:
     """Publishes outbox events after their commit, in order per order, marking them sent only once the
     transport acknowledged them; never inside a transaction. A relay that dies between publishing and marking
-    causes duplicates of that batch (same ce_id), never a loss; consumers deduplicate by ce_id.
+    causes duplicates of that batch (same ce_id), never a loss; consumers deduplicate by ce_id. A publish that
+    fails part-way (PartialPublishError) marks what the transport acknowledged, per order up to its first
+    unacknowledged event, so a transport outage leaves no duplicates behind.
 
     Why order holds with several relays: a relay reads a shard's unsent events in id order and publishes them
     in that order; an event is unsent only while every earlier event of its order is unsent too or already
@@ -276,7 +294,14 @@ class OutboxRelay:
                 batch = self.outbox.pending(shard, self.batch_size)
                 if not batch:
                     break
-                self.publisher.publish(self.topic, [cloudevent(change) for change in batch])
+                try:
+                    self.publisher.publish(self.topic, [cloudevent(change) for change in batch])
+                except PartialPublishError as exc:
+                    # what the broker has is not published again; an order's events after one it lacks wait
+                    done = acknowledged_prefixes(batch, exc.acknowledged)
+                    if done:
+                        self.outbox.mark_sent(shard, done)
+                    raise
                 self.outbox.mark_sent(shard, [change.event_id for change in batch])
                 published += len(batch)
                 if len(batch) < self.batch_size or enough():

@@ -247,7 +247,8 @@ class KafkaServer:
             raise RuntimeError(f"formatting Kafka's storage failed:\n{result.stdout[-3000:]}")
 
     def _pid(self) -> int | None:
-        """The broker's pid when it is running from this data directory (started here or by the CLI)."""
+        """The broker's pid when it is running from this data directory: started here, by the CLI, or by hand
+        (found by its command line, then remembered in the pid file, so stop() ends it too)."""
         if self._process is not None:
             if self._process.poll() is None:
                 return self._process.pid
@@ -255,17 +256,46 @@ class KafkaServer:
         try:
             pid = int(self._pid_file.read_text().strip())
         except (OSError, ValueError):
-            return None
+            pid = 0
+        if pid and self._ours(pid):
+            return pid
+        found = self._find()
+        if found is not None:
+            with contextlib.suppress(OSError):
+                self._pid_file.write_text(f"{found}\n")
+        return found
+
+    def _ours(self, pid: int) -> bool:
+        """A live process running a broker with this directory's properties (not a reused pid)."""
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
-            return None
-        if str(self._properties).encode() not in cmdline or not _alive(pid):
-            return None  # a reused pid
-        return pid
+            return False
+        return str(self._properties).encode() in cmdline and _alive(pid)
+
+    def _find(self) -> int | None:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and self._ours(int(entry.name)):
+                return int(entry.name)
+        return None
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs, else None."""
+        return self._pid()
 
     def running(self) -> bool:
         return self._pid() is not None
+
+    def kill(self) -> None:
+        """SIGKILL the broker as a crash would (fault tests): no clean shutdown; start() recovers its logs."""
+        pid = self._pid()
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        self._wait_gone(pid, 10.0)
+        self._process = None
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the broker (resolving jars and formatting storage first if needed); return once it serves

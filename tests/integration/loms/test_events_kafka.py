@@ -19,7 +19,7 @@ import pytest
 from functions.loms.domain import InsufficientStockError, Item
 from functions.loms.service import EVENT_SOURCE, EVENT_TYPE, ORDER_EVENTS_TOPIC
 from shared_lib.errors import TransientError
-from shared_lib.events import Event, KafkaPublisher, parse_time
+from shared_lib.events import Event, KafkaPublisher, PartialPublishError, parse_time
 from tests.fixtures.kafka import MakeTopic, read_records
 from tests.integration.loms.conftest import MakeShards, PgLoms
 from tests.polling import wait_for
@@ -313,3 +313,96 @@ def test_kafka_stopped_and_restarted_in_the_middle_of_a_thousand_changes(
     assert len(records) - len(rows) == sum(n - 1 for n in Counter(r.ce_id for r in records).values())
     statuses = assert_each_order_in_order(records)
     assert len(statuses) == 334 and {len(s) for s in statuses.values()} == {3}
+
+
+class _KillsTheBrokerAt(Sequence[Event]):
+    """A batch that, while the publisher walks it, waits at event `at` until the broker has stored every
+    event before it, then SIGKILLs the broker: the rest of the batch is sent to a dead broker."""
+
+    def __init__(self, events: Sequence[Event], at: int, server: Any, topic: str) -> None:
+        self.events, self.at, self.server, self.topic = events, at, server, topic
+        self.killed = False
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.events[index]
+
+    def __iter__(self) -> Iterator[Event]:
+        for index, event in enumerate(self.events):
+            if index == self.at and not self.killed:
+                wait_for(lambda: _stored(self.server.bootstrap, self.topic) >= self.at, timeout=60)
+                self.server.kill()
+                self.killed = True
+            yield event
+
+
+def _stored(bootstrap: str, topic: str) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum(consumer.end_offsets(partitions).values())
+    finally:
+        consumer.close()
+
+
+class KillsTheBrokerMidBatch:
+    """Publishes its first batch through a broker SIGKILLed once `at` of the batch's events were stored."""
+
+    def __init__(self, inner: KafkaPublisher, at: int, server: Any) -> None:
+        self.inner, self.at, self.server = inner, at, server
+        self.partial: list[PartialPublishError] = []
+        self.batches = 0
+
+    def publish(self, topic: str, events: Sequence[Event]) -> None:
+        self.batches += 1
+        if self.batches == 1:
+            events = _KillsTheBrokerAt(events, self.at, self.server, topic)
+        try:
+            self.inner.publish(topic, events)
+        except PartialPublishError as exc:
+            self.partial.append(exc)
+            raise
+
+
+def test_a_broker_killed_mid_batch_leaves_no_duplicate_in_the_topic(
+    make_shards: MakeShards,
+    unique_id: UniqueId,
+    kafka_server: Any,
+    fresh_topic: MakeTopic,
+) -> None:
+    """The relay marks what the broker acknowledged before it died; the rest goes again, and only the rest."""
+    loms, sku, topic = PgLoms(make_shards(1)), unique_id(), fresh_topic(2)
+    loms.put_stock(sku, 10_000)
+    for i in range(300):
+        order_id = loms.service.create_order(unique_id(), [Item(sku, 1)])
+        if i % 3 == 0:
+            loms.service.pay_order(order_id)
+    rows = loms.outbox_ids()
+    assert len(rows) == 700
+    publisher = KafkaPublisher(kafka_server.bootstrap, client_id="loms-test", timeout_seconds=1.5)
+    killing = KillsTheBrokerMidBatch(publisher, at=250, server=kafka_server)
+    relay = loms.relay(killing, batch_size=1000, topic=topic)
+    try:
+        try:
+            with pytest.raises(TransientError):
+                relay.drain()  # the broker stays down past the publisher's delivery timeout
+        finally:
+            kafka_server.start()
+        failure = killing.partial[0]
+        assert len(failure.acknowledged) >= 250  # what the broker stored before it died was acknowledged
+        marked = len(rows) - loms.unsent()
+        assert 250 <= marked <= len(failure.acknowledged)  # per order, the acknowledged prefix
+        assert relay.drain() == len(rows) - marked
+    finally:
+        relay.close()
+        publisher.close()
+    records = read_topic(kafka_server.bootstrap, topic, lambda rs: len(distinct_ids(rs)) >= len(rows))
+    assert distinct_ids(records) == set(rows)  # nothing lost
+    copies = Counter(r.ce_id for r in records)
+    assert [ce_id for ce_id, n in copies.items() if n > 1] == []  # and nothing twice
+    assert_each_order_in_order(records)
+    assert loms.unsent() == 0

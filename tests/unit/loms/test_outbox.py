@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -29,7 +30,7 @@ from functions.loms.service import (
     cloudevent,
 )
 from shared_lib.errors import TransientError
-from shared_lib.events import kafka_headers
+from shared_lib.events import Event, PartialPublishError, kafka_headers
 from shared_lib.retry import Backoff
 from tests.polling import wait_for as eventually
 from tests.unit.loms.fakes import InMemoryLoms, RecordingPublisher
@@ -164,6 +165,50 @@ def test_a_relay_that_dies_after_sending_causes_duplicates_never_a_loss(loms: In
     assert len(ids) == 17 and set(ids) == {e.event_id for e in loms.events()}
     first_seen = list(dict.fromkeys(ids))
     assert first_seen == sorted(first_seen)
+
+
+class PartlyAcknowledging(RecordingPublisher):
+    """The first publish reaches the topic only for the events whose ids are in `acknowledged` and fails with
+    PartialPublishError saying so, as a broker killed mid-batch does; later publishes go through."""
+
+    def __init__(self, acknowledged: set[int]) -> None:
+        super().__init__()
+        self.acknowledged: set[int] | None = acknowledged
+
+    def publish(self, topic: str, events: Sequence[Event]) -> None:
+        if self.acknowledged is None:
+            return super().publish(topic, events)
+        taken = [e for e in events if int(e.id) in self.acknowledged]
+        self.acknowledged = None
+        self.published.extend((topic, e) for e in taken)
+        raise PartialPublishError("the broker went away", frozenset(e.id for e in taken))
+
+
+def test_after_a_partial_publish_only_what_the_broker_lacks_is_sent_again_and_order_holds(
+    loms: InMemoryLoms,
+) -> None:
+    orders = [loms.service.create_order(USER + i, [Item(SKU, 1)]) for i in range(3)]
+    events = {o: [e.event_id for e in loms.events() if e.order_id == o] for o in orders}
+    first, second, third = (events[o] for o in orders)  # each: new, awaiting payment
+    # order 1: its second event lost; order 2: both acknowledged; order 3: its first lost, its second not
+    publisher = PartlyAcknowledging({first[0], second[0], second[1], third[1]})
+    with pytest.raises(TransientError):
+        loms.relay(publisher).drain()
+    # marked: each order's acknowledged prefix; the third order's second event waits for its first
+    assert sorted(loms.unsent()) == sorted([first[1], third[0], third[1]])
+    assert loms.relay(publisher).drain() == 3
+    ids = [int(e.id) for e in publisher.events()]
+    assert sorted(ids) == sorted(first + second + third + [third[1]])  # the one copy the broker already had
+    assert ids.count(first[1]) == ids.count(second[0]) == 1  # nothing the broker acknowledged went again
+
+
+def test_a_failure_before_any_acknowledgement_marks_nothing(loms: InMemoryLoms) -> None:
+    loms.service.create_order(USER, [Item(SKU, 1)])
+    publisher = PartlyAcknowledging(set())
+    with pytest.raises(PartialPublishError):
+        loms.relay(publisher).drain()
+    assert len(loms.unsent()) == 2
+    assert loms.relay(publisher).drain() == 2
 
 
 def test_a_claimed_shard_is_left_to_its_relay(loms: InMemoryLoms) -> None:
