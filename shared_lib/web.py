@@ -2,12 +2,15 @@
 
 Handlers call `handle`; services never see Flask. The request's key ids (user, order, sku) go to its span and
 log lines from here (the request itself is timed and traced around the function: shared_lib.observability).
-Nothing here knows about a particular service.
+What never reaches a handler answers in the same JSON error shape: Flask's and functions-framework's own HTTP
+errors (`answer_http_errors_in_json`), a body over the limit (`BodyLimit`). Nothing here knows about a
+particular service.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import re
@@ -17,6 +20,9 @@ from typing import Any, Protocol, TypeVar, cast
 
 import flask
 import pydantic
+from werkzeug.datastructures import Headers
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.http import parse_options_header
 
 from shared_lib.errors import (
     DomainError,
@@ -51,6 +57,10 @@ class PayloadTooLargeError(ShopError):
     pass
 
 
+class UnsupportedMediaTypeError(ShopError):
+    pass
+
+
 class RouteNotFoundError(NotFoundError):
     pass
 
@@ -65,6 +75,15 @@ class Route:
     path: str
     precondition_status: int = 412
     idempotent: bool = False
+
+    def allows(self, method: str) -> bool:
+        """The route's method, and HEAD on a GET route (answered as the GET, without its body)."""
+        return method == self.method or (method == "HEAD" and self.method == "GET")
+
+    @property
+    def takes_body(self) -> bool:
+        """Whether a request body is the route's input, so its media type must be JSON (GET reads none)."""
+        return self.method not in ("GET", "HEAD")
 
     def segments(self) -> list[str]:
         return [s for s in self.path.split("/") if s]
@@ -190,6 +209,7 @@ def error_reply(exc: BaseException, precondition_status: int = 412) -> Reply:
     table: list[tuple[type[BaseException], int, int]] = [
         (MethodNotAllowedError, 405, GRPC_INVALID_ARGUMENT),
         (PayloadTooLargeError, 413, GRPC_INVALID_ARGUMENT),
+        (UnsupportedMediaTypeError, 415, GRPC_INVALID_ARGUMENT),
         (IdempotencyKeyReusedError, 422, GRPC_INVALID_ARGUMENT),
         (InvalidInputError, 400, GRPC_INVALID_ARGUMENT),
         (NotFoundError, 404, GRPC_NOT_FOUND),
@@ -218,10 +238,28 @@ def read_body(request: flask.Request) -> bytes:
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
         raise PayloadTooLargeError(f"request body is over {MAX_BODY_BYTES} bytes")
-    data = request.stream.read(MAX_BODY_BYTES + 1)
+    try:
+        data = request.stream.read(MAX_BODY_BYTES + 1)
+    except RequestEntityTooLarge:  # an app configured with Flask's MAX_CONTENT_LENGTH below ours
+        raise PayloadTooLargeError("request body is over the limit") from None
     if len(data) > MAX_BODY_BYTES:
         raise PayloadTooLargeError(f"request body is over {MAX_BODY_BYTES} bytes")
     return data
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """application/json or any application/*+json, parameters (charset, …) aside."""
+    mimetype, _ = parse_options_header(content_type)
+    kind, _, subtype = mimetype.lower().partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def require_json_body(route: Route, headers: Headers) -> None:
+    """A route that takes a body takes JSON: any other declared media type is a 415, so that a browser's
+    cross-site "simple" POST (text/plain, a form) is refused before it runs. No Content-Type is accepted."""
+    content_type = headers.get("Content-Type")
+    if route.takes_body and content_type is not None and not is_json_media_type(content_type):
+        raise UnsupportedMediaTypeError("the request body must be application/json")
 
 
 def single_valued(args: Any) -> dict[str, str]:
@@ -246,13 +284,21 @@ def handle(
     endpoint: Callable[[S, Call], Reply],
     service: Callable[[], S],
     idempotency: Callable[[], IdempotencyStore] | None = None,
+    authenticate: Callable[[S, Mapping[str, str]], None] | None = None,
 ) -> flask.Response:
-    """Bind the route, run the endpoint against the lazily built service, and shape the JSON response."""
+    """Bind the route, run the endpoint against the lazily built service, and shape the JSON response.
+
+    `authenticate(service, headers)` (raising UnauthenticatedError) runs once the route and method matched and
+    before anything of the request is parsed: a caller without credentials learns nothing about its input.
+    """
     try:
         if not route.matches(request.path):
             raise RouteNotFoundError(f"no route for {request.path}")
-        if request.method != route.method:
+        if not route.allows(request.method):
             raise MethodNotAllowedError([route.method])
+        if authenticate is not None:
+            authenticate(service(), cast(Mapping[str, str], request.headers))
+        require_json_body(route, request.headers)
         call = Call(
             method=request.method,
             path=request.path,
@@ -294,7 +340,77 @@ def to_flask(reply: Reply) -> flask.Response:
     return response
 
 
-# --- WSGI: what never reaches a function ---------------------------------------------------------------
+# --- what never reaches a function ---------------------------------------------------------------------
+
+_HTTP_ERROR_CODES = {404: GRPC_NOT_FOUND, 401: GRPC_UNAUTHENTICATED, 429: GRPC_RESOURCE_EXHAUSTED}
+
+
+def http_error_reply(exc: HTTPException) -> Reply:
+    """One of Werkzeug's HTTP errors (raised by Flask or functions-framework before or around a function, e.g.
+    a CloudEvent endpoint's 400 or 415) as the shop's error: same status, JSON body. Its description is not
+    used: functions-framework's echoes the request's headers and data."""
+    status = exc.code or 500
+    code = _HTTP_ERROR_CODES.get(status, GRPC_INTERNAL if status >= 500 else GRPC_INVALID_ARGUMENT)
+    headers = {
+        name: value
+        for name, value in exc.get_headers()
+        if name.lower() not in ("content-type", "content-length")
+    }
+    return Reply(status, error_body(code, (exc.name or "error").lower()), headers)
+
+
+def answer_http_errors_in_json(app: flask.Flask) -> None:
+    """Answer every Werkzeug HTTP error of `app` in the shop's JSON error shape instead of an HTML page.
+
+    Registered for the HTTPException class, so a handler registered for a status code (functions-framework's
+    500 crash handler) still decides that status."""
+
+    def handler(exc: HTTPException) -> flask.Response:
+        return to_flask(http_error_reply(exc))
+
+    app.register_error_handler(HTTPException, handler)
+
+
+def json_error(start_response: Callable[..., Any], status: str, code: int, message: str) -> list[bytes]:
+    """A WSGI JSON error answer, for middleware that answers before any app."""
+    payload = json.dumps(error_body(code, message), separators=(",", ":")).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+    return [payload]
+
+
+class BodyLimit:
+    """At most `max_bytes` of request body reach the app (every function's, CloudEvent ones included, which
+    functions-framework reads whole before the function runs): more is a 413 in the shop's JSON.
+
+    A declared Content-Length over the limit is refused unread. A body without one (chunked) is read here, at
+    most one byte over the limit, and handed on as a body of known length."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], max_bytes: int = MAX_BODY_BYTES) -> None:
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be positive")
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        declared = environ.get("CONTENT_LENGTH") or ""
+        if declared.strip().isdigit():
+            if int(declared) > self.max_bytes:
+                return self._too_large(start_response)
+            return self.app(environ, start_response)
+        if environ.get("wsgi.input_terminated"):  # a body of unknown length (chunked): the server ends it
+            body = environ["wsgi.input"].read(self.max_bytes + 1)
+            if len(body) > self.max_bytes:
+                return self._too_large(start_response)
+            environ = {**environ, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))}
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return self.app(environ, start_response)
+
+    def _too_large(self, start_response: Callable[..., Any]) -> list[bytes]:
+        message = f"request body is over {self.max_bytes} bytes"
+        return json_error(start_response, "413 Request Entity Too Large", GRPC_INVALID_ARGUMENT, message)
+
+
+# --- WSGI: paths Flask's router would refuse ------------------------------------------------------------
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -117,3 +117,189 @@ def test_a_query_parameter_given_twice_is_refused() -> None:
     response = app.test_client().get("/product?count=1&count=2", headers={"X-API-KEY": "testToken"})
     assert response.status_code == 400
     assert "count" in response.json["message"]
+
+
+# --- HTTP edges: HEAD, media types, auth order, framework errors, body limits -------------------------
+
+GET_ROUTE = web.Route("g", "svc", "GET", "/user/{user_id:id}")
+
+
+def get_endpoint(service: object, call: web.Call) -> web.Reply:
+    return web.Reply(200, {"user": call.id("user_id")}, {"X-Cache": "miss"})
+
+
+def any_path_app(route: web.Route, endpoint: object, **options: object) -> flask.Flask:
+    app = flask.Flask("t")
+
+    @app.route("/", defaults={"path": ""}, methods=["GET", "HEAD", "POST", "DELETE", "PUT"])
+    @app.route("/<path:path>", methods=["GET", "HEAD", "POST", "DELETE", "PUT"])
+    def any_path(path: str) -> flask.Response:
+        return web.handle(flask.request, route, endpoint, lambda: object(), **options)  # type: ignore[arg-type]
+
+    return app
+
+
+def test_head_on_a_get_route_answers_as_get_without_a_body() -> None:
+    client = any_path_app(GET_ROUTE, get_endpoint).test_client()
+    got = client.get("/user/7")
+    head = client.head("/user/7")
+    assert (head.status_code, head.get_data()) == (200, b"")
+    assert head.headers["Content-Type"] == "application/json"
+    assert head.headers["Content-Length"] == got.headers["Content-Length"] != "0"
+    assert head.headers["X-Cache"] == "miss"
+    assert client.head("/user/0").status_code == 400  # the GET's answer, without its body
+
+
+def test_head_is_not_a_way_into_other_methods(app: flask.Flask) -> None:
+    response = app.test_client().head("/user/1/cart/2")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "text/plain; charset=utf-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+        "application/jsonp",
+        "json",
+    ],
+)
+def test_a_body_of_another_media_type_is_415_and_nothing_runs(content_type: str) -> None:
+    ran: list[web.Call] = []
+
+    def endpoint(service: object, call: web.Call) -> web.Reply:
+        ran.append(call)
+        return web.ok({})
+
+    client = any_path_app(ROUTE, endpoint).test_client()
+    response = client.post("/user/1/cart/2", data=b'{"count": 1}', headers={"Content-Type": content_type})
+    assert response.status_code == 415, content_type
+    assert response.json == {"code": 3, "message": response.json["message"], "details": []}
+    assert "application/json" in response.json["message"]
+    assert ran == []
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/merge-patch+json",
+    ],
+)
+def test_json_media_types_and_no_content_type_are_accepted(
+    app: flask.Flask, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    response = app.test_client().post("/user/1/cart/2", data=b'{"count": 2}', headers=headers)
+    assert response.status_code == 200, content_type
+    assert response.json == {"user": 1, "sku": 2, "count": 2}
+
+
+def test_a_get_route_does_not_judge_a_content_type() -> None:
+    client = any_path_app(GET_ROUTE, get_endpoint).test_client()
+    assert client.get("/user/7", headers={"Content-Type": "text/plain"}).status_code == 200
+
+
+def test_authentication_comes_before_parsing_the_request() -> None:
+    from shared_lib.errors import UnauthenticatedError
+
+    def authenticate(service: object, headers: object) -> None:
+        if flask.request.headers.get("X-API-KEY") != "k":
+            raise UnauthenticatedError("no key")
+
+    client = any_path_app(ROUTE, endpoint, authenticate=authenticate).test_client()
+    for path, body in (
+        ("/user/0/cart/2", b'{"count": 1}'),
+        ("/user/1/cart/2?x=1&x=2", b"{"),
+        ("/user/1/cart/2", b"{"),
+    ):
+        response = client.post(path, data=body, content_type="application/json")
+        assert response.status_code == 401, path
+        assert response.json["code"] == 16
+    keyed = client.post("/user/0/cart/2", json={"count": 1}, headers={"X-API-KEY": "k"})
+    assert keyed.status_code == 400
+    assert (
+        client.post("/user/1/basket/2", json={"count": 1}).status_code == 404
+    )  # no such route: no key asked
+
+
+def test_framework_http_errors_answer_the_shops_json() -> None:
+    from werkzeug.exceptions import UnsupportedMediaType
+
+    app = flask.Flask("t")
+    web.answer_http_errors_in_json(app)
+
+    @app.route("/only-post", methods=["POST"])
+    def only_post() -> str:
+        raise UnsupportedMediaType("Did not attempt to load JSON data <b>html</b>")
+
+    @app.route("/echo", methods=["POST"])
+    def echo() -> str:
+        flask.abort(400, description=f"Got data: {flask.request.get_data()!r}")
+
+    client = app.test_client()
+    cases = [
+        (client.post("/only-post"), 415, 3),
+        (client.get("/only-post"), 405, 3),
+        (client.get("/nowhere"), 404, 5),
+        (client.post("/echo", data=b"<secret>"), 400, 3),
+    ]
+    for response, status, code in cases:
+        assert response.status_code == status
+        assert response.content_type == "application/json"
+        assert set(response.json) == {"code", "message", "details"}
+        assert response.json["code"] == code
+        assert "<" not in response.json["message"]  # neither HTML nor the caller's input
+    assert "POST" in client.get("/only-post").headers["Allow"].split(", ")
+
+
+def echo_app(environ: dict[str, object], start_response: object) -> list[bytes]:
+    stream = environ["wsgi.input"]
+    body = stream.read()  # type: ignore[attr-defined]
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])  # type: ignore[operator]
+    return [body]
+
+
+def test_a_declared_body_over_the_limit_is_413_before_the_app_reads_it() -> None:
+    from werkzeug.test import Client
+
+    called: list[bool] = []
+
+    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+        called.append(True)
+        return echo_app(environ, start_response)
+
+    client = Client(web.BodyLimit(app, max_bytes=100))
+    response = client.post("/events/x", data=b"x" * 101)
+    assert response.status_code == 413
+    assert response.json == {"code": 3, "message": "request body is over 100 bytes", "details": []}
+    assert called == []
+    assert client.post("/events/x", data=b"y" * 100).get_data() == b"y" * 100
+
+
+def test_a_chunked_body_over_the_limit_is_413() -> None:
+    import io
+
+    from werkzeug.test import Client, EnvironBuilder
+
+    client = Client(web.BodyLimit(echo_app, max_bytes=100))
+    for size, status in ((101, 413), (10_000_000, 413), (100, 200), (0, 200)):
+        builder = EnvironBuilder(
+            path="/events/x",
+            method="POST",
+            input_stream=io.BytesIO(b"z" * size),
+            headers=[("Transfer-Encoding", "chunked")],
+        )
+        environ = builder.get_environ()
+        environ["wsgi.input_terminated"] = True  # as gunicorn says of a chunked body it de-chunks
+        response = client.open(environ)
+        assert response.status_code == status, size
+        if status == 200:
+            assert response.get_data() == b"z" * size
