@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.product.domain import Product
@@ -18,6 +20,11 @@ class ListQuery(BaseModel):
 
 def _product(product: Product) -> dict[str, object]:
     return {"sku": product.sku, "name": product.name, "price": product.price}
+
+
+def authenticate(service: ProductService, headers: Mapping[str, str]) -> None:
+    """The key first: a caller without one learns nothing about its query or path (401 before any 400)."""
+    service.authenticate(headers.get("X-API-KEY"))
 
 
 def get_product(service: ProductService, call: web.Call) -> web.Reply:

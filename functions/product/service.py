@@ -34,9 +34,13 @@ class ProductService:
         self._admit(api_key)
         return self.catalogue.page(start_after_sku, count)
 
-    def _admit(self, api_key: str | None) -> None:
+    def authenticate(self, api_key: str | None) -> None:
+        """Raises InvalidApiKeyError unless the key is a configured one. Takes nothing of the rate."""
         if api_key is None or not any(hmac.compare_digest(api_key, k) for k in self.api_keys):
             raise InvalidApiKeyError()
+
+    def _admit(self, api_key: str | None) -> None:
+        self.authenticate(api_key)
         if not self.limiter.try_acquire():
             raise ProductRateExceededError()
         self.latency.pause()

@@ -137,3 +137,31 @@ def test_settings_read_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
         assert service.catalogue.get(GENERATED_BASE_SKU + 1_000_000) is not None
     finally:
         bootstrap.product_service.cache_clear()
+
+
+@pytest.mark.function("list_products")
+def test_the_key_is_checked_before_the_query(client) -> None:  # type: ignore[no-untyped-def]
+    app = client("list_products")
+    for query in ("count=0", "count=x", "start_after_sku=-1", "count=1&count=2", "typo=1"):
+        for headers in ({}, {"X-API-KEY": "wrong"}):
+            response = app.get(f"/product?{query}", headers=headers)
+            assert response.status_code == 401, (query, headers)
+            assert response.json["code"] == 16
+
+
+@pytest.mark.function("get_product")
+def test_the_key_is_checked_before_the_sku(client) -> None:  # type: ignore[no-untyped-def]
+    app = client("get_product")
+    for bad in ("0", "abc", "9223372036854775808"):
+        response = app.get(f"/product/{bad}")
+        assert response.status_code == 401, bad
+        assert response.json["code"] == 16
+    assert app.get("/products/1").status_code == 404  # no such route: nothing to authenticate for
+
+
+def test_a_refused_key_takes_nothing_from_the_rate() -> None:
+    service = make_service(rate=0, burst=1)
+    with pytest.raises(InvalidApiKeyError):
+        service.authenticate("wrong")
+    service.authenticate("testToken")  # the key alone: no token of the bucket taken
+    assert service.get_product("testToken", 1076963).sku == 1076963
