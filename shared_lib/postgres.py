@@ -4,15 +4,13 @@ pg8000 connections are not thread-safe, so each is lent to one thread at a time.
 to retry become TransientError here; nothing above the adapters sees pg8000. Every connection opened here
 counts and times its statements by kind and outcome, and makes a span of each when tracing is on.
 
-A statement with parameters is prepared once per connection (a named server-side statement, kept in a small
-LRU) and then executed with one Bind/Execute round trip: pg8000's `run` would re-translate the `:name`
-placeholders in Python and Parse, Describe and Bind it again in three round trips on every call. Parameter
-types are inferred by PostgreSQL exactly as for pg8000's unnamed statements (all sent untyped), so results
-are the same. (Behind a transaction-pooling PgBouncer, named statements need its prepared-statement support.)
-
-A transaction's BEGIN goes out with its first statement that has parameters, in one write and one round trip
-(extended protocol, one Sync: should the BEGIN fail, PostgreSQL skips the statement too), instead of a round
-trip of its own; a transaction that ran nothing sends neither BEGIN nor COMMIT.
+Only pg8000's documented API is used (`pg8000.native`: Connection.run, row_count, columns, notifications,
+prepare and PreparedStatement.run/close, and the `sock` connection argument). A statement with parameters that
+returns rows is prepared once per connection (a named server-side statement, kept in a small LRU) after its
+first run, and then executed in one round trip: pg8000's `run` re-translates the `:name` placeholders in
+Python and sends Parse, Describe and Bind in three round trips on every call. A statement that returns no rows
+keeps going through `run`: pg8000's PreparedStatement tells no row count, and callers read `row_count`.
+(Behind a transaction-pooling PgBouncer, named statements need its prepared-statement support.)
 """
 
 from __future__ import annotations
@@ -21,23 +19,25 @@ import contextlib
 import functools
 import logging
 import queue
+import select
+import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import pg8000.native
-from pg8000.core import BIND, EXECUTE_MSG, NULL_BYTE, PARSE, SYNC_MSG, Context, _flush, _write
-from pg8000.exceptions import DatabaseError, InterfaceError
+from pg8000.native import DatabaseError, InterfaceError
 
 from shared_lib.errors import TransientError
 from shared_lib.observability import metrics, tracing
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
 
 Connection: TypeAlias = pg8000.native.Connection  # untyped driver: Any to mypy
 
@@ -110,22 +110,24 @@ def _record(kind: str, outcome: str, seconds: float) -> None:
 
 
 _TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
-_TRANSACTION_END = ("COMMIT", "ROLLBACK", "END", "ABORT")
-
-
-# Protocol message bodies for the pipelined BEGIN (pg8000's send_PARSE and send_BIND would add a Flush after
-# each, making the server send the BEGIN's replies in pieces): no parameter types; the unnamed portal bound to
-# the unnamed statement with no parameter formats, no parameters and no result formats.
-_NO_PARAMETERS = b"\x00\x00"
-_BIND_UNNAMED_WITHOUT_PARAMETERS = NULL_BYTE + NULL_BYTE + _NO_PARAMETERS * 3
 
 _PREPARED_PER_CONNECTION = 256
 _CACHED_PLAN_CHANGED = "0A000"  # "cached plan must not change result type": a table changed under it
 
 
+@dataclass(slots=True)
+class _Learnt:
+    """What the first run of a statement text told: whether its rows are its row count (SELECT, … RETURNING),
+    its result columns, and, from its second run on, its prepared statement."""
+
+    preparable: bool
+    columns: Any
+    prepared: pg8000.native.PreparedStatement | None = None
+
+
 class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
     """pg8000's native connection; `run` counted and timed by kind and outcome, and a span when tracing;
-    statements with parameters prepared once per connection."""
+    statements with parameters that return rows prepared once per connection."""
 
     shop_database = ""
     shop_host = ""
@@ -133,68 +135,49 @@ class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._prepared: OrderedDict[str, pg8000.native.PreparedStatement] = OrderedDict()
-        self._pending_begin: str | None = None  # a BEGIN to send with the next statement
+        self.shop_socket: socket.socket | None = kwargs.get("sock")
+        self._shop_statements: OrderedDict[str, _Learnt] = OrderedDict()
+        self._shop_result: tuple[int, Any] | None = None  # (row count, columns) of a prepared run
 
-    def begin_with_next(self, sql: str) -> None:
-        """Open a transaction with `sql` (a BEGIN), sent together with the next statement."""
-        self._pending_begin = sql
+    @property
+    def row_count(self) -> Any:
+        """As pg8000's, also after a prepared statement (whose rows are its count)."""
+        return super().row_count if self._shop_result is None else self._shop_result[0]
 
-    def _send_pending_begin(self) -> None:
-        begin, self._pending_begin = self._pending_begin, None
-        if begin is not None:
-            self.run(begin)
-
-    def execute_named(
-        self, statement_name_bin: bytes, params: Any, columns: Any, input_funcs: Any, statement: str
-    ) -> Any:
-        """pg8000's Bind/Execute/Sync of a prepared statement, after the pending BEGIN when there is one:
-        Parse, Bind, Execute of the BEGIN (unnamed), then the statement's, then one Sync, so that PostgreSQL
-        runs both or, when the BEGIN fails, neither."""
-        begin, self._pending_begin = self._pending_begin, None
-        if begin is None:
-            return super().execute_named(statement_name_bin, params, columns, input_funcs, statement)
-        context = Context(columns=columns, input_funcs=input_funcs, statement=statement)
-        parse = NULL_BYTE + begin.encode(self._client_encoding) + NULL_BYTE + _NO_PARAMETERS
-        self._send_message(PARSE, parse)
-        self._send_message(BIND, _BIND_UNNAMED_WITHOUT_PARAMETERS)
-        _write(self._sock, EXECUTE_MSG)
-        self.send_BIND(statement_name_bin, params)
-        self.send_EXECUTE()
-        _write(self._sock, SYNC_MSG)
-        _flush(self._sock)
-        self.handle_messages(context)  # BEGIN's CommandComplete carries no row count: the statement's counts
-        return context
+    @property
+    def columns(self) -> Any:
+        return super().columns if self._shop_result is None else self._shop_result[1]
 
     def _execute(self, sql: str, stream: Any, types: Any, params: dict[str, Any]) -> Any:
+        self._shop_result = None
         if not params or stream is not None or types is not None:  # BEGIN, DDL, COPY…: pg8000 as it is
-            self._send_pending_begin()
             return super().run(sql, stream=stream, types=types, **params)
-        statement = self._prepared.get(sql)
-        if statement is None:
-            statement = pg8000.native.PreparedStatement(self, sql)
-            self._prepared[sql] = statement
-            if len(self._prepared) > _PREPARED_PER_CONNECTION:
-                self._prepared.popitem(last=False)[1].close()
-        else:
-            self._prepared.move_to_end(sql)
+        learnt = self._shop_statements.get(sql)
+        if learnt is None:  # the first run: pg8000's own, which tells the row count and the columns
+            rows = super().run(sql, **params)
+            preparable = rows is not None and super().row_count == len(rows)
+            self._shop_statements[sql] = _Learnt(preparable, super().columns)
+            if len(self._shop_statements) > _PREPARED_PER_CONNECTION:
+                evicted = self._shop_statements.popitem(last=False)[1].prepared
+                if evicted is not None:
+                    evicted.close()
+            return rows
+        self._shop_statements.move_to_end(sql)
+        if not learnt.preparable:
+            return super().run(sql, **params)
         try:
-            rows = statement.run(**params)
+            if learnt.prepared is None:  # before running it: a failure here has changed nothing
+                learnt.prepared = self.prepare(sql)
+            rows = learnt.prepared.run(**params)
         except DatabaseError as exc:
-            if sqlstate(exc) != _CACHED_PLAN_CHANGED:
-                raise
-            del self._prepared[sql]  # prepared again on next use; the caller sees this attempt fail
+            if sqlstate(exc) == _CACHED_PLAN_CHANGED:
+                del self._shop_statements[sql]  # learnt again on next use; the caller sees this attempt fail
             raise
-        self._context = statement._context  # row_count and columns, as after pg8000's own run
+        self._shop_result = (len(rows), learnt.columns)
         return rows
 
     def run(self, sql: str, stream: Any = None, types: Any = None, **params: Any) -> Any:
-        kind, control, ends = _describe(sql)
-        if control and self._pending_begin is not None:
-            if ends:  # nothing ran: nothing to end
-                self._pending_begin = None
-                return []
-            self._send_pending_begin()  # SAVEPOINT …: inside the transaction
+        kind, control = _describe(sql)
         backend = tracing.backend()
         span: tracing.Span = tracing.NOOP_SPAN
         # BEGIN, COMMIT…: counted and timed, no span of their own (the transaction's queries tell its story)
@@ -217,25 +200,51 @@ class ObservedConnection(pg8000.native.Connection):  # type: ignore[misc]
 
 
 @functools.lru_cache(maxsize=2048)
-def _describe(sql: str) -> tuple[str, bool, bool]:
-    """(kind, whether it is transaction control, whether it ends a transaction): once per statement text."""
+def _describe(sql: str) -> tuple[str, bool]:
+    """(kind, whether it is transaction control): once per statement text."""
     words = sql.split(None, 1)
     first = words[0].rstrip(";").upper() if words else ""
-    return statement_kind(sql), first.startswith(_TRANSACTION_CONTROL), first in _TRANSACTION_END
+    return statement_kind(sql), first.startswith(_TRANSACTION_CONTROL)
+
+
+def wait_readable(conns: Mapping[K, Connection], timeout: float) -> list[K]:
+    """The keys of the connections that have something to read (a NOTIFY, or a broken link) within `timeout`
+    seconds; read it with any statement (`SELECT 1`), after which `notifications` holds what came.
+
+    Missing upstream: pg8000 has no public way to wait for a notification (psycopg has Connection.notifies(),
+    asyncpg add_listener; pg8000 exposes neither a fileno() nor its socket). So `connect` makes the socket
+    itself and hands it to pg8000 through the documented `sock` argument, and this waits on that socket.
+    pg8000 reads through a buffer: a notification that arrived in the same read as a reply's end sits there
+    unseen by this wait, and then `timeout` is the fallback. tests/integration/shared_lib/test_postgres.py
+    fails on a pg8000 that stops using the socket it is given.
+    """
+    sockets = {conn.shop_socket: key for key, conn in conns.items() if conn.shop_socket is not None}
+    if not sockets:
+        time.sleep(max(0.0, timeout))
+        return []
+    try:
+        readable, _, _ = select.select(list(sockets), [], [], max(0.0, timeout))
+    except (OSError, ValueError):
+        readable = list(sockets)  # a socket closed under us: let a statement find out
+    return [sockets[sock] for sock in readable]
 
 
 def connect(dsn: Dsn, timeout: float = 5.0, application_name: str = "shop") -> Connection:
+    """A connection over a socket made here, as pg8000 would make it (wait_readable waits on it)."""
+    sock: socket.socket | None = None
     try:
+        sock = socket.create_connection((dsn.host, dsn.port), timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         conn = ObservedConnection(
             user=dsn.user,
             password=dsn.password,
-            host=dsn.host,
-            port=dsn.port,
             database=dsn.database,
-            timeout=timeout,
             application_name=application_name,
+            sock=sock,
         )
     except Exception as exc:
+        if sock is not None:
+            sock.close()
         if is_transient(exc):
             raise TransientError("the database is unavailable") from exc
         raise
@@ -286,9 +295,9 @@ class ConnectionPool:
 
     @contextlib.contextmanager
     def transaction(self, isolation: str = "READ COMMITTED") -> Iterator[Connection]:
-        """BEGIN … COMMIT, ROLLBACK on any error. The BEGIN goes out with the first statement."""
+        """BEGIN … COMMIT, ROLLBACK on any error."""
         with self.connection() as conn:
-            conn.begin_with_next(f"BEGIN ISOLATION LEVEL {isolation}")
+            conn.run(f"BEGIN ISOLATION LEVEL {isolation}")
             try:
                 yield conn
             except BaseException:
@@ -393,15 +402,3 @@ def split_sql(text: str) -> list[str]:
     if tail:
         statements.append(tail)
     return statements
-
-
-def wait_until_ready(dsn: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            connect(Dsn.parse(dsn), timeout=2.0).close()
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)

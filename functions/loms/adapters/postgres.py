@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import select
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -51,7 +49,15 @@ from functions.loms.domain import (
 )
 from shared_lib.errors import TransientError
 from shared_lib.observability.tracing import current_traceparent
-from shared_lib.postgres import Connection, ConnectionPool, Dsn, connect, is_transient, migrate
+from shared_lib.postgres import (
+    Connection,
+    ConnectionPool,
+    Dsn,
+    connect,
+    is_transient,
+    migrate,
+    wait_readable,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -531,8 +537,8 @@ class PgOutbox:
         )
 
     def wait(self, timeout: float) -> bool:
-        """Notifications that came with earlier replies count; else wait on the sockets. (One that arrived in
-        the same read as a reply's end sits in pg8000's buffer unseen: then the timeout is the fallback.)"""
+        """Notifications that came with earlier replies count; else wait on the connections
+        (shared_lib.postgres.wait_readable, whose timeout is also the fallback for one it cannot see)."""
         for shard in range(self.shard_count):
             if self._conns[shard] is None:
                 with contextlib.suppress(TransientError):
@@ -541,17 +547,10 @@ class PgOutbox:
         if any(conn.notifications for conn in conns.values()):
             self._clear()
             return True
-        if not conns:
-            time.sleep(timeout)
-            return False
-        sockets = {conn._usock: shard for shard, conn in conns.items()}  # pg8000's socket: no public name
-        try:
-            readable, _, _ = select.select(list(sockets), [], [], max(0.0, timeout))
-        except (OSError, ValueError):
-            readable = list(sockets)  # a socket closed under us: let the queries below find out
-        for sock in readable:
+        readable = wait_readable(conns, timeout)
+        for shard in readable:
             with contextlib.suppress(TransientError):
-                self._run(sockets[sock], "SELECT 1")  # reads the notifications (or finds the broken link)
+                self._run(shard, "SELECT 1")  # reads the notifications (or finds the broken link)
         self._clear()
         return bool(readable)
 

@@ -11,7 +11,15 @@ from pg8000.exceptions import DatabaseError
 from shared_lib import web
 from shared_lib.errors import IdempotencyKeyReusedError, TransientError
 from shared_lib.idempotency import PgIdempotencyStore
-from shared_lib.postgres import ConnectionPool, Dsn, ensure_database, migrate, split_sql
+from shared_lib.postgres import (
+    ConnectionPool,
+    Dsn,
+    connect,
+    ensure_database,
+    migrate,
+    split_sql,
+    wait_readable,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +92,7 @@ def test_server_errors_are_not_remembered(make_database) -> None:  # type: ignor
     assert store.run("s", "k", "fp", lambda: web.ok({})).status == 200
 
 
-def test_a_transactions_begin_goes_with_its_first_statement_and_sets_its_isolation(make_database) -> None:  # type: ignore[no-untyped-def]
+def test_a_transaction_sets_its_isolation(make_database) -> None:  # type: ignore[no-untyped-def]
     pool = ConnectionPool(make_database("cart"), size=1)
     pool.run("CREATE TABLE IF NOT EXISTS tx (id int PRIMARY KEY)")
     with pool.transaction("SERIALIZABLE") as conn:
@@ -102,17 +110,17 @@ def test_a_failed_first_statement_rolls_back_and_leaves_the_connection_usable(ma
     pool.run("CREATE TABLE IF NOT EXISTS tx (id int PRIMARY KEY)")
     pool.run("INSERT INTO tx VALUES (:i)", i=1)
     with pytest.raises(DatabaseError), pool.transaction() as conn:
-        conn.run("INSERT INTO tx VALUES (:i)", i=1)  # duplicate key, with the BEGIN in the same round trip
+        conn.run("INSERT INTO tx VALUES (:i)", i=1)  # duplicate key
     with pool.transaction() as conn:  # the same (only) connection: out of the failed transaction
         conn.run("INSERT INTO tx VALUES (:i)", i=2)
     assert pool.run("SELECT id FROM tx ORDER BY id") == [[1], [2]]
 
 
-def test_a_begin_that_fails_takes_its_statement_with_it(make_database) -> None:  # type: ignore[no-untyped-def]
+def test_a_begin_that_fails_runs_nothing_of_its_transaction(make_database) -> None:  # type: ignore[no-untyped-def]
     pool = ConnectionPool(make_database("cart"), size=1)
     pool.run("CREATE TABLE IF NOT EXISTS tx (id int PRIMARY KEY)")
     with pytest.raises(DatabaseError), pool.transaction("NONSENSE") as conn:
-        conn.run("INSERT INTO tx VALUES (:i)", i=1)  # sent with the bad BEGIN: must not run on its own
+        conn.run("INSERT INTO tx VALUES (:i)", i=1)  # must not run outside a transaction
     assert pool.run("SELECT count(*) FROM tx") == [[0]]
 
 
@@ -120,9 +128,9 @@ def test_transactions_that_run_nothing_or_start_without_parameters_still_hold(ma
     pool = ConnectionPool(make_database("cart"), size=1)
     pool.run("CREATE TABLE IF NOT EXISTS tx (id int PRIMARY KEY)")
     with pool.transaction():
-        pass  # neither BEGIN nor COMMIT is sent
+        pass
     with pytest.raises(ZeroDivisionError), pool.transaction() as conn:
-        conn.run("INSERT INTO tx VALUES (7)")  # no parameters: pg8000's own path, after the BEGIN
+        conn.run("INSERT INTO tx VALUES (7)")  # no parameters: pg8000's simple query
         conn.run("SAVEPOINT s")
         conn.run("INSERT INTO tx VALUES (:i)", i=8)
         raise ZeroDivisionError
@@ -139,10 +147,47 @@ def test_prepared_statements_keep_row_counts_and_survive_a_table_change(make_dat
     with pool.connection() as conn:
         conn.run("UPDATE pt SET n = n + 1 WHERE id <= :i", i=3)
         assert conn.row_count == 3
-        assert conn.run("SELECT * FROM pt WHERE id = :i", i=1) == [[1, 1]]
+        for _ in range(2):  # prepared from its second run on
+            assert conn.run("SELECT * FROM pt WHERE id = :i", i=1) == [[1, 1]]
         conn.run("ALTER TABLE pt ADD COLUMN label text DEFAULT 'x'")
         with pytest.raises(DatabaseError):  # "cached plan must not change result type": this call fails …
             conn.run("SELECT * FROM pt WHERE id = :i", i=1)
         assert conn.run("SELECT * FROM pt WHERE id = :i", i=1) == [
             [1, 1, "x"]
         ]  # … and the next prepares anew
+
+
+def test_row_counts_hold_on_every_run_of_a_statement_with_or_without_rows(make_database) -> None:  # type: ignore[no-untyped-def]
+    # the first run of a text goes through pg8000's run, later ones prepared (rows) or not (no rows)
+    pool = ConnectionPool(make_database("cart"), size=1)
+    pool.run("CREATE TABLE IF NOT EXISTS rc (id int PRIMARY KEY, n int)")
+    pool.run("INSERT INTO rc SELECT g, 0 FROM generate_series(1, 9) g")
+    with pool.connection() as conn:
+        for limit in (2, 5, 7, 1):
+            assert conn.run("UPDATE rc SET n = n + 1 WHERE id <= :i", i=limit) is None
+            assert conn.row_count == limit
+            rows = conn.run("UPDATE rc SET n = n + 1 WHERE id <= :i RETURNING id", i=limit)
+            assert len(rows) == limit and conn.row_count == limit
+            assert [c["name"] for c in conn.columns] == ["id"]
+            assert len(conn.run("SELECT id, n FROM rc WHERE id <= :i", i=limit)) == conn.row_count == limit
+            assert [c["name"] for c in conn.columns] == ["id", "n"]
+        conn.run("DELETE FROM rc WHERE id > :i", i=100)
+        assert conn.row_count == 0
+
+
+def test_a_notify_makes_the_listening_connection_readable(make_database) -> None:  # type: ignore[no-untyped-def]
+    # Guards shared_lib.postgres.wait_readable: it waits on the socket handed to pg8000 (`sock`), the one
+    # thing pg8000 has no public API for. A pg8000 that stops reading through that socket fails this test.
+    dsn = make_database("cart")
+    listener = connect(Dsn.parse(dsn))
+    try:
+        listener.run("LISTEN shop_test")
+        assert wait_readable({"a": listener}, 0) == []  # nothing sent: nothing to read
+        ConnectionPool(dsn, size=1).run("SELECT pg_notify('shop_test', :p)", p="hello")
+        assert wait_readable({"a": listener}, 60) == ["a"]  # bounded: a missed NOTIFY returns [] at 60 s
+        listener.run("SELECT 1")
+        assert [(channel, payload) for _pid, channel, payload in listener.notifications] == [
+            ("shop_test", "hello")
+        ]
+    finally:
+        listener.close()
