@@ -1,7 +1,7 @@
 """Spans for every request, outbound call, query, cache call and event, behind one small interface with three
 backends: none (the default: a shared no-op, nothing allocated per call), OpenTelemetry exported over
-OTLP/HTTP (the SDK's exporter with a faster encoder: shared_lib.observability.otlp), and AWS X-Ray
-(shared_lib.observability.xray).
+OTLP/HTTP (the SDK's own exporter), and AWS X-Ray (shared_lib.observability.xray). The vocabulary they
+share (Span, attributes, the no-op span) is shared_lib.observability.spans, which the backends import.
 
 The backend is chosen from ObservabilitySettings on first use, so every process (a function, the dev server's
 relay, a test) gets the configured one without wiring. Context travels as W3C `traceparent` over HTTP and in
@@ -11,43 +11,19 @@ Nothing here knows about a service.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Mapping, MutableMapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from shared_lib import lifecycle
 from shared_lib.observability.settings import settings
-
-Kind = Literal["client", "producer", "internal"]
-Attribute = str | int | float | bool
-Attributes = Mapping[str, Attribute]
-
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-
-
-class Span(Protocol):
-    """An open span, used as a context manager: entering makes it current, leaving ends it (an exception
-    leaving it marks it failed)."""
-
-    def __enter__(self) -> Span: ...
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
-
-    def set(self, key: str, value: Attribute) -> None: ...
-
-    def update(self, attributes: Attributes) -> None: ...
-
-    def fail(self, description: str) -> None:
-        """Mark the span failed without an exception (a 5xx answer, a dead-lettered record)."""
-        ...
-
-    def inject(self, headers: MutableMapping[str, str]) -> None:
-        """Add the headers that carry this span's context to an outbound call."""
-        ...
+from shared_lib.observability.spans import NOOP_SPAN as NOOP_SPAN
+from shared_lib.observability.spans import Attribute as Attribute
+from shared_lib.observability.spans import Attributes as Attributes
+from shared_lib.observability.spans import Kind as Kind
+from shared_lib.observability.spans import Span as Span
+from shared_lib.observability.spans import parse_traceparent as parse_traceparent
 
 
 class Backend(Protocol):
@@ -75,31 +51,6 @@ class Backend(Protocol):
 
 
 # --- no tracing -------------------------------------------------------------------------------------------
-
-
-class _NoopSpan:
-    def __enter__(self) -> _NoopSpan:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        pass
-
-    def set(self, key: str, value: Attribute) -> None:
-        pass
-
-    def update(self, attributes: Attributes) -> None:
-        pass
-
-    def fail(self, description: str) -> None:
-        pass
-
-    def inject(self, headers: MutableMapping[str, str]) -> None:
-        pass
-
-
-NOOP_SPAN = _NoopSpan()
 
 
 class NoopBackend:
@@ -316,9 +267,9 @@ def _from_settings() -> Backend:
     config = settings()
     chosen = config.trace_backend()
     if chosen == "otlp":
-        from shared_lib.observability.otlp import FastOtlpSpanExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = FastOtlpSpanExporter(endpoint=config.otlp_url(), timeout=5)
+        exporter = OTLPSpanExporter(endpoint=config.otlp_url(), timeout=5)
         return OtelBackend.exporting(service(), exporter, config.trace_sample_ratio)
     if chosen == "xray":
         from shared_lib.observability.xray import XrayBackend
@@ -369,13 +320,3 @@ def current_traceparent() -> str | None:
 
 def current_ids() -> tuple[str, str] | None:
     return backend().ids()
-
-
-def parse_traceparent(value: str | None) -> tuple[str, str, bool] | None:
-    """(trace id, parent span id, sampled) of a W3C traceparent, or None when it is not one."""
-    if not value:
-        return None
-    match = _TRACEPARENT.match(value.strip().lower())
-    if match is None or match.group(1) == "0" * 32 or match.group(2) == "0" * 16:
-        return None
-    return match.group(1), match.group(2), bool(int(match.group(3), 16) & 1)

@@ -23,7 +23,7 @@ from aws_xray_sdk.core.models.subsegment import Subsegment
 from aws_xray_sdk.core.models.trace_header import TraceHeader
 from aws_xray_sdk.core.streaming.default_streaming import DefaultStreaming
 
-from shared_lib.observability.tracing import NOOP_SPAN, Attribute, Attributes, Kind, Span, parse_traceparent
+from shared_lib.observability.spans import NOOP_SPAN, Attribute, Attributes, Kind, Span, parse_traceparent
 
 TRACE_HEADER = "X-Amzn-Trace-Id"
 _current: contextvars.ContextVar[Any] = contextvars.ContextVar("xray_entity", default=None)

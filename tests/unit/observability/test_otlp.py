@@ -1,4 +1,6 @@
-"""The fast OTLP encoder writes exactly what OpenTelemetry's own encoder writes, for every kind of span."""
+"""OTLP export is the OpenTelemetry SDK's own exporter, configured by the settings: what a receiver gets is
+protobuf at /v1/traces, exactly the SDK encoder's message for every kind of span, and a traced request's spans
+arrive whole, with their trace, parents, links, kinds, attributes, status and resource."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import ClassVar
 import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -25,7 +28,9 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from shared_lib.observability.otlp import FastOtlpSpanExporter, encode
+from shared_lib.observability import settings, tracing
+
+CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def spans_of_every_shape() -> list[ReadableSpan]:
@@ -82,39 +87,6 @@ def spans_of_every_shape() -> list[ReadableSpan]:
     return spans
 
 
-def test_the_bytes_are_the_sdk_encoders() -> None:
-    spans = spans_of_every_shape()
-    assert encode(spans) == encode_spans(spans).SerializePartialToString()
-
-
-def test_each_span_alone_and_repeated_batches_match_too() -> None:
-    spans = spans_of_every_shape()
-    for span in spans:
-        assert encode([span]) == encode_spans([span]).SerializePartialToString()
-    for _ in range(3):  # the second time through comes from the encoder's cache of attribute pairs
-        assert encode(spans) == encode_spans(spans).SerializePartialToString()
-
-
-def test_spans_of_two_providers_group_as_the_sdk_groups_them() -> None:
-    exporter = InMemorySpanExporter()
-    tracers = []
-    for service in ("cart", "cart", "loms"):  # two equal resources (distinct objects) and another
-        provider = TracerProvider(resource=Resource.create({"service.name": service}))
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        tracers.append(provider.get_tracer("shop"))
-    for index in range(7):
-        with tracers[index % 3].start_as_current_span(f"span {index}"):
-            pass
-    spans = list(exporter.get_finished_spans())
-    assert encode(spans) == encode_spans(spans).SerializePartialToString()
-    assert len(ExportTraceServiceRequest.FromString(encode(spans)).resource_spans) == 2
-
-
-def test_an_empty_batch_is_an_empty_request() -> None:
-    assert encode([]) == b""
-    assert ExportTraceServiceRequest.FromString(encode([])).resource_spans == []
-
-
 Received = list[tuple[str, str, bytes]]  # (path, content type, body) of each POST
 
 
@@ -144,21 +116,90 @@ def collector() -> Iterator[tuple[str, Received]]:
         server.shutdown()
 
 
-def test_the_exporter_posts_them_as_otlp_protobuf(collector: tuple[str, Received]) -> None:
+def _request(body: bytes) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(body)
+    return request
+
+
+def test_the_exporter_posts_the_sdk_encoders_message_for_every_kind_of_span(
+    collector: tuple[str, Received],
+) -> None:
     url, received = collector
     spans = spans_of_every_shape()
-    exporter = FastOtlpSpanExporter(endpoint=url, timeout=5)
+    exporter = OTLPSpanExporter(endpoint=url, timeout=5)
     assert exporter.export(spans) == SpanExportResult.SUCCESS
     [(path, content_type, body)] = received
     assert path == "/v1/traces" and content_type == "application/x-protobuf"
-    request = ExportTraceServiceRequest.FromString(body)
-    names = [s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert _request(body) == encode_spans(spans)
+    names = [s.name for rs in _request(body).resource_spans for ss in rs.scope_spans for s in ss.spans]
     assert sorted(names) == sorted(s.name for s in spans)
-    exporter.shutdown()
+    exporter.shutdown()  # type: ignore[no-untyped-call]
     assert exporter.export(spans) == SpanExportResult.FAILURE  # after shutdown: dropped, not sent
     assert len(received) == 1
 
 
 def test_a_refusing_collector_is_a_failed_export() -> None:
-    exporter = FastOtlpSpanExporter(endpoint="http://127.0.0.1:9/v1/traces", timeout=1)
+    exporter = OTLPSpanExporter(endpoint="http://127.0.0.1:9/v1/traces", timeout=1)
     assert exporter.export(spans_of_every_shape()) == SpanExportResult.FAILURE
+
+
+@pytest.fixture
+def configured(collector: tuple[str, Received], monkeypatch: pytest.MonkeyPatch) -> Iterator[Received]:
+    """The process's backend as the settings build it, pointed at the local receiver."""
+    url, received = collector
+    for name in (
+        "OTEL_TRACES_EXPORTER",
+        "SHOP_OBSERVABILITY",
+        "SHOP_TRACING",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url.removesuffix("/v1/traces"))
+    settings.reset()
+    tracing.reset()
+    tracing.set_service("cart")
+    try:
+        yield received
+    finally:
+        tracing.reset()
+        settings.reset()
+
+
+def test_the_configured_backend_exports_a_traced_request_whole(configured: Received) -> None:
+    backend = tracing.backend()
+    assert backend.name == "otlp"
+    request = backend.server("GET /user/{user_id}/cart", {"traceparent": CALLER}, {"faas.name": "list_cart"})
+    with request:
+        request.update({"http.response.status_code": 503, "ratio": 0.5, "cached": False})
+        with tracing.span("SELECT cart", "client", {"db.system.name": "postgresql"}):
+            producer = tracing.current_traceparent()
+        request.fail("loms is unavailable")
+    with backend.consumer("process loms.order-events", producer, {"shop.order_id": 7}):
+        pass
+    backend.shutdown()  # flushes the batch
+    spans = {}
+    for _path, content_type, body in configured:
+        assert content_type == "application/x-protobuf"
+        for resource_spans in _request(body).resource_spans:
+            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            assert resource["service.name"] == "cart" and resource["service.namespace"] == "shop"
+            for scope in resource_spans.scope_spans:
+                spans.update({s.name: s for s in scope.spans})
+    server, query, consumer = (
+        spans["GET /user/{user_id}/cart"],
+        spans["SELECT cart"],
+        spans["process loms.order-events"],
+    )
+    assert server.trace_id.hex() == CALLER[3:35] and server.parent_span_id.hex() == CALLER[36:52]
+    assert (server.kind, query.kind, consumer.kind) == (2, 3, 5)  # OTLP's server, client, consumer
+    assert query.trace_id == server.trace_id and query.parent_span_id == server.span_id
+    attributes = {a.key: a.value for a in server.attributes}
+    assert attributes["faas.name"].string_value == "list_cart"
+    assert attributes["http.response.status_code"].int_value == 503
+    assert attributes["ratio"].double_value == 0.5
+    assert attributes["cached"].HasField("bool_value") and not attributes["cached"].bool_value
+    assert server.status.code == 2 and server.status.message == "loms is unavailable"  # ERROR
+    assert consumer.trace_id != server.trace_id and not consumer.parent_span_id  # a trace of its own …
+    [link] = consumer.links  # … linked to the span that made the event
+    assert (link.trace_id, link.span_id) == (query.trace_id, query.span_id)
