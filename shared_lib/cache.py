@@ -21,8 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-from pymemcache.client.base import PooledClient
-from pymemcache.client.rendezvous import RendezvousHash
+from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
 from shared_lib import lifecycle
@@ -209,19 +208,6 @@ class InProcessCache:
 # --- Memcached -----------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Server:
-    address: str
-    client: PooledClient
-    down_until: float = 0.0
-    failing: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def _get_many(client: PooledClient, names: list[str]) -> Any:
-    return client.get_many(names)
-
-
 def parse_servers(servers: str | Iterable[str]) -> list[tuple[str, int]]:
     """`host:port,host:port` (or an iterable of `host:port`) -> [(host, port)]; the port defaults to 11211."""
     items = servers.replace(" ", ",").split(",") if isinstance(servers, str) else list(servers)
@@ -236,11 +222,18 @@ def parse_servers(servers: str | Iterable[str]) -> list[tuple[str, int]]:
     return parsed
 
 
-class MemcachedCache:
-    """Memcached through pymemcache: a pooled client per server, keys spread by rendezvous hashing.
+_MISSED = object()  # what _call returns when memcached did not answer
 
-    Every failure is logged and becomes a miss or a no-op. A server that failed to answer is skipped for
-    `retry_after` seconds (its keys are misses meanwhile), so an outage costs one timeout, not one per call.
+
+class MemcachedCache:
+    """Memcached through pymemcache's HashClient: a pooled client per server, keys spread by rendezvous
+    hashing.
+
+    Every failure is logged and becomes a miss or a no-op. A server that fails to connect or answer leaves
+    the ring for `retry_after` seconds (HashClient's dead_timeout, with no retry attempts before it), so an
+    outage costs one timeout, not one per call; meanwhile its keys go to the other servers, and with none
+    left every call is a miss. HashClient's failure bookkeeping takes no lock: threads racing on a failing
+    server can make it raise, which is a miss like any other failure.
     """
 
     system = "memcached"
@@ -262,59 +255,35 @@ class MemcachedCache:
         self.name = name or ("memcached-" + prefix.strip(":") if prefix.strip(":") else "memcached")
         self.prefix = prefix
         self.retry_after = retry_after
-        self._servers: dict[str, _Server] = {}
-        self._hash = RendezvousHash()
-        for host, port in addresses:
-            address = f"{host}:{port}"
-            client = PooledClient(
-                (host, port),
-                connect_timeout=connect_timeout,
-                timeout=timeout,
-                no_delay=True,
-                max_pool_size=pool_size,
-                default_noreply=False,  # add must say whether it stored; set must say it failed
-            )
-            self._servers[address] = _Server(address, client)
-            self._hash.add_node(address)
+        self._client = HashClient(
+            addresses,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            no_delay=True,
+            use_pooling=True,
+            max_pool_size=pool_size,
+            retry_attempts=0,  # out of the ring on its first failure …
+            dead_timeout=retry_after,  # … and back after this long
+            ignore_exc=False,  # failures are told apart from answers (add: None, not False)
+            default_noreply=False,  # add must say whether it stored; set must say it failed
+        )
 
     def _key(self, key: str) -> str:
         return safe_key(self.prefix + key)
 
-    def _server(self, memcached_key: str) -> _Server | None:
-        """The key's server, or None while that server is being skipped after a failure."""
-        server = self._servers[self._hash.get_node(memcached_key)]
-        return None if time.monotonic() < server.down_until else server
-
-    def _call(self, server: _Server | None, what: str, fn: Callable[[PooledClient], Any]) -> tuple[bool, Any]:
-        """(True, result), or (False, None) when the server was skipped or failed (logged)."""
-        if server is None:
-            return False, None
+    def _call(self, what: str, fn: Callable[[HashClient], Any]) -> Any:
+        """The answer, or _MISSED when memcached did not give one (logged)."""
         try:
-            result = fn(server.client)
-        except (
-            OSError,
-            MemcacheUnexpectedCloseError,
-        ) as exc:  # refused, reset, timed out: the server is down
-            with server.lock:
-                server.down_until = time.monotonic() + self.retry_after
-                first = not server.failing
-                server.failing = True
-            if first:
-                log.warning("memcached %s is unavailable (%s); serving without it", server.address, what)
-            else:
-                log.debug("memcached %s still unavailable: %s", server.address, exc)
-            return False, None
-        except (
-            MemcacheError,
-            ValueError,
-        ) as exc:  # refused this item (too large, bad input), answered though
-            log.warning("memcached %s refused %s: %s", server.address, what, type(exc).__name__)
-            return False, None
-        if server.failing:
-            with server.lock:
-                server.failing = False
-            log.info("memcached %s is back", server.address)
-        return True, result
+            return fn(self._client)
+        except OSError as exc:  # refused, reset, timed out: HashClient has taken the server out
+            log.warning("memcached is unavailable (%s: %s); serving without that server", what, exc)
+        except MemcacheUnexpectedCloseError:
+            log.warning("memcached closed the connection (%s); serving without it", what)
+        except MemcacheError as exc:  # refused this item (too large, bad input), or no server left
+            log.warning("memcached did not serve %s: %s", what, exc)
+        except Exception:  # HashClient's unlocked bookkeeping raced; the cache never breaks a request
+            log.exception("memcached client failed on %s", what)
+        return _MISSED
 
     @staticmethod
     def _decode(key: str, data: Any) -> Any | None:
@@ -327,28 +296,21 @@ class MemcachedCache:
     @traced("get")
     def get(self, key: str) -> Any | None:
         mkey = self._key(key)
-        _, data = self._call(self._server(mkey), "get", lambda c: c.get(mkey))
-        value = None if data is None else self._decode(key, data)
+        data = self._call("get", lambda c: c.get(mkey))
+        value = None if data is None or data is _MISSED else self._decode(key, data)
         if not key.endswith(LOCK_SUFFIX):
             count_lookups(self.name, int(value is not None), int(value is None))
         return value
 
     @traced("get_many")
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        by_server: dict[str, dict[str, str]] = {}
-        for key in keys:
-            mkey = self._key(key)
-            by_server.setdefault(self._hash.get_node(mkey), {})[mkey] = key
+        wanted = {self._key(key): key for key in keys}
+        result = self._call("get_many", lambda c: c.get_many(list(wanted)))
         found: dict[str, Any] = {}
-        for address, wanted in by_server.items():
-            server = self._servers[address]
-            skipped = time.monotonic() < server.down_until
-            fetch = functools.partial(_get_many, names=list(wanted))
-            _, result = self._call(None if skipped else server, "get_many", fetch)
-            for mkey, data in (result or {}).items():
-                value = self._decode(wanted[mkey], data)
-                if value is not None:
-                    found[wanted[mkey]] = value
+        for mkey, data in ({} if result is _MISSED else result).items():
+            value = self._decode(wanted[mkey], data)
+            if value is not None:
+                found[wanted[mkey]] = value
         count_lookups(self.name, len(found), _counted_keys(dict.fromkeys(keys)) - len(found))
         return found
 
@@ -358,33 +320,30 @@ class MemcachedCache:
         if ttl <= 0:
             return
         mkey = self._key(key)
-        self._call(self._server(mkey), "set", lambda c: c.set(mkey, data, expire=_expiry(ttl), noreply=False))
+        self._call("set", lambda c: c.set(mkey, data, expire=_expiry(ttl), noreply=False))
 
     @traced("add")
     def add(self, key: str, value: Any, ttl: float) -> bool | None:
         data = encode(value)
         mkey = self._key(key)
-        answered, stored = self._call(
-            self._server(mkey), "add", lambda c: c.add(mkey, data, expire=_expiry(ttl), noreply=False)
-        )
-        return bool(stored) if answered else None
+        stored = self._call("add", lambda c: c.add(mkey, data, expire=_expiry(ttl), noreply=False))
+        return None if stored is _MISSED else bool(stored)
 
     @traced("delete")
     def delete(self, key: str) -> None:
         mkey = self._key(key)
-        self._call(self._server(mkey), "delete", lambda c: c.delete(mkey, noreply=False))
+        self._call("delete", lambda c: c.delete(mkey, noreply=False))
 
     @traced("incr")
     def incr(self, key: str, delta: int = 1) -> int | None:
         if delta < 0:
             raise ValueError("delta must not be negative")
         mkey = self._key(key)
-        _, value = self._call(self._server(mkey), "incr", lambda c: c.incr(mkey, delta, noreply=False))
-        return None if value is None else int(value)
+        value = self._call("incr", lambda c: c.incr(mkey, delta, noreply=False))
+        return None if value is None or value is _MISSED else int(value)
 
     def close(self) -> None:
-        for server in self._servers.values():
-            server.client.close()
+        self._client.close()
 
 
 # --- load-through with stampede protection -------------------------------------------------------------
@@ -402,12 +361,14 @@ _flights: dict[tuple[int, str], _Flight] = {}
 _flights_lock = threading.Lock()
 
 
-def shared_or_local(servers: str, prefix: str, local_name: str = "in-process") -> Cache:
+def shared_or_local(
+    servers: str, prefix: str, local_name: str = "in-process", max_entries: int = 100_000
+) -> MemcachedCache | InProcessCache:
     """Memcached at `servers` (comma-separated; its clients closed at shutdown), or, when none are given,
-    a cache in this process named `local_name` in metrics."""
+    a cache in this process named `local_name` in metrics, of at most `max_entries`."""
     servers = servers.strip()
     if not servers:
-        return InProcessCache(name=local_name)
+        return InProcessCache(max_entries, name=local_name)
     shared = MemcachedCache(servers, prefix=prefix)
     lifecycle.on_shutdown(shared.close)
     return shared

@@ -11,12 +11,10 @@ from functions.cart.adapters.cache import CachedProductCatalog, InMemoryTtlProdu
 from functions.cart.adapters.loms_http import HttpOrderPlacer, HttpStockLookup
 from functions.cart.adapters.postgres import PgCartRepository
 from functions.cart.adapters.product_http import HttpProductCatalog
-from functions.cart.domain import Product
 from functions.cart.ports import ProductCache, ProductCatalog
 from functions.cart.service import CartService
 from functions.cart.settings import CartSettings
-from shared_lib import lifecycle
-from shared_lib.cache import MemcachedCache, count_lookups
+from shared_lib.cache import MemcachedCache, shared_or_local
 from shared_lib.httpclient import HttpClient
 from shared_lib.idempotency import PgIdempotencyStore
 from shared_lib.observability import metrics
@@ -36,15 +34,6 @@ class MeasuredCartRepository(PgCartRepository):
         items = super().items_of(user_id)
         metrics.CART_ITEMS.observe(len(items))
         return items
-
-
-class CountedProductCache(InMemoryTtlProductCache):
-    """The in-process product cache, its hits and misses counted like the shared caches'."""
-
-    def get(self, sku: int) -> Product | None:
-        product = super().get(sku)
-        count_lookups(LOCAL_CACHE, int(product is not None), int(product is None))
-        return product
 
 
 @functools.cache
@@ -81,22 +70,17 @@ def cart_service() -> CartService:
         tries=config.product_retries,
         backoff=Backoff(config.product_backoff_base_seconds, config.product_backoff_max_seconds),
     )
-    local_ttl = config.product_cache_ttl_seconds
-    if config.memcached.strip() and config.product_cache_ttl_seconds > 0:
-        # one cache for every replica; a second, per-process layer would only add staleness
-        shared = MemcachedCache(config.memcached, prefix=MEMCACHED_PREFIX)
-        lifecycle.on_shutdown(shared.close)
-        catalog = CachedProductCatalog(
-            catalog, shared, config.product_cache_ttl_seconds, workers=config.product_workers
-        )
-        local_ttl = 0
-    local: ProductCache = (
-        CountedProductCache(local_ttl, config.product_cache_max_entries)
-        if local_ttl > 0
-        else InMemoryTtlProductCache(
-            local_ttl, config.product_cache_max_entries
-        )  # keeps nothing: not counted
+    ttl = config.product_cache_ttl_seconds
+    products = shared_or_local(
+        config.memcached if ttl > 0 else "", MEMCACHED_PREFIX, LOCAL_CACHE, config.product_cache_max_entries
     )
+    local: ProductCache
+    if isinstance(products, MemcachedCache):
+        # one cache for every replica; a second, per-process layer would only add staleness
+        catalog = CachedProductCatalog(catalog, products, ttl, workers=config.product_workers)
+        local = InMemoryTtlProductCache(0)  # keeps nothing
+    else:
+        local = InMemoryTtlProductCache(ttl, cache=products)
     return CartService(
         carts=MeasuredCartRepository(pool),
         catalog=catalog,

@@ -8,46 +8,44 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from functions.cart.domain import Product
 from functions.cart.ports import ProductCatalog
-from shared_lib.cache import Cache, load_through
+from shared_lib.cache import Cache, InProcessCache, load_through
 from shared_lib.workpool import map_bounded
 
 
 class InMemoryTtlProductCache:
-    """Entries live `ttl_seconds` (0: nothing is ever kept); the oldest go first beyond `max_entries`."""
+    """The ProductCache port over a cache in this process (shared_lib.cache.InProcessCache, or the one given):
+    entries live `ttl_seconds` (0: nothing is ever kept, nor counted); the oldest go first beyond
+    `max_entries`. Lookups are counted under `name`."""
 
     def __init__(
-        self, ttl_seconds: float, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl_seconds: float,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        name: str = "cart-products-in-process",
+        cache: InProcessCache | None = None,
     ) -> None:
         self.ttl = ttl_seconds
-        self.max_entries = max_entries
-        self._clock = clock
-        self._entries: OrderedDict[int, tuple[float, Product]] = OrderedDict()
-        self._lock = threading.Lock()
+        self.cache = cache if cache is not None else InProcessCache(max_entries, clock, name)
+
+    @staticmethod
+    def key(sku: int) -> str:
+        return f"product:{sku}"
 
     def get(self, sku: int) -> Product | None:
-        with self._lock:
-            entry = self._entries.get(sku)
-            if entry is None:
-                return None
-            expires, product = entry
-            if self._clock() >= expires:
-                del self._entries[sku]
-                return None
-            return product
+        if self.ttl <= 0:
+            return None
+        value = self.cache.get(self.key(sku))
+        return None if value is None else _from_json(value)
 
     def put(self, product: Product) -> None:
-        if self.ttl <= 0:
-            return
-        with self._lock:
-            self._entries[product.sku] = (self._clock() + self.ttl, product)
-            self._entries.move_to_end(product.sku)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+        if self.ttl > 0:
+            self.cache.set(self.key(product.sku), _to_json(product), self.ttl)
 
 
 class CachedProductCatalog:
