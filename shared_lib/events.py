@@ -331,7 +331,7 @@ class DeliveryOutcome:
     reason: str = ""  # why the last attempt failed ("HTTP 500", "timed out", …); empty when delivered
     cancelled: bool = False  # given up early because the caller asked to stop; not delivered
     permanent: bool = False  # the sink refused it for good (a 4xx): dead-letter at once, never retry
-    elapsed: float = 0.0  # seconds from the first attempt to the last answer
+    elapsed: float = field(default=0.0, compare=False)  # seconds from the first attempt to the last answer
 
     def describe(self) -> str:
         kind = "permanent: " if self.permanent else ""

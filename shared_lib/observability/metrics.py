@@ -213,17 +213,6 @@ def prepare_multiprocess_dir(path: str) -> None:
             os.remove(os.path.join(path, name))
 
 
-def reset_for_tests() -> None:
-    """Forget every created series and the registry (tests that render from a clean slate)."""
-    global _registry
-    with _lock:
-        _registry = None
-        _on_scrape.clear()
-        for family in _families:
-            family._metric = None
-            family._children.clear()
-
-
 # --- the families ---------------------------------------------------------------------------------------
 
 # servers: every function's requests (shared_lib.observability.server)
@@ -339,6 +328,34 @@ EVENTSOURCE_DELIVERY_DELAY = Family(
     "From a record's append to the broker to its delivery, per topic",
     ("topic",),
     buckets=DELAY_BUCKETS,
+)
+EVENTSOURCE_OLDEST_AGE = Family(
+    "gauge",
+    "shop_eventsource_oldest_undelivered_age_seconds",
+    "Age of the oldest record of the partition not yet delivered or dead-lettered (0: none waits); grows "
+    "while the partition is stuck",
+    ("topic", "partition"),
+    multiprocess_mode="livemax",
+)
+EVENTSOURCE_FAILED_ATTEMPTS = Family(
+    "counter",
+    "shop_eventsource_failed_attempts_total",
+    "Deliveries that got no 2xx and were retried (a transient failure), per topic",
+    ("topic",),
+)
+EVENTSOURCE_STALLS = Family(
+    "counter",
+    "shop_eventsource_stalls_total",
+    "Warnings that a partition had records waiting and nothing moved for the stall time, per topic",
+    ("topic",),
+)
+# dead-letter topics (shared_lib.deadletters), measured by the consumers that write them
+DEAD_LETTERS_WAITING = Family(
+    "gauge",
+    "shop_dead_letters_waiting_records",
+    "Records in a dead-letter topic that no redrive has passed yet, per dead-letter topic",
+    ("topic",),
+    multiprocess_mode="livemax",
 )
 
 # the notifier's event outcomes (notified, duplicate, out_of_order, poison, delivered, refused)

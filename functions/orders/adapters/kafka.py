@@ -2,98 +2,58 @@
 
 The only modules of the order viewer that import kafka-python (with adapters/postgres for pg8000).
 Dead letters carry the record's original key, bytes and headers, plus `reason`, `source_topic`,
-`source_partition` and `source_offset` (the last two `unknown` when the delivery did not say).
+`source_partition` and `source_offset` (the last two `unknown` when the delivery did not say); one too large
+to copy whole goes as an envelope (shared_lib.deadletters).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from functions.orders.domain import DeadLetter, SourceRecord
+from shared_lib import deadletters
 from shared_lib.errors import TransientError
 from shared_lib.events import kafka_consumer, kafka_reachable
+from shared_lib.observability import metrics
 from shared_lib.retry import Backoff
 
 log = logging.getLogger(__name__)
 
-DLQ_HEADERS = ("reason", "source_topic", "source_partition", "source_offset")
-MAX_REASON = 1000  # characters: a header is no place for an essay
+
+def _shared(letter: DeadLetter) -> deadletters.DeadLetter:
+    record = letter.record
+    return deadletters.DeadLetter(
+        letter.reason, record.topic, record.partition, record.offset, record.key, record.value, record.headers
+    )
 
 
 def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    record = letter.record
-    kept = [(name, value) for name, value in record.headers if name.lower() not in DLQ_HEADERS]
-    unknown = "unknown"
-    return [
-        *kept,
-        ("reason", letter.reason[:MAX_REASON].encode()),
-        ("source_topic", record.topic.encode()),
-        ("source_partition", str(record.partition if record.partition is not None else unknown).encode()),
-        ("source_offset", str(record.offset if record.offset is not None else unknown).encode()),
-    ]
+    return deadletters.annotated_headers(_shared(letter))
 
 
 class KafkaDeadLetters:
-    """Publishes dead letters with an idempotent producer (acks=all); `send` returns once the broker has
-    every one of them, else raises TransientError (the caller must not acknowledge the records)."""
+    """Publishes dead letters through shared_lib.deadletters (idempotent, acks=all): `send` returns once the
+    broker has every one of them, whole or, when too large to copy, as an envelope; else it raises
+    TransientError (the caller must not acknowledge the records)."""
 
     def __init__(self, bootstrap: str, topic: str, timeout_seconds: float = 10.0) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.timeout_seconds = timeout_seconds
-        self._producer: Any = None
-        self._lock = threading.Lock()
-
-    def _ensure(self) -> Any:
-        with self._lock:
-            if self._producer is None:
-                from kafka import KafkaProducer
-
-                timeout_ms = int(self.timeout_seconds * 1000)
-                try:
-                    self._producer = KafkaProducer(
-                        bootstrap_servers=self.bootstrap,
-                        client_id="orders-dead-letters",
-                        acks="all",
-                        enable_idempotence=True,
-                        linger_ms=2,
-                        request_timeout_ms=timeout_ms,
-                        max_block_ms=timeout_ms,
-                        bootstrap_timeout_ms=timeout_ms,
-                    )
-                except Exception as exc:
-                    raise TransientError("Kafka is unavailable") from exc
-            return self._producer
+        self._publisher = deadletters.KafkaDeadLetterPublisher(
+            bootstrap, topic, "orders-dead-letters", timeout_seconds
+        )
 
     def send(self, letters: Sequence[DeadLetter]) -> None:
-        if not letters:
-            return
-        producer = self._ensure()
-        try:
-            futures = [
-                producer.send(
-                    self.topic, key=l.record.key, value=l.record.value, headers=dead_letter_headers(l)
-                )
-                for l in letters  # noqa: E741
-            ]
-            producer.flush(timeout=self.timeout_seconds)
-            for future in futures:
-                future.get(timeout=self.timeout_seconds)
-        except Exception as exc:
-            self.close()
-            raise TransientError("publishing dead letters failed") from exc
+        if letters:
+            self._publisher.publish([_shared(letter) for letter in letters])
 
     def close(self) -> None:
-        with self._lock:
-            producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                producer.close(timeout=self.timeout_seconds)
-            except Exception:
-                log.warning("closing the dead-letter producer failed", exc_info=True)
+        self._publisher.close()
 
 
 class LogDeadLetters:
@@ -111,6 +71,7 @@ class LogDeadLetters:
 # --- the batch stream --------------------------------------------------------------------------------------
 
 _RECONNECT = Backoff(base=0.2, max=5.0)
+DLQ_INTERVAL_SECONDS = 10.0
 
 
 class KafkaOrderStream:
@@ -132,6 +93,7 @@ class KafkaOrderStream:
         fetch_max_wait_ms: int = 50,
         initial_offset: str = "earliest",
         check_crcs: bool = False,
+        dead_letter_topic: str | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
@@ -141,6 +103,9 @@ class KafkaOrderStream:
         self.initial_offset = initial_offset
         self.check_crcs = check_crcs
         self.assigned = threading.Event()
+        self.dead_letter_topic = dead_letter_topic or f"{topic}.dlq"
+        self._dlq_backlog = deadletters.DeadLetterBacklog(bootstrap, self.dead_letter_topic)
+        self._dlq_measured = 0.0
 
     def _connect(self) -> Any | None:
         if not kafka_reachable(self.bootstrap):
@@ -189,6 +154,7 @@ class KafkaOrderStream:
                 stop.wait(_RECONNECT.delay(1))
             finally:
                 self.assigned.clear()
+                self._dlq_backlog.close()
                 try:
                     consumer.close(autocommit=False, timeout_ms=2_000)
                 except Exception:
@@ -201,6 +167,7 @@ class KafkaOrderStream:
 
         failures = 0
         while not stop.is_set():
+            self._measure_dead_letters()
             polled = consumer.poll(timeout_ms=200, max_records=self.batch_size)
             if consumer.assignment():
                 self.assigned.set()
@@ -236,3 +203,13 @@ class KafkaOrderStream:
                 consumer.commit(offsets=offsets)
             except Exception as exc:  # a rebalance: the new owner redelivers; a redelivery changes nothing
                 log.warning("committing offsets of %s failed: %r", self.topic, exc)
+
+    def _measure_dead_letters(self) -> None:
+        """The dead-letter topic's backlog (records no redrive passed yet), every few seconds."""
+        now = time.monotonic()
+        if now - self._dlq_measured < DLQ_INTERVAL_SECONDS:
+            return
+        self._dlq_measured = now
+        waiting = self._dlq_backlog.measure()
+        if waiting is not None:
+            metrics.DEAD_LETTERS_WAITING.labels(self.dead_letter_topic).set(waiting)
