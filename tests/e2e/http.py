@@ -12,7 +12,8 @@ def call(
     method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
 ) -> tuple[int, Any, dict[str, str]]:
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    sent = {"Content-Type": "application/json", **(headers or {})} if data is not None else headers or {}
+    request = urllib.request.Request(url, data=data, method=method, headers=sent)  # not urllib's form
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             status, payload, got = response.status, response.read(), dict(response.headers)

@@ -131,7 +131,8 @@ def call(
 ) -> tuple[int, Any]:
     """A call as the shop's front end makes it (plain HTTP: the headers given are the ones sent)."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method=method, headers=headers or {})
+    sent = {"Content-Type": "application/json", **(headers or {})} if data is not None else headers or {}
+    request = urllib.request.Request(base + path, data=data, method=method, headers=sent)  # not urllib's form
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             status, payload = response.status, response.read()
