@@ -104,7 +104,8 @@ def call(
     url: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None
 ) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    sent = {"Content-Type": "application/json", **(headers or {})} if data is not None else headers or {}
+    request = urllib.request.Request(url, data=data, method=method, headers=sent)  # not urllib's form
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             status, payload = response.status, response.read()
