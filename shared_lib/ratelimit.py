@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import CancelledError
+from dataclasses import dataclass
 from typing import Protocol
 
 from shared_lib.observability import metrics
@@ -49,8 +50,19 @@ INSERT INTO rate_limits AS r (name, tat)
 VALUES (:name, clock_timestamp() + make_interval(secs => CAST(:interval AS float8)))
 ON CONFLICT (name) DO UPDATE
     SET tat = GREATEST(r.tat, clock_timestamp()) + make_interval(secs => CAST(:interval AS float8))
-RETURNING extract(epoch FROM (r.tat - make_interval(secs => CAST(:interval AS float8)) - clock_timestamp()))
+RETURNING extract(epoch FROM (r.tat - make_interval(secs => CAST(:interval AS float8)))),
+          extract(epoch FROM (r.tat - make_interval(secs => CAST(:interval AS float8)) - clock_timestamp()))
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A slot the limiter handed out: `at` on the limiter's clock (PgRateLimiter: the database's, as Unix
+    seconds; InProcessRateLimiter: its own clock), and `wait`, the seconds from now until then (≤ 0: at once).
+    Consecutive grants under one name are exactly one interval apart or more."""
+
+    at: float
+    wait: float
 
 
 class PgRateLimiter:
@@ -68,10 +80,14 @@ class PgRateLimiter:
         self.interval = _interval(rate)
         self._sleep = sleep
 
+    def take(self) -> Grant:
+        """Take the next slot, without waiting for it."""
+        rows = self.pool.run(_RESERVE, name=self.name, interval=self.interval)
+        return Grant(at=float(rows[0][0]), wait=float(rows[0][1]))
+
     def reserve(self) -> float:
         """Take the next slot; seconds to wait before using it (≤ 0: now)."""
-        rows = self.pool.run(_RESERVE, name=self.name, interval=self.interval)
-        return float(rows[0][0])
+        return self.take().wait
 
     def acquire(self, cancel: threading.Event | None = None) -> None:
         if cancel is not None and cancel.is_set():
@@ -98,12 +114,16 @@ class InProcessRateLimiter:
         self._tat = float("-inf")
         self._lock = threading.Lock()
 
-    def reserve(self) -> float:
+    def take(self) -> Grant:
+        """Take the next slot, without waiting for it."""
         with self._lock:
             now = self._clock()
             grant = max(self._tat, now)
             self._tat = grant + self.interval
-            return grant - now
+            return Grant(at=grant, wait=grant - now)
+
+    def reserve(self) -> float:
+        return self.take().wait
 
     def acquire(self, cancel: threading.Event | None = None) -> None:
         if cancel is not None and cancel.is_set():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from concurrent.futures import CancelledError
 
 import pytest
@@ -17,63 +16,74 @@ pytestmark = pytest.mark.integration
 
 
 def grant_times(limiters: list[PgRateLimiter], per_thread: int, threads_each: int) -> list[float]:
+    """The slots the limiters handed out (on the database's clock) to threads taking them concurrently,
+    sorted: what the limiter decided, not when a thread happened to be scheduled afterwards."""
     grants: list[float] = []
     lock = threading.Lock()
+    barrier = threading.Barrier(len(limiters) * threads_each)
 
     def take(limiter: PgRateLimiter) -> None:
+        barrier.wait()
         for _ in range(per_thread):
-            limiter.acquire()
+            grant = limiter.take()
             with lock:
-                grants.append(time.monotonic())
+                grants.append(grant.at)
 
     threads = [threading.Thread(target=take, args=(lim,)) for lim in limiters for _ in range(threads_each)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(60)
     return sorted(grants)
 
 
 def test_two_pools_sharing_a_name_keep_the_rate_together(make_database: MakeDatabase) -> None:
     dsn = make_database("cart")
     rate = 20.0
-    # two "replicas": separate pools, two threads each, 25 acquires in all (a few more to make it even)
+    # two "replicas": separate pools, two threads each, all taking slots at once
     replicas = [PgRateLimiter(ConnectionPool(dsn, size=2), "product", rate) for _ in range(2)]
-    started = time.monotonic()
-    grants = grant_times(replicas, per_thread=7, threads_each=2)  # 28 grants
-    elapsed = time.monotonic() - started
+    grants = grant_times(replicas, per_thread=7, threads_each=2)
     assert len(grants) == 28
-    assert elapsed >= 27 / rate * 0.95  # strict spacing: n grants need (n - 1) intervals
     gaps = [b - a for a, b in itertools.pairwise(grants)]
-    assert min(gaps) >= 0.5 / rate  # never two at once (tolerating scheduler jitter)
+    assert min(gaps) >= 1 / rate - 1e-5  # strictly spaced: never two in one interval (timestamps are in µs)
+    assert grants[-1] - grants[0] >= 27 / rate - 1e-4  # n grants span (n - 1) intervals
     for i, first in enumerate(grants):  # no one-second window holds more than the rate
-        assert sum(1 for t in grants[i:] if t - first < 1.0) <= rate + 1
+        assert sum(1 for t in grants[i:] if t - first < 1.0) <= rate
+
+
+def test_acquire_waits_for_its_slot(make_database: MakeDatabase) -> None:
+    waits: list[float] = []
+    limiter = PgRateLimiter(ConnectionPool(make_database("cart"), size=1), "waits", 0.01, sleep=waits.append)
+    limiter.acquire()
+    limiter.acquire()  # the next slot is an interval (100 s) after the first: acquire sleeps until it
+    assert len(waits) == 1 and 0 < waits[0] <= 100
 
 
 def test_limits_with_different_names_do_not_slow_each_other(make_database: MakeDatabase) -> None:
     pool = ConnectionPool(make_database("cart"), size=2)
     slow = PgRateLimiter(pool, "slow", 1)
     fast = PgRateLimiter(pool, "fast", 1000)
-    slow.acquire()
-    started = time.monotonic()
-    for _ in range(5):
-        fast.acquire()
-    assert time.monotonic() - started < 0.5
+    slow.take()
+    queued = slow.take()
+    assert queued.wait > 0.5  # slow's next slot is about a second away …
+    first = fast.take()
+    assert first.wait <= 0  # … and fast grants at once all the same
+    later = [fast.take() for _ in range(4)]
+    assert all(grant.wait <= 4 / 1000 + 1e-5 for grant in later)  # on its own schedule: milliseconds apart
 
 
 def test_an_idle_limit_grants_at_once_without_a_burst(make_database: MakeDatabase) -> None:
     pool = ConnectionPool(make_database("cart"), size=1)
     limiter = PgRateLimiter(pool, "idle", 5)
-    assert limiter.reserve() <= 0.01
-    assert limiter.reserve() == pytest.approx(0.2, abs=0.05)
+    first, second = limiter.take(), limiter.take()
+    assert first.wait <= 0
+    assert second.at - first.at >= 0.2 - 1e-5  # a full interval after the first: no burst
 
 
 def test_a_cancelled_wait_gives_up(make_database: MakeDatabase) -> None:
-    limiter = PgRateLimiter(ConnectionPool(make_database("cart"), size=1), "cancel", 0.5)
-    limiter.acquire()
+    limiter = PgRateLimiter(ConnectionPool(make_database("cart"), size=1), "cancel", 0.001)
+    limiter.acquire()  # the next slot is 1000 s away: only the cancel can end the wait
     cancel = threading.Event()
     threading.Timer(0.05, cancel.set).start()
-    started = time.monotonic()
     with pytest.raises(CancelledError):
         limiter.acquire(cancel)
-    assert time.monotonic() - started < 1
