@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 
 from shared_lib.errors import DomainError, InvalidInputError, ShopError
 
-STATUSES = ("new", "awaiting payment", "failed", "paid", "cancelled")
-
 _MESSAGES = {
     "new": "Order {order} was created",
     "awaiting payment": "Order {order} is reserved and awaiting payment",

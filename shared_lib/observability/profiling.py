@@ -101,10 +101,6 @@ def _error(start_response: Callable[..., Any], status: str, message: str) -> lis
     return _answer(start_response, status, body, "application/json")
 
 
-def enabled() -> bool:
-    return bool(settings().profiling_token.get_secret_value())
-
-
 def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """The /debug/profile endpoint (the caller checked the path)."""
     config = settings()
