@@ -9,6 +9,7 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 import pytest
 
 from shared_lib.workpool import map_bounded
+from tests.polling import wait_for
 
 
 class Gauge:
@@ -41,10 +42,13 @@ def test_results_come_back_in_input_order_whatever_the_finishing_order() -> None
 
 def test_never_more_than_limit_calls_in_flight() -> None:
     gauge = Gauge()
+    first_five = threading.Barrier(5)
 
     def work(n: int) -> int:
         gauge.enter(n)
-        time.sleep(0.01)
+        if n < 5:
+            first_five.wait(30)  # the cap is reached, whatever the scheduler does: all five are in flight
+        time.sleep(0.001)
         gauge.leave()
         return n
 
@@ -70,28 +74,32 @@ def test_the_cap_holds_on_a_shared_larger_executor() -> None:
 def test_first_error_is_raised_unstarted_work_never_starts_and_running_work_is_told() -> None:
     gauge = Gauge()
     cancel = threading.Event()
+    first_five = threading.Barrier(5)
+    release = threading.Event()
     told: list[int] = []
+    finished: list[int] = []
 
     def work(n: int) -> int:
         gauge.enter(n)
+        first_five.wait(30)  # the five are in flight when 2 fails
         if n == 2:
-            time.sleep(0.02)
             raise ValueError("sku 2 failed")
-        if cancel.wait(2.0):  # a long call that gives up when told
+        if cancel.wait(30):  # a long call that gives up when told …
             told.append(n)
+            release.wait(30)  # … and is still running until the test lets it go
+            finished.append(n)
             raise CancelledError()
         return n
 
-    started = time.monotonic()
-    with pytest.raises(ValueError, match="sku 2 failed"):
-        map_bounded(work, range(50), limit=5, cancel=cancel)
-    assert time.monotonic() - started < 1.0  # did not wait for the long calls
-    assert cancel.is_set()
-    assert sorted(gauge.started) == [0, 1, 2, 3, 4]  # nothing beyond the first five ever started
-    deadline = time.monotonic() + 2
-    while len(told) < 4 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert sorted(told) == [0, 1, 3, 4]
+    try:
+        with pytest.raises(ValueError, match="sku 2 failed"):
+            map_bounded(work, range(50), limit=5, cancel=cancel)
+        assert finished == []  # the error came back while the long calls were still running
+        assert cancel.is_set()
+        assert sorted(gauge.started) == [0, 1, 2, 3, 4]  # nothing beyond the first five ever started
+        wait_for(lambda: sorted(told) == [0, 1, 3, 4], timeout=30, what="the running calls were told")
+    finally:
+        release.set()
 
 
 def test_an_error_raised_by_the_first_item_stops_everything_after_it() -> None:
