@@ -7,12 +7,18 @@ the shutdown hooks registered in shared_lib.lifecycle (producer flush, pool clos
 Every function is served through shared_lib.observability.server: its requests counted, timed and traced,
 GET /metrics (all workers' figures: with several workers they share a PROMETHEUS_MULTIPROC_DIR, made here
 when not given) and the token-guarded GET /debug/profile.
+Every answer is JSON, errors in the shop's shape: Flask's and functions-framework's error pages are replaced
+(shared_lib.web.answer_http_errors_in_json), a body over MAX_REQUEST_BODY_BYTES is a 413 before any function
+reads it, and what gunicorn refuses before the app (a 431 for headers over its limits, 414, 400) is written
+as JSON by the worker (JsonErrorPages).
 No service logic here: the function comes from the table, its code from functions/<service>/main.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import io
 import os
 import sys
 import tempfile
@@ -24,7 +30,7 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from functions import table
 from functions.server_settings import ServerSettings
-from shared_lib import lifecycle
+from shared_lib import lifecycle, web
 from shared_lib.docs import DocsRoutes
 from shared_lib.observability import metrics, server
 from shared_lib.observability import settings as observability_settings
@@ -60,7 +66,8 @@ class HealthRoutes:
 
 
 def function_app(target: str) -> WSGIApp:
-    """The functions-framework app of one function of the table, observed, with /healthz and /readyz."""
+    """The functions-framework app of one function of the table, observed, with /healthz and /readyz; its
+    errors in JSON, its body at most MAX_REQUEST_BODY_BYTES."""
     import functions_framework
 
     function = table.BY_NAME.get(target)
@@ -68,8 +75,9 @@ def function_app(target: str) -> WSGIApp:
         raise ValueError(f"no function {target!r} in functions/table.py")
     server.setup(function.service)
     app = functions_framework.create_app(target=target, source=str(ROOT / function.source))  # type: ignore[no-untyped-call]
+    web.answer_http_errors_in_json(app)
     observed = server.ObservedFunction(
-        app,
+        web.BodyLimit(app, ServerSettings().max_body_bytes),
         function=function.name,
         service=function.service,
         route=function.path,
@@ -83,7 +91,91 @@ def function_app(target: str) -> WSGIApp:
     return HealthRoutes(documented, target)
 
 
-class DrainingWorker(ThreadWorker):  # type: ignore[misc]
+class _KeptPage:
+    """Stands in for the client's socket while gunicorn writes its error page, and keeps what it wrote."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def gettimeout(self) -> float:
+        return 0.0  # non-blocking already: gunicorn.util.write_nonblock then writes at once
+
+    def setblocking(self, _flag: bool) -> None:
+        pass
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+    def makefile(self, *_args: Any, **_kwargs: Any) -> io.BytesIO:  # for http.client, reading it back
+        return io.BytesIO(bytes(self.data))
+
+
+class JsonErrorPages:
+    """Mixin for a gunicorn worker: what gunicorn refuses before the app runs is answered in the shop's JSON.
+
+    A workaround, in this one place: gunicorn 27 has no setting or server hook for the answer it writes when
+    it refuses a request itself (a header over limit_request_field_size or more than limit_request_fields
+    headers: 431; a request line over limit_request_line: 414; a malformed request: 400; an app error after
+    the response began: 500). Its Worker.handle_error writes gunicorn.util.write_error's HTML page. Here it
+    runs unchanged (its log lines and access-log entry too) against a stand-in socket that keeps the page;
+    the status is read back from it with http.client and answered with the same status and the shop's error
+    body, written by wsgiref. tests/unit/test_entrypoint.py breaks if gunicorn changes how it writes the page.
+    """
+
+    cfg: Any
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        page = _KeptPage()
+        super().handle_error(req, page, addr, exc)  # type: ignore[misc]
+        if not page.data:  # gunicorn wrote nothing here: let it answer on the real socket as it would
+            super().handle_error(req, client, addr, exc)  # type: ignore[misc]
+            return
+        try:
+            written = http.client.HTTPResponse(page)  # type: ignore[arg-type]
+            written.begin()
+            status, reason = written.status, written.reason
+        except (http.client.HTTPException, ValueError):
+            client.sendall(bytes(page.data))  # not a page we can read: send it as gunicorn wrote it
+            return
+        code = web.GRPC_INTERNAL if status >= 500 else web.GRPC_INVALID_ARGUMENT
+        message = reason.lower()
+        if status == 431:
+            message += (
+                f": at most {self.cfg.limit_request_fields} header fields of "
+                f"{self.cfg.limit_request_field_size} bytes each"
+            )
+        _write_json_error(client, f"{status} {reason}", code, message)
+
+
+def _write_json_error(client: Any, status: str, code: int, message: str) -> None:
+    """An HTTP/1.0 answer (the connection closes after it) with the shop's error body, encoded by wsgiref."""
+    from wsgiref.handlers import SimpleHandler
+
+    def reply(_environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        return web.json_error(start_response, status, code, message)
+
+    with client.makefile("wb") as out:
+        handler = SimpleHandler(
+            io.BytesIO(), out, sys.stderr, {"SERVER_PROTOCOL": "HTTP/1.0"}, multithread=True
+        )
+        handler.server_software = "gunicorn"
+        handler.run(reply)
+
+
+class JsonErrorWorker(JsonErrorPages, ThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker answering its own refusals in JSON (the dev server's worker)."""
+
+
+def http_server_options() -> dict[str, Any]:
+    """The gunicorn settings every server of the shop's functions shares: the container's (serve, below) and
+    the dev server's."""
+    return {
+        "worker_class": JsonErrorWorker,
+        "limit_request_line": 0,  # as functions-framework's own server: long queries get our 400s
+    }
+
+
+class DrainingWorker(JsonErrorWorker):
     """gunicorn's gthread worker that also turns /readyz false the moment SIGTERM arrives."""
 
     def handle_exit(self, sig: int, frame: Any) -> None:
@@ -132,6 +224,7 @@ def serve(
     class Server(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             options: dict[str, Any] = {
+                **http_server_options(),
                 "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
                 "workers": workers,
                 "threads": threads,
@@ -139,7 +232,6 @@ def serve(
                 "graceful_timeout": graceful_timeout,
                 "timeout": 30,  # the gthread heartbeat, not a request timeout (Knative's revision timeout is)
                 "keepalive": 30,  # the queue-proxy reuses connections: closing early races it
-                "limit_request_line": 0,  # as functions-framework's own server: long queries get our 400s
                 "loglevel": log_level,
                 "errorlog": "-",
                 "proc_name": f"fn-{target}",

@@ -22,6 +22,9 @@ class ServerSettings(BaseSettings):
     threads: int = Field(16, ge=1, validation_alias="GUNICORN_THREADS")
     graceful_timeout: int = Field(30, ge=0, validation_alias="GRACEFUL_TIMEOUT")
     log_level: str = Field("", validation_alias="GUNICORN_LOG_LEVEL")  # empty: each server's own default
+    # the most request body any function takes, CloudEvent ones included (a 413 above it; 1 MiB as Kafka's
+    # default record limit); the HTTP API's own 1 MiB (shared_lib.web.MAX_BODY_BYTES) holds besides
+    max_body_bytes: int = Field(1024 * 1024, ge=1, validation_alias="MAX_REQUEST_BODY_BYTES")
 
     # the dev server (make run)
     pg_port: int = Field(15432, validation_alias="SHOP_PG_PORT")

@@ -5,13 +5,26 @@ Serving through gunicorn and SIGTERM draining are exercised on a real process in
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import gunicorn.config
+import gunicorn.glogging
 import pytest
+from gunicorn.http.errors import InvalidHeaderName, InvalidRequestLine, LimitRequestHeaders, LimitRequestLine
 from werkzeug.test import Client
 
 from functions import entrypoint, table
 from shared_lib import lifecycle
+from tests.polling import wait_for
+from tests.unit.notifier.fakes import Notifier
 
 
 @pytest.fixture(autouse=True)
@@ -109,3 +122,188 @@ def test_on_shutdown_works_as_a_decorator() -> None:
     lifecycle.run_shutdown_hooks()
     assert ran == ["closed"]
     assert callable(close)
+
+
+# --- every answer a JSON error: CloudEvent edges, HEAD, body limits, gunicorn's own refusals --------------
+
+CE_HEADERS = {
+    "ce-specversion": "1.0",
+    "ce-id": "1",
+    "ce-source": "/loms",
+    "ce-type": "loms.order.status-changed",
+    "Content-Type": "application/json",
+}
+STATUS_CHANGE = b'{"order_id": 1, "user_id": 31337, "status": "new", "moment": "2026-11-22T08:00:00Z"}'
+
+
+def assert_json_error(response: Any, status: int, code: int) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)[:300]
+    assert response.headers["Content-Type"] == "application/json"
+    body: dict[str, Any] = response.get_json()
+    assert set(body) == {"code", "message", "details"}
+    assert (body["code"], body["details"]) == (code, [])
+    return body
+
+
+@pytest.fixture
+def notifier(monkeypatch: pytest.MonkeyPatch) -> Notifier:
+    from functions.notifier import bootstrap
+
+    fake = Notifier()
+    monkeypatch.setattr(bootstrap, "notifier_service", lambda: fake.service)
+    return fake
+
+
+@pytest.fixture(scope="module")
+def notify_client() -> Client:
+    return Client(entrypoint.function_app("notify_status"))
+
+
+@pytest.fixture(scope="module")
+def ingest_client() -> Client:
+    return Client(entrypoint.function_app("ingest_order"))
+
+
+@pytest.mark.parametrize("target", ["notify_status", "ingest_order"])
+def test_a_cloudevent_endpoint_answers_a_request_that_is_no_cloudevent_in_json(
+    target: str, notify_client: Client, ingest_client: Client, notifier: Notifier
+) -> None:
+    client = notify_client if target == "notify_status" else ingest_client
+    path = table.BY_NAME[target].path
+    assert_json_error(client.post(path, data=b"hello", headers={"Content-Type": "text/plain"}), 415, 3)
+    secret = b'{"password": "hunter2"}'
+    body = assert_json_error(
+        client.post(path, data=secret, headers={"Content-Type": "application/json"}), 400, 3
+    )
+    assert "hunter2" not in body["message"]  # functions-framework's page echoed the request's data
+    wrong_method = client.get(path)
+    assert_json_error(wrong_method, 405, 3)
+    assert wrong_method.headers["Allow"] == "POST"
+    assert notifier.db.claimed == {}
+
+
+def test_a_cloudevent_body_over_the_limit_is_a_json_413_and_nothing_is_stored(
+    notify_client: Client, notifier: Notifier
+) -> None:
+    path = table.BY_NAME["notify_status"].path
+    big = STATUS_CHANGE[:-1] + b', "pad": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+    body = assert_json_error(notify_client.post(path, data=big, headers=CE_HEADERS), 413, 3)
+    assert body["message"] == f"request body is over {1024 * 1024} bytes"
+    assert notifier.db.claimed == {}
+    assert notify_client.post(path, data=STATUS_CHANGE, headers=CE_HEADERS).status_code == 200
+    assert notifier.sink.events() == [1]
+
+
+def test_the_body_limit_is_configured_by_max_request_body_bytes(
+    monkeypatch: pytest.MonkeyPatch, notifier: Notifier
+) -> None:
+    monkeypatch.setenv("MAX_REQUEST_BODY_BYTES", str(len(STATUS_CHANGE) - 1))
+    client = Client(entrypoint.function_app("notify_status"))
+    path = table.BY_NAME["notify_status"].path
+    assert_json_error(client.post(path, data=STATUS_CHANGE, headers=CE_HEADERS), 413, 3)
+    monkeypatch.setenv("MAX_REQUEST_BODY_BYTES", str(len(STATUS_CHANGE)))
+    client = Client(entrypoint.function_app("notify_status"))
+    assert client.post(path, data=STATUS_CHANGE, headers=CE_HEADERS).status_code == 200
+
+
+def test_head_on_a_get_function_answers_as_the_get_without_a_body(product_client: Client) -> None:
+    key = {"X-API-KEY": "testToken"}
+    got = product_client.get("/product/1076963", headers=key)
+    head = product_client.head("/product/1076963", headers=key)
+    assert (head.status_code, head.get_data()) == (200, b"")
+    assert head.headers["Content-Length"] == got.headers["Content-Length"]
+    assert product_client.head("/product/1076963").status_code == 401
+
+
+def test_functions_frameworks_own_pages_are_json_too(product_client: Client) -> None:
+    for path in ("/robots.txt", "/favicon.ico"):
+        assert_json_error(product_client.get(path), 404, 5)
+
+
+# gunicorn's refusals, before any app runs ------------------------------------------------------------------
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (LimitRequestHeaders("limit request headers fields size"), 431),
+        (LimitRequestLine(9000, 8190), 414),
+        (InvalidHeaderName("<bad>"), 400),
+        (InvalidRequestLine("GARBAGE <script>"), 400),
+    ],
+    ids=["431", "414", "400-header", "400-line"],
+)
+def test_the_worker_answers_gunicorns_refusals_in_json(error: Exception, status: int) -> None:
+    """Breaks when gunicorn changes how Worker.handle_error writes its page (see JsonErrorPages)."""
+    cfg = gunicorn.config.Config()
+    worker = entrypoint.JsonErrorWorker(0, os.getpid(), [], None, 30, cfg, gunicorn.glogging.Logger(cfg))
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        worker.handle_error(None, ours, ("127.0.0.1", 1), error)
+        ours.shutdown(socket.SHUT_WR)
+        got, headers, body = read_response(theirs)
+    assert got == status
+    assert headers["content-type"] == "application/json"
+    assert int(headers["content-length"]) == len(body)
+    payload = json.loads(body)
+    assert payload == {"code": 3, "message": payload["message"], "details": []}
+    assert "<" not in payload["message"]
+    if status == 431:
+        assert "100 header fields" in payload["message"] and "8190 bytes" in payload["message"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        return read_response(sock)
+
+
+def test_the_served_function_answers_oversized_headers_with_a_json_431(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(entrypoint.ROOT), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    args = ["--target", "get_product", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "functions.entrypoint", *args],
+        env=env,
+        cwd=entrypoint.ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def healthy() -> bool:
+            assert process.poll() is None, "the server exited"
+            try:
+                return raw_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout=60, what="the function serves /healthz")
+        big = b"GET /product/1076963 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
+        many = (
+            b"GET /product/1076963 HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n"
+        )
+        for request in (big, many):
+            status, headers, body = raw_exchange(port, request)
+            assert status == 431
+            assert headers["content-type"] == "application/json"
+            assert json.loads(body)["code"] == 3
+        status, headers, body = raw_exchange(port, b"GET /product/1076963 HTTP/1.1\r\nBad Header: 1\r\n\r\n")
+        assert (status, headers["content-type"], json.loads(body)["code"]) == (400, "application/json", 3)
+        ok = raw_exchange(port, b"GET /product/1076963 HTTP/1.1\r\nHost: x\r\nX-API-KEY: testToken\r\n\r\n")
+        assert ok[0] == 200
+    finally:
+        process.terminate()
+        process.wait(30)
