@@ -176,6 +176,44 @@ class UnreachableCache(InProcessCache):
         return None
 
 
+class Spy:
+    """Wraps a cache and counts what load_through asked of it: every get (a follower polls with gets) and
+    every add of a load lock that succeeded (the caller took the lock)."""
+
+    def __init__(self, inner: Cache) -> None:
+        self.inner = inner
+        self.gets = 0
+        self.locks_taken = 0
+        self.polled = threading.Event()  # set on the second get of one key: someone is polling
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            self.gets += 1
+            if self.gets >= 2:
+                self.polled.set()
+        return self.inner.get(key)
+
+    def get_many(self, keys: Any) -> dict[str, Any]:
+        return self.inner.get_many(keys)
+
+    def set(self, key: str, value: Any, ttl: float) -> None:
+        self.inner.set(key, value, ttl)
+
+    def add(self, key: str, value: Any, ttl: float) -> bool | None:
+        taken = self.inner.add(key, value, ttl)
+        if taken:
+            with self._lock:
+                self.locks_taken += 1
+        return taken
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def incr(self, key: str, delta: int = 1) -> int | None:
+        return self.inner.incr(key, delta)
+
+
 def run_concurrently(n: int, fn: Callable[[], Any]) -> list[Any]:
     barrier = threading.Barrier(n)
     results: list[Any] = [None] * n
@@ -210,12 +248,11 @@ def test_concurrent_misses_in_one_process_make_one_loader_call() -> None:
 
 
 def test_concurrent_misses_share_one_load_even_when_the_cache_does_not_answer() -> None:
-    cache, loader = UnreachableCache(), CountingLoader(delay=0.2)
-    started = time.monotonic()
-    results = run_concurrently(10, lambda: load_through(cache, "k", 60, loader, wait=5))
+    cache, loader = Spy(UnreachableCache()), CountingLoader(delay=0.2)
+    results = run_concurrently(10, lambda: load_through(cache, "k", 60, loader, wait=600))
     assert loader.calls == 1
     assert all(r == ({"loaded": True}, False) for r in results)
-    assert time.monotonic() - started < 2  # nobody waited for a lock the cache cannot hold
+    assert cache.gets == 10  # one look each: nobody polled for a lock the cache cannot hold
 
 
 def test_a_loader_error_reaches_every_waiting_caller_and_the_next_call_loads_again() -> None:
@@ -236,35 +273,40 @@ def test_a_none_from_the_loader_is_returned_and_not_cached() -> None:
 
 
 def test_another_replica_loading_the_key_is_waited_for_not_repeated() -> None:
-    cache, loader = InProcessCache(), CountingLoader()
-    assert cache.add("k:loading", "another replica", 5) is True  # another replica holds the load lock
+    cache, loader = Spy(InProcessCache()), CountingLoader()
+    assert cache.add("k:loading", "another replica", 60) is True  # another replica holds the load lock
 
     def other_replica_finishes() -> None:
-        time.sleep(0.1)
+        cache.polled.wait(30)  # once this caller is waiting for it
         cache.set("k", {"from": "the other replica"}, 60)
         cache.delete("k:loading")
 
     threading.Thread(target=other_replica_finishes).start()
-    assert load_through(cache, "k", 60, loader, wait=2) == ({"from": "the other replica"}, True)
+    assert load_through(cache, "k", 60, loader, wait=600) == ({"from": "the other replica"}, True)
     assert loader.calls == 0
 
 
 def test_a_slow_replica_holding_the_lock_is_given_up_on_after_the_wait() -> None:
-    cache, loader = InProcessCache(), CountingLoader()
+    cache, loader = Spy(InProcessCache()), CountingLoader()
     cache.add("k:loading", "a stuck replica", 30)
     started = time.monotonic()
     assert load_through(cache, "k", 60, loader, wait=0.2) == ({"loaded": True}, False)
-    assert 0.2 <= time.monotonic() - started < 1.5
+    assert time.monotonic() - started >= 0.2  # it waited for the other replica first …
+    assert cache.gets >= 2 and cache.locks_taken == 1  # … polling, then loaded without the lock
     assert loader.calls == 1
     assert cache.get("k") == {"loaded": True}
 
 
 def test_a_replica_that_gave_up_its_lock_without_a_value_lets_the_next_one_load() -> None:
-    cache, loader = InProcessCache(), CountingLoader()
-    cache.add("k:loading", "a replica whose load failed", 30)
-    threading.Timer(0.05, lambda: cache.delete("k:loading")).start()
-    started = time.monotonic()
-    assert load_through(cache, "k", 60, loader, wait=5) == ({"loaded": True}, False)
-    assert time.monotonic() - started < 1  # took the freed lock instead of waiting out the 5 s
+    cache, loader = Spy(InProcessCache()), CountingLoader()
+    cache.add("k:loading", "a replica whose load failed", 60)
+
+    def other_replica_gives_up() -> None:
+        cache.polled.wait(30)  # once this caller is waiting for it
+        cache.delete("k:loading")
+
+    threading.Thread(target=other_replica_gives_up).start()
+    assert load_through(cache, "k", 60, loader, wait=600) == ({"loaded": True}, False)
+    assert cache.locks_taken == 2  # the other replica's, then this caller's: it took the freed lock
     assert loader.calls == 1
     assert cache.get("k:loading") is None  # released after loading
