@@ -44,3 +44,6 @@ class IdempotencyKeyReusedError(DomainError):
 
 class TransientError(ShopError):
     """An infrastructure hiccup, safe to retry (503, code 14; a redelivery for events)."""
+
+
+GRPC_FAILED_PRECONDITION = 9  # PreconditionError's code: loms answers it with a 400, cart's client reads it

@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.http import parse_options_header
 
 from shared_lib.errors import (
+    GRPC_FAILED_PRECONDITION,
     DomainError,
     IdempotencyKeyReusedError,
     InvalidInputError,
@@ -35,12 +36,13 @@ from shared_lib.errors import (
     TransientError,
     UnauthenticatedError,
 )
+from shared_lib.ints import INT64_MAX as INT64_MAX
+from shared_lib.ints import NotAnInteger, OutOfRange, parse_int
 from shared_lib.observability import server as observed
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-INT64_MAX = 2**63 - 1
 _KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 S = TypeVar("S")
@@ -109,15 +111,12 @@ class Route:
 
 def parse_id(value: str, name: str) -> int:
     """A positive int64 written in decimal, or InvalidInputError naming the field."""
-    if not value.isascii() or not value.isdigit():
-        raise InvalidInputError(f"{name} must be a positive integer")
-    digits = value.lstrip("0")  # int() refuses over 4300 digits, leading zeros included
-    if len(digits) > len(str(INT64_MAX)):
-        raise InvalidInputError(f"{name} must be a positive integer in int64 range")
-    number = int(digits or "0")
-    if not 0 < number <= INT64_MAX:
-        raise InvalidInputError(f"{name} must be a positive integer in int64 range")
-    return number
+    try:
+        return parse_int(value, 1, INT64_MAX)
+    except OutOfRange:
+        raise InvalidInputError(f"{name} must be a positive integer in int64 range") from None
+    except NotAnInteger:
+        raise InvalidInputError(f"{name} must be a positive integer") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +193,6 @@ class IdempotencyStore(Protocol):
 GRPC_INVALID_ARGUMENT = 3
 GRPC_NOT_FOUND = 5
 GRPC_RESOURCE_EXHAUSTED = 8
-GRPC_FAILED_PRECONDITION = 9
 GRPC_INTERNAL = 13
 GRPC_UNAVAILABLE = 14
 GRPC_UNAUTHENTICATED = 16

@@ -13,26 +13,21 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from functions.loms.domain import UINT32_MAX, Item, Order
 from functions.loms.service import LomsService, OutboxRelay, StaleOrderSweeper
 from shared_lib import web
+from shared_lib.ints import INT64_MAX, NotAnInteger, OutOfRange, parse_int
 
 
 def _whole(value: Any, high: int, strings: bool) -> int:
-    if isinstance(value, str) and strings:
-        digits = value.lstrip("0")
-        if not value.isascii() or not value.isdigit() or len(digits) > len(str(high)):
-            raise ValueError(
-                f"must be an integer from 1 to {high} (a JSON number or a string of decimal digits)"
-            )
-        value = int(digits or "0")  # int() refuses over 4300 digits, leading zeros included
-    if isinstance(value, bool) or not isinstance(value, int):
+    try:
+        return parse_int(value, 1, high, strings=strings)
+    except NotAnInteger:
         kind = "a JSON number or a string of decimal digits" if strings else "a JSON number"
-        raise ValueError(f"must be an integer from 1 to {high} ({kind})")
-    if not 1 <= value <= high:
-        raise ValueError(f"must be an integer from 1 to {high}")
-    return value
+        raise ValueError(f"must be an integer from 1 to {high} ({kind})") from None
+    except OutOfRange:
+        raise ValueError(f"must be an integer from 1 to {high}") from None
 
 
 def _int64(value: Any) -> int:
-    return _whole(value, web.INT64_MAX, strings=True)
+    return _whole(value, INT64_MAX, strings=True)
 
 
 def _count(value: Any) -> int:

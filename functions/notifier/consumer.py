@@ -22,18 +22,18 @@ from functions.notifier.domain import (
 from functions.notifier.service import NotifierService
 from shared_lib import events, web
 from shared_lib.errors import InvalidInputError
+from shared_lib.ints import INT64_MAX, NotAnInteger, OutOfRange, parse_int
 
 
 def _id(value: Any) -> int:
     """A positive int64 as a JSON number or decimal text (loms writes int64 as text in its HTTP API)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        raise ValueError("must be a positive integer")
     try:
-        return web.parse_id(value, "id")
-    except InvalidInputError:
+        return parse_int(value, 1, INT64_MAX)
+    except OutOfRange:
         raise ValueError("must be a positive integer in int64 range") from None
+    except NotAnInteger:
+        number = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+        raise ValueError(f"must be a positive integer{' in int64 range' if number else ''}") from None
 
 
 def _instant(value: Any) -> Any:

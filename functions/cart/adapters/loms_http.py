@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from functions.cart.domain import OrderRejectedError
-from shared_lib.errors import TransientError
+from shared_lib.errors import GRPC_FAILED_PRECONDITION, TransientError
 from shared_lib.httpclient import HttpClient, HttpResponse, UnexpectedResponseError
-
-GRPC_FAILED_PRECONDITION = 9
+from shared_lib.ints import INT64_MAX, INT64_MIN, parse_int
 
 
 def _unavailable(response: HttpResponse) -> TransientError | None:
@@ -23,13 +22,10 @@ def _unavailable(response: HttpResponse) -> TransientError | None:
 
 def _int64(value: object, field: str) -> int:
     """An int64 written as protojson does (a string) or as a JSON number."""
-    if isinstance(value, bool):
-        raise UnexpectedResponseError(f"loms answered a non-integer {field}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isascii() and value.lstrip("-").isdigit():
-        return int(value)
-    raise UnexpectedResponseError(f"loms answered a non-integer {field}")
+    try:
+        return parse_int(value, INT64_MIN, INT64_MAX)
+    except ValueError:
+        raise UnexpectedResponseError(f"loms answered a non-integer {field}") from None
 
 
 class HttpStockLookup:
