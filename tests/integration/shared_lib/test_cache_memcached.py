@@ -14,7 +14,8 @@ import pytest
 from shared_lib.cache import Cache, MemcachedCache, load_through, parse_servers
 from shared_lib.devtools.memcached_server import MemcachedServer
 from tests.conftest import free_port
-from tests.unit.shared_lib.test_cache import CacheContract, CountingLoader, run_concurrently
+from tests.polling import wait_for
+from tests.unit.shared_lib.test_cache import CacheContract, CountingLoader, Spy, run_concurrently
 
 pytestmark = pytest.mark.integration
 
@@ -54,16 +55,14 @@ def test_servers_are_parsed_from_a_list() -> None:
         parse_servers("127.0.0.1:x")
 
 
-def test_a_closed_port_is_a_miss_and_a_no_op_and_fast() -> None:
+def test_a_closed_port_is_a_miss_and_a_no_op() -> None:
     cache = MemcachedCache(f"127.0.0.1:{free_port()}")
-    started = time.monotonic()
     assert cache.get("k") is None
     cache.set("k", 1, 60)
     assert cache.add("k", 1, 60) is None  # "did not answer", not "it was there"
     assert cache.incr("k") is None
     assert cache.get_many(["k", "j"]) == {}
     cache.delete("k")
-    assert time.monotonic() - started < 1
 
 
 def test_memcached_stopped_mid_test_is_a_miss_and_comes_back(memcached_flap: MemcachedServer) -> None:
@@ -76,9 +75,12 @@ def test_memcached_stopped_mid_test_is_a_miss_and_comes_back(memcached_flap: Mem
     cache.set(key, "during", 60)
     assert cache.add(key, "during", 60) is None
     memcached_flap.start()  # empty again: memcached keeps nothing across a restart
-    time.sleep(0.25)  # past retry_after: the server is asked again
-    cache.set(key, "after", 60)
-    assert cache.get(key) == "after"
+
+    def stored_again() -> bool:  # once past retry_after, the server is asked again
+        cache.set(key, "after", 60)
+        return bool(cache.get(key) == "after")
+
+    wait_for(stored_again, timeout=30, what="memcached used again after its restart")
 
 
 def test_with_two_servers_one_down_only_its_share_of_keys_misses(memcached_address: str) -> None:
@@ -95,14 +97,14 @@ def test_concurrent_misses_on_several_replicas_make_one_loader_call(memcached_ad
     # each "replica" has its own client, so only memcached's lock key can coordinate them
     replicas = [MemcachedCache(memcached_address) for _ in range(8)]
     key = f"test:{uuid.uuid4().hex}"
-    loader = CountingLoader(delay=0.3)
+    loader = CountingLoader(delay=0.3)  # slow, so the replicas' misses overlap
     lock = threading.Lock()
     turn = iter(range(len(replicas)))
 
     def one_request() -> tuple[object, bool]:
         with lock:
             cache = replicas[next(turn)]
-        return load_through(cache, key, 60, loader, wait=3)
+        return load_through(cache, key, 60, loader, wait=600)  # the others wait for its load, however slow
 
     results = run_concurrently(len(replicas), one_request)
     assert loader.calls == 1
@@ -111,9 +113,8 @@ def test_concurrent_misses_on_several_replicas_make_one_loader_call(memcached_ad
 
 
 def test_load_through_with_memcached_down_loads_without_waiting(memcached_flap: MemcachedServer) -> None:
-    cache = MemcachedCache(memcached_flap.address)
+    cache = Spy(MemcachedCache(memcached_flap.address))
     memcached_flap.stop()
     loader = CountingLoader()
-    started = time.monotonic()
-    assert load_through(cache, f"test:{uuid.uuid4().hex}", 60, loader, wait=5) == ({"loaded": True}, False)
-    assert time.monotonic() - started < 1
+    assert load_through(cache, f"test:{uuid.uuid4().hex}", 60, loader, wait=600) == ({"loaded": True}, False)
+    assert cache.gets == 1  # one look, no polling for a lock memcached cannot hold
