@@ -20,6 +20,7 @@ from shared_lib.devtools.memcached_server import MemcachedServer
 from shared_lib.postgres import ConnectionPool
 from tests.conftest import free_port
 from tests.integration.notifier.conftest import MAIN, Apps
+from tests.polling import wait_for
 from tests.unit.notifier.fakes import CountingHistory, RecordingSink, cloud_event, order_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.function("list_notifications")]
@@ -97,14 +98,14 @@ def test_memcached_stopped_mid_test_still_answers_from_the_database(
     status, cache, body = read(apps["list_notifications"], user)
     assert (status, cache, len(body["items"])) == (200, "miss", 1)
     notify(apps["notify_status"], awaiting)  # a new event while memcached is down
-    started = time.monotonic()
     status, cache, body = read(apps["list_notifications"], user)
     assert (status, cache, len(body["items"])) == (200, "miss", 2)
-    assert time.monotonic() - started < 1  # no waiting on a lock the cache cannot hold
-    memcached_flap.start()
-    time.sleep(1.1)  # the client asks a failed server again after a second
-    assert read(apps["list_notifications"], user)[1] == "miss"
-    assert read(apps["list_notifications"], user)[1] == "hit"
+    memcached_flap.start()  # empty: the client asks it again after a while, a miss stores, then hits
+    wait_for(
+        lambda: read(apps["list_notifications"], user)[1] == "hit",
+        timeout=30,
+        what="cached again once memcached is back",
+    )
 
 
 def test_a_memcached_that_never_ran_is_served_from_the_database(
