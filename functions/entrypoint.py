@@ -20,6 +20,7 @@ import argparse
 import http.client
 import io
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
@@ -42,6 +43,10 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # What the image's ENTRYPOINT is; the target follows as `--target <name>` (container args in the manifests).
 ENTRYPOINT: tuple[str, ...] = ("python", "-m", "functions.entrypoint")
 HEALTH_PATHS = ("/healthz", "/readyz")
+# OpenFaaS probes: faas-netes (CE) uses /_/health for liveness and readiness, Pro /_/ready: both answer as
+# /readyz (503 once draining), so a draining pod leaves the gateway's endpoints
+OPENFAAS_PROBE_PATHS = ("/_/health", "/_/ready")
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 def command(target: str) -> list[str]:
@@ -58,8 +63,9 @@ class HealthRoutes:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if path in HEALTH_PATHS and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
-            if path == "/readyz" and lifecycle.shutting_down():
+        probe = path in HEALTH_PATHS or path in OPENFAAS_PROBE_PATHS
+        if probe and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            if path != "/healthz" and lifecycle.shutting_down():
                 return server.json_reply(start_response, "503 Service Unavailable", {"status": "draining"})
             return server.json_reply(start_response, "200 OK", {"status": "ok", "function": self.target})
         return self.app(environ, start_response)
@@ -88,7 +94,34 @@ def function_app(target: str) -> WSGIApp:
     documented = DocsRoutes(
         EscapedControlCharacters(observed), ROOT / "functions" / function.service / "openapi.yaml"
     )
-    return HealthRoutes(documented, target)
+    root_path = ServerSettings().root_path
+    return HealthRoutes(RootPath(documented, root_path) if root_path else documented, target)
+
+
+class RootPath:
+    """The path "/" stands for `path` (OpenFaaS's cron-connector calls a function at its root, no path)."""
+
+    def __init__(self, app: WSGIApp, path: str) -> None:
+        self.app = app
+        self.path = path
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "") in ("", "/"):
+            environ = {**environ, "PATH_INFO": self.path}
+        return self.app(environ, start_response)
+
+
+def export_secret_files(directory: Path | None) -> list[str]:
+    """Each file of `directory` named like an environment variable becomes that variable, unless it is set
+    (OpenFaaS mounts a function's secrets as files); the names exported."""
+    if directory is None or not directory.is_dir():
+        return []
+    exported = []
+    for path in sorted(directory.iterdir()):
+        if path.is_file() and ENV_NAME.match(path.name) and path.name not in os.environ:
+            os.environ[path.name] = path.read_text().rstrip("\n")
+            exported.append(path.name)
+    return exported
 
 
 class _KeptPage:
@@ -278,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("name the function: --target NAME or FUNCTION_TARGET")
     if args.target not in table.BY_NAME:
         parser.error(f"unknown function {args.target!r}; known: {', '.join(sorted(table.BY_NAME))}")
+    export_secret_files(env.secrets_dir)
     serve(
         args.target, args.host, args.port, args.workers, args.threads, args.graceful_timeout, args.log_level
     )

@@ -25,9 +25,16 @@ class ServerSettings(BaseSettings):
     # the most request body any function takes, CloudEvent ones included (a 413 above it; 1 MiB as Kafka's
     # default record limit); the HTTP API's own 1 MiB (shared_lib.web.MAX_BODY_BYTES) holds besides
     max_body_bytes: int = Field(1024 * 1024, ge=1, validation_alias="MAX_REQUEST_BODY_BYTES")
+    # OpenFaaS: its secrets are files in this directory; each is exported as the variable of its name (unless
+    # that variable is set), so the services' settings read them as they do on Knative
+    secrets_dir: Path | None = Field(None, validation_alias="SECRETS_DIR")
+    # OpenFaaS's cron-connector calls a function at "/": the path "/" then stands for this one (the table's)
+    root_path: str = Field("", validation_alias="FUNCTION_ROOT_PATH")
 
     # the dev server (make run)
     pg_port: int = Field(15432, validation_alias="SHOP_PG_PORT")
+    kafka_port: int = Field(19092, validation_alias="SHOP_KAFKA_PORT")  # its KRaft controller: the next port
+    memcached_port: int = Field(11311, validation_alias="SHOP_MEMCACHED_PORT")
     data: Path = Field(ROOT / ".local", validation_alias="SHOP_DATA")
     port_offset: int = Field(0, validation_alias="SHOP_PORT_OFFSET")
     embedded: bool = Field(False, validation_alias="SHOP_EMBEDDED")
