@@ -61,7 +61,7 @@ class ServiceDispatcher:
             return self._observability(environ, start_response)
         matching = [r for r in self.routes if r.matches(path)]
         for route in matching:
-            if route.method == method:
+            if route.allows(method):  # HEAD on a GET route too, as every function answers it
                 return self.apps[route.function](environ, start_response)
         if not matching:
             return self._json(start_response, 404, web.error_body(web.GRPC_NOT_FOUND, f"no route for {path}"))
@@ -108,16 +108,15 @@ def serve(service: str, port: int, workers: int, threads: int) -> None:
     class Server(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             options: dict[str, Any] = {
+                **entrypoint.http_server_options(),  # its worker answers gunicorn's own refusals in JSON
                 "bind": f"127.0.0.1:{port}",
                 "workers": workers,
                 "threads": threads,
-                "worker_class": "gthread",
                 "loglevel": ServerSettings().log_level or "warning",
                 "timeout": 0,
                 "graceful_timeout": 5,
                 "keepalive": 30,
                 "backlog": 2048,
-                "limit_request_line": 0,  # as functions-framework's own server: long queries get our 400s
                 "worker_exit": entrypoint.worker_exit,  # close pools and flush producers, as in the container
                 "child_exit": entrypoint.child_exit,  # a killed worker's live gauges leave /metrics
             }

@@ -223,8 +223,8 @@ def test_functions_frameworks_own_pages_are_json_too(product_client: Client) -> 
 # gunicorn's refusals, before any app runs ------------------------------------------------------------------
 
 
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    response = http.client.HTTPResponse(sock)
+def read_response(sock: socket.socket, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    response = http.client.HTTPResponse(sock, method=method)
     response.begin()
     return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
 
@@ -267,15 +267,33 @@ def free_port() -> int:
 def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(request)
-        return read_response(sock)
+        return read_response(sock, request.split(b" ", 1)[0].decode())
 
 
-def test_the_served_function_answers_oversized_headers_with_a_json_431(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        [
+            "-m",
+            "functions.entrypoint",
+            "--target",
+            "get_product",
+            "--host",
+            "127.0.0.1",
+            "--log-level",
+            "warning",
+        ],
+        ["-m", "functions.devserver", "serve", "--service", "product", "--threads", "2"],
+    ],
+    ids=["container", "devserver"],
+)
+def test_the_served_function_answers_oversized_headers_with_a_json_431(
+    command: list[str], tmp_path: Path
+) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(entrypoint.ROOT), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    args = ["--target", "get_product", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "functions.entrypoint", *args],
+        [sys.executable, *command, "--port", str(port)],
         env=env,
         cwd=entrypoint.ROOT,
         stdout=subprocess.DEVNULL,
@@ -290,7 +308,7 @@ def test_the_served_function_answers_oversized_headers_with_a_json_431(tmp_path:
             except OSError:
                 return False
 
-        wait_for(healthy, timeout=60, what="the function serves /healthz")
+        wait_for(healthy, timeout=60, what="the server answers /healthz")
         big = b"GET /product/1076963 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
         many = (
             b"GET /product/1076963 HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n"
@@ -304,6 +322,19 @@ def test_the_served_function_answers_oversized_headers_with_a_json_431(tmp_path:
         assert (status, headers["content-type"], json.loads(body)["code"]) == (400, "application/json", 3)
         ok = raw_exchange(port, b"GET /product/1076963 HTTP/1.1\r\nHost: x\r\nX-API-KEY: testToken\r\n\r\n")
         assert ok[0] == 200
+        head = raw_exchange(
+            port, b"HEAD /product/1076963 HTTP/1.1\r\nHost: x\r\nX-API-KEY: testToken\r\n\r\n"
+        )
+        assert head[0] == 200
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_the_dev_servers_dispatcher_answers_head_as_get() -> None:
+    from functions import devserver
+
+    client = Client(devserver.service_app("product"))
+    head = client.head("/product/1076963", headers={"X-API-KEY": "testToken"})
+    assert (head.status_code, head.get_data()) == (200, b"")
+    assert client.post("/product/1076963").status_code == 405
