@@ -13,11 +13,11 @@ import time
 
 from functions.orders import bootstrap
 from shared_lib import lifecycle
+from shared_lib.observability import server as observed
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    observed.setup("orders")  # JSON lines on stdout, as every other process of the shop
     logging.getLogger("functions.orders.service").setLevel(logging.ERROR)  # one line per dead letter: noisy
     stop = lifecycle.stop_on_signals()
     config = bootstrap.settings()

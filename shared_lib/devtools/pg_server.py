@@ -120,6 +120,20 @@ class PgServer:
                 ]
             )
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while it runs (from postmaster.pid, checked in /proc), else None. Cheap
+        enough to ask every second: no pg_ctl process."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            ours = (
+                str(self.data_dir).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+            )  # not a reused pid
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if ours and state not in ("Z", "X") else None
+
     def running(self) -> bool:
         if not (self.data_dir / "postmaster.pid").exists():
             return False
