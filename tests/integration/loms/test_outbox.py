@@ -149,9 +149,7 @@ def test_wait_wakes_on_a_committed_event_and_times_out_without_one(
         for shard in (1, 0):
             timer = threading.Timer(0.1, loms.service.create_order, [unique_id() * 2 + shard, [Item(sku, 1)]])
             timer.start()
-            started = time.monotonic()
-            assert outbox.wait(10) is True
-            assert time.monotonic() - started < 5  # woken by the NOTIFY, not by the timeout
+            assert outbox.wait(60) is True  # woken by the NOTIFY: a timeout would answer False
             timer.join()
             assert len(outbox.pending(shard, 10)) == 2
         assert outbox.wait(0.05) is False  # nothing new since
