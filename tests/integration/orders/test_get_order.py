@@ -7,6 +7,7 @@ import json
 import random
 
 import pytest
+from flask.testing import FlaskClient
 
 from functions.orders import generator
 from shared_lib.devtools.memcached_server import MemcachedServer
@@ -25,15 +26,15 @@ CE = {
 }
 
 
-def new_order(apps: dict[str, object]) -> tuple[str, bytes]:
+def new_order(apps: dict[str, FlaskClient]) -> tuple[str, bytes]:
     order = generator.make_order(random.Random())
     value = generator.encode(order)
-    assert apps["ingest_order"].post("/", headers=CE, data=value).status_code == 200  # type: ignore[attr-defined]
+    assert apps["ingest_order"].post("/", headers=CE, data=value).status_code == 200
     return order["order_uid"], value
 
 
-def read(apps: dict[str, object], uid: str) -> tuple[int, str | None, bytes]:
-    response = apps["get_order"].get(f"/order/{uid}")  # type: ignore[attr-defined]
+def read(apps: dict[str, FlaskClient], uid: str) -> tuple[int, str | None, bytes]:
+    response = apps["get_order"].get(f"/order/{uid}")
     return response.status_code, response.headers.get("X-Cache"), response.get_data()
 
 
