@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import sys
 import time
 from collections import Counter
@@ -306,35 +307,101 @@ def dead_letter_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 def read_dead_letters(
-    bootstrap: str, topic: str, start: dict[int, int], wanted: set[bytes], timeout: float
-) -> Counter[str]:
-    """Reasons (their first words) of this run's letters: records after `start` whose value is in `wanted`."""
+    bootstrap: str, topic: str, start: dict[int, int], wanted: Counter[bytes], timeout: float
+) -> list[tuple[bytes, str]]:
+    """This run's letters: (value, reason) of the records after `start` whose value is wanted, each value at
+    most as many times as it was sent (two bad records with the same body are two letters)."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    reasons: Counter[str] = Counter()
+    remaining = Counter(wanted)
+    letters: list[tuple[bytes, str]] = []
     try:
         partitions = [TopicPartition(topic, p) for p in start]
         consumer.assign(partitions)
         for tp in partitions:
             consumer.seek(tp, start[tp.partition])
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and sum(reasons.values()) < len(wanted):
+        while time.monotonic() < deadline and len(letters) < sum(wanted.values()):
             for batch in consumer.poll(timeout_ms=500).values():
                 for record in batch:
-                    if record.value in wanted:
+                    if remaining[record.value] > 0:
+                        remaining[record.value] -= 1
                         reason = dict(record.headers or []).get("reason", b"").decode("utf-8", "replace")
-                        reasons[_reason_kind(reason)] += 1
+                        letters.append((record.value, reason or "(no reason)"))
     finally:
         consumer.close()
-    return reasons
+    return letters
 
 
-def _reason_kind(reason: str) -> str:
-    head, _, rest = reason.partition(": ")
-    if head == "invalid" and rest:
-        return "invalid: " + rest.split(":")[0].split(";")[0][:40]
-    return head or "(no reason)"
+_UID = re.compile(r"\b[0-9a-f]{16}gen\b")
+
+
+def reason_text(reason: str) -> str:
+    """A dead letter's reason in full, the generated order uid it names replaced, so reasons group."""
+    return _UID.sub("<order_uid>", reason)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one run's records, and whether it adds up: every record sent is an ingested order, a
+    dead letter or an exact resend (which changes nothing and is not refused)."""
+
+    sent: int
+    valid: int
+    resends: int
+    refused: int
+    ingested: int  # -1: the database could not be read
+    by_kind: dict[str, Counter[str]]  # generator kind -> the consumer's reasons for its dead letters
+
+    @property
+    def dead_lettered(self) -> int:
+        return sum(sum(reasons.values()) for reasons in self.by_kind.values())
+
+    @property
+    def reconciled(self) -> bool:
+        return (
+            self.ingested == self.valid
+            and self.dead_lettered == self.refused
+            and self.sent == self.ingested + self.dead_lettered + self.resends
+        )
+
+    def report(self) -> list[str]:
+        ingested = str(self.ingested) if self.ingested >= 0 else "unknown"
+        mark = "adds up" if self.reconciled else "DOES NOT ADD UP"
+        lines = [
+            f"sent {self.sent} = ingested {ingested} + dead-lettered {self.dead_lettered}"
+            f" + exact resends {self.resends}   ({mark})",
+            f"    ingested:       {ingested} of {self.valid} valid orders",
+            f"    dead-lettered:  {self.dead_lettered} of {self.refused} refused records",
+            f"    exact resends:  {self.resends} (stored once, not refused)",
+            "dead letters by kind (the generator's kind: the consumer's reason):",
+        ]
+        for kind, reasons in sorted(self.by_kind.items()):
+            for reason, n in reasons.most_common():
+                lines.append(f"    {n:>6}  {kind}: {reason}")
+        return lines
+
+
+def outcome(work: Plan, sent: int, ingested: int, letters: list[tuple[bytes, str]]) -> Outcome:
+    kinds_of: dict[bytes, list[str]] = {}
+    for _, value, kind in work.records:
+        if kind not in ("valid", "duplicate"):
+            kinds_of.setdefault(value, []).append(kind)
+    by_kind: dict[str, Counter[str]] = {}
+    for value, reason in letters:
+        kinds = kinds_of.get(value) or ["unexpected"]
+        kind = kinds.pop(0) if len(kinds) > 1 else kinds[0]
+        by_kind.setdefault(kind, Counter())[reason_text(reason)] += 1
+    counts = work.kinds()
+    return Outcome(
+        sent=sent,
+        valid=counts["valid"],
+        resends=counts["duplicate"],
+        refused=len(work.refused),
+        ingested=ingested,
+        by_kind=by_kind,
+    )
 
 
 def wait_for(check: Callable[[], int], expected: int, timeout: float, label: str) -> int:
@@ -369,7 +436,6 @@ def main(argv: list[str] | None = None) -> int:
     sent = send(args.bootstrap, args.topic, work.records, len(work.records))
 
     valid = sorted(work.valid_uids)
-    refused = set(work.refused)
     ingested = -1
     try:
         from functions.orders.adapters.postgres import PgOrderRepository
@@ -386,15 +452,12 @@ def main(argv: list[str] | None = None) -> int:
         pool.close()
     except Exception as exc:
         print(f"the orders database could not be read: {exc!r}", file=sys.stderr)
-    reasons = read_dead_letters(args.bootstrap, args.dlq, start, refused, min(args.wait, 30.0))
-
-    print(f"\nsent:           {sent}")
-    print(f"ingested:       {ingested if ingested >= 0 else 'unknown'} of {len(valid)} valid orders")
-    print(f"dead-lettered:  {sum(reasons.values())} of {len(refused)} refused records")
-    for reason, n in reasons.most_common():
-        print(f"    {n:>6}  {reason}")
-    complete = ingested == len(valid) and sum(reasons.values()) == len(refused)
-    return 0 if complete else 1
+    letters = read_dead_letters(args.bootstrap, args.dlq, start, Counter(work.refused), min(args.wait, 30.0))
+    result = outcome(work, sent, ingested, letters)
+    print()
+    for line in result.report():
+        print(line)
+    return 0 if result.reconciled else 1
 
 
 if __name__ == "__main__":
