@@ -43,7 +43,8 @@ def main() -> None:
         deadline = time.monotonic() + 60
         while fetch(59)[2] < 200 and time.monotonic() < deadline:  # wait until every event was notified
             time.sleep(0.2)
-        misses, hits = [], []
+        misses: list[float] = []
+        hits: list[float] = []
         for i in range(args.requests):
             took, cache, items = fetch(i % 59)  # 59 distinct periods, each asked once cold…
             (misses if cache == "miss" else hits).append(took)
