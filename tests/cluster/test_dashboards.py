@@ -37,10 +37,10 @@ def exported_names() -> set[str]:
 
     for family in metrics.families():
         family.labels(*("x" for _ in family.labelnames))
-    names = set()
-    for family in text_string_to_metric_families(metrics.render().decode()):
-        names.update(sample.name for sample in family.samples)
-        names.add(family.name)
+    names: set[str] = set()
+    for parsed in text_string_to_metric_families(metrics.render().decode()):
+        names.update(sample.name for sample in parsed.samples)
+        names.add(parsed.name)
     return names
 
 
