@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import socket
 import threading
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -107,13 +106,11 @@ def test_an_unreachable_sink_is_tried_once_plus_the_retries() -> None:
 
 
 def test_a_cancelled_delivery_stops_waiting_between_attempts() -> None:
-    sender = HttpEventSender(retries=5, backoff_delay=30.0, backoff_max=30.0, timeout_seconds=1.0)
+    sender = HttpEventSender(retries=5, backoff_delay=1000.0, backoff_max=1000.0, timeout_seconds=1.0)
     cancel = threading.Event()
     cancel.set()
-    started = time.monotonic()
-    outcome = sender.send(f"http://127.0.0.1:{closed_port()}/", EVENT, cancel)
+    outcome = sender.send(f"http://127.0.0.1:{closed_port()}/", EVENT, cancel)  # 1000 s pauses, never waited
     assert outcome.cancelled and not outcome.delivered and outcome.attempts == 1
-    assert time.monotonic() - started < 5
 
 
 def test_the_http_publisher_raises_transient_when_a_subscriber_stays_unreachable() -> None:

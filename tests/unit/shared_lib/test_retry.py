@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import CancelledError
 
 import pytest
@@ -77,8 +76,6 @@ def test_cancelling_stops_the_pause_and_no_further_try_is_made() -> None:
     cancel = threading.Event()
     script = Script(Throttled(), Throttled())
     threading.Timer(0.05, cancel.set).start()
-    started = time.monotonic()
-    with pytest.raises(CancelledError):
-        retry(script, tries=3, retry_on=Throttled, backoff=Backoff(5, 5, jitter=False), cancel=cancel)
-    assert time.monotonic() - started < 2
+    with pytest.raises(CancelledError):  # a 1000 s pause: only the cancel can end it
+        retry(script, tries=3, retry_on=Throttled, backoff=Backoff(1000, 1000, jitter=False), cancel=cancel)
     assert script.attempts == 1
