@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+from datetime import timedelta
 
 import pytest
 
@@ -24,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.function("ingest_order")]
 
 
 def order(value: object) -> Order:
-    submission = consumer.parse(record(value), NOW, consumer.timedelta(minutes=5))
+    submission = consumer.parse(record(value), NOW, timedelta(minutes=5))
     assert submission.order is not None, submission.problem
     return submission.order
 
