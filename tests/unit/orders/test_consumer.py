@@ -47,13 +47,13 @@ def test_an_offset_date_is_stored_in_utc() -> None:
 
 
 def payment(**changes: Any) -> dict[str, Any]:
-    p = sample()["payment"]
+    p: dict[str, Any] = sample()["payment"]
     p.update(changes)
     return p
 
 
 def delivery(**changes: Any) -> dict[str, Any]:
-    d = sample()["delivery"]
+    d: dict[str, Any] = sample()["delivery"]
     d.update(changes)
     return d
 
