@@ -34,6 +34,10 @@ class UnauthenticatedError(DomainError):
     """Missing or wrong credentials (401, code 16)."""
 
 
+class ForbiddenError(DomainError):
+    """The caller may not do this, e.g. send an event from a source not configured (403, code 7)."""
+
+
 class RateLimitedError(DomainError):
     """The caller is over its configured rate (429, code 8)."""
 

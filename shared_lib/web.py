@@ -27,6 +27,7 @@ from werkzeug.http import parse_options_header
 from shared_lib.errors import (
     GRPC_FAILED_PRECONDITION,
     DomainError,
+    ForbiddenError,
     IdempotencyKeyReusedError,
     InvalidInputError,
     NotFoundError,
@@ -192,6 +193,7 @@ class IdempotencyStore(Protocol):
 
 GRPC_INVALID_ARGUMENT = 3
 GRPC_NOT_FOUND = 5
+GRPC_PERMISSION_DENIED = 7
 GRPC_RESOURCE_EXHAUSTED = 8
 GRPC_INTERNAL = 13
 GRPC_UNAVAILABLE = 14
@@ -213,6 +215,7 @@ def error_reply(exc: BaseException, precondition_status: int = 412) -> Reply:
         (NotFoundError, 404, GRPC_NOT_FOUND),
         (PreconditionError, precondition_status, GRPC_FAILED_PRECONDITION),
         (UnauthenticatedError, 401, GRPC_UNAUTHENTICATED),
+        (ForbiddenError, 403, GRPC_PERMISSION_DENIED),
         (RateLimitedError, 429, GRPC_RESOURCE_EXHAUSTED),
         (TransientError, 503, GRPC_UNAVAILABLE),
     ]
@@ -340,7 +343,12 @@ def to_flask(reply: Reply) -> flask.Response:
 
 # --- what never reaches a function ---------------------------------------------------------------------
 
-_HTTP_ERROR_CODES = {404: GRPC_NOT_FOUND, 401: GRPC_UNAUTHENTICATED, 429: GRPC_RESOURCE_EXHAUSTED}
+_HTTP_ERROR_CODES = {
+    401: GRPC_UNAUTHENTICATED,
+    403: GRPC_PERMISSION_DENIED,
+    404: GRPC_NOT_FOUND,
+    429: GRPC_RESOURCE_EXHAUSTED,
+}
 
 
 def http_error_reply(exc: HTTPException) -> Reply:

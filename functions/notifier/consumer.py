@@ -1,15 +1,19 @@
 """The `loms.order-events` consumer: parse and validate the binary-mode CloudEvent, then call the service.
 
 Handled, duplicate, out-of-order and poison events return normally (acknowledged); a TransientError
-propagates, so functions-framework answers 500 and the source delivers the event again.
+propagates, so functions-framework answers 500 and the source delivers the event again. An event whose
+ce-source is not one of NOTIFIER_EVENT_SOURCES is refused first, whatever it holds: logged, counted
+(`untrusted_source`) and answered 403, a status the event source does not retry but dead-letters.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import flask
 import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
@@ -21,8 +25,18 @@ from functions.notifier.domain import (
 )
 from functions.notifier.service import NotifierService
 from shared_lib import events, web
-from shared_lib.errors import InvalidInputError
+from shared_lib.errors import ForbiddenError, InvalidInputError
 from shared_lib.ints import INT64_MAX, NotAnInteger, OutOfRange, parse_int
+
+if TYPE_CHECKING:
+    from functions.notifier.settings import NotifierSettings
+
+log = logging.getLogger(__name__)
+
+
+class UntrustedSourceError(ForbiddenError):
+    def __init__(self) -> None:
+        super().__init__("events are taken only from the configured sources")
 
 
 def _id(value: Any) -> int:
@@ -82,7 +96,36 @@ def parse(headers: Any, body: bytes) -> StatusChange:
     )
 
 
-def notify_status(service: Callable[[], NotifierService], headers: Any, body: bytes) -> None:
+def refuse_untrusted(
+    service: Callable[[], NotifierService], settings: Callable[[], NotifierSettings], headers: Any
+) -> None:
+    """Raises UntrustedSourceError, logged and counted, unless the event's ce-source is a configured one."""
+    source = headers.get("ce-source")
+    accepted = settings().accepted_sources
+    if source in accepted:
+        return
+    service().counters.increment("untrusted_source")
+    log.warning(
+        "event %r refused: untrusted source %r (accepted: %s)",
+        headers.get("ce-id"),
+        source,
+        ", ".join(sorted(accepted)),
+    )
+    raise UntrustedSourceError()
+
+
+def refused(error: UntrustedSourceError) -> flask.Response:
+    """The 403 answer, in the shop's error shape."""
+    return web.to_flask(web.error_reply(error))
+
+
+def notify_status(
+    service: Callable[[], NotifierService],
+    settings: Callable[[], NotifierSettings],
+    headers: Any,
+    body: bytes,
+) -> None:
+    refuse_untrusted(service, settings, headers)
     notifier = service()
     try:
         change = parse(headers, body)
@@ -95,3 +138,19 @@ def notify_status(service: Callable[[], NotifierService], headers: Any, body: by
 def reject_unreadable(service: Callable[[], NotifierService], headers: Any, error: Exception) -> None:
     """The CloudEvents SDK could not read the request (raised before notify_status ran): poison."""
     service().reject(headers.get("ce-id"), f"the event could not be read ({type(error).__name__})")
+
+
+def unreadable(
+    service: Callable[[], NotifierService],
+    settings: Callable[[], NotifierSettings],
+    headers: Any,
+    error: Exception,
+) -> flask.typing.ResponseReturnValue:
+    """The answer to a request the CloudEvents SDK could not read: refused when its source is not trusted,
+    else poison (acknowledged)."""
+    try:
+        refuse_untrusted(service, settings, headers)
+    except UntrustedSourceError as exc:
+        return refused(exc)
+    reject_unreadable(service, headers, error)
+    return "OK", 200

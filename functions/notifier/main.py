@@ -14,15 +14,21 @@ from shared_lib import web
 def notify_status(event: CloudEvent) -> None:
     # the raw request, not the SDK's event: shared_lib.events reads binary-mode CloudEvents the same way
     # everywhere, and a body that is not JSON must reach the consumer as it came (poison, acknowledged)
-    consumer.notify_status(bootstrap.notifier_service, flask.request.headers, flask.request.get_data())
+    consumer.notify_status(
+        bootstrap.notifier_service, bootstrap.settings, flask.request.headers, flask.request.get_data()
+    )
 
 
 @functions_framework.errorhandler(GenericException)  # type: ignore[untyped-decorator]
-def unreadable_event(error: GenericException) -> tuple[str, int]:
+def unreadable_event(error: GenericException) -> flask.typing.ResponseReturnValue:
     # the SDK reads the request before notify_status runs and raises on data it cannot decode (a number of
     # thousands of digits, deep nesting): poison like any other, acknowledged instead of retried forever
-    consumer.reject_unreadable(bootstrap.notifier_service, flask.request.headers, error)
-    return "OK", 200
+    return consumer.unreadable(bootstrap.notifier_service, bootstrap.settings, flask.request.headers, error)
+
+
+@functions_framework.errorhandler(consumer.UntrustedSourceError)  # type: ignore[untyped-decorator]
+def untrusted_source(error: consumer.UntrustedSourceError) -> flask.Response:
+    return consumer.refused(error)  # 403: the event source dead-letters it, never retries it
 
 
 @functions_framework.http

@@ -27,10 +27,21 @@ class NotifierSettings(BaseSettings):
     memcached: str = ""  # host:port,host:port; empty: a cache in this process only
     cache_ttl_seconds: float = Field(300, gt=0)
 
+    # the CloudEvent sources notify_status takes events from, comma-separated (exact ce-source values); any
+    # other is refused with a 403, which the event source dead-letters. "/loms": the source loms' outbox
+    # writes on every event (functions.loms.service.EVENT_SOURCE), kept through Kafka by the event sources
+    event_sources: str = "/loms"
+
+    @property
+    def accepted_sources(self) -> frozenset[str]:
+        return frozenset(s.strip() for s in self.event_sources.split(",") if s.strip())
+
     @model_validator(mode="after")
     def _sink_is_complete(self) -> NotifierSettings:
         if self.sink == "webhook" and not self.webhook_url:
             raise ValueError("NOTIFIER_SINK=webhook needs NOTIFIER_WEBHOOK_URL")
         if self.sink == "sns" and not (self.sns_topic_arn and self.aws_region):
             raise ValueError("NOTIFIER_SINK=sns needs NOTIFIER_SNS_TOPIC_ARN and NOTIFIER_AWS_REGION")
+        if not self.accepted_sources:
+            raise ValueError("NOTIFIER_EVENT_SOURCES names no source: every event would be refused")
         return self

@@ -242,3 +242,68 @@ def test_responses_never_echo_the_input(notifier: Notifier) -> None:
     secret = "2026-01-01T00:00:00Z<script>"
     response = history(user_id="1", **{"from": secret, "to": YEAR["to"]})
     assert "<script>" not in json.dumps(response.json)
+
+
+# --- only configured sources ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sources(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """set(value): NOTIFIER_EVENT_SOURCES as the deployment sets it (None: unset, the default)."""
+
+    def configure(value: str | None) -> None:
+        if value is None:
+            monkeypatch.delenv("NOTIFIER_EVENT_SOURCES", raising=False)
+        else:
+            monkeypatch.setenv("NOTIFIER_EVENT_SOURCES", value)
+        bootstrap.settings.cache_clear()
+
+    configure(None)
+    yield configure
+    bootstrap.settings.cache_clear()
+
+
+def test_the_default_source_is_the_one_loms_emits() -> None:
+    from functions.loms.service import EVENT_SOURCE
+    from functions.notifier.settings import NotifierSettings
+
+    assert NotifierSettings().accepted_sources == frozenset({EVENT_SOURCE})
+
+
+@pytest.mark.function("notify_status")
+@pytest.mark.parametrize("source", ["/evil", "/loms/", "/LOMS", " /loms"])
+def test_an_event_from_another_source_is_refused_logged_and_counted(
+    notifier: Notifier, sources: Any, source: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    headers, body = cloud_event(change(1, user_id=42))
+    headers["ce-source"] = source  # (without a ce-source it is no CloudEvent: the SDK's 400 answers)
+    with caplog.at_level("WARNING", logger="functions.notifier.consumer"):
+        response = post(headers, body)
+    assert_error(response, 403, 7)
+    assert notifier.db.claimed == {}
+    assert notifier.sink.delivered == []
+    assert notifier.counters.value("untrusted_source") == 1
+    assert notifier.counters.value("poison") == 0
+    assert any("untrusted source" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.function("notify_status")
+def test_an_unreadable_event_from_another_source_is_refused_too(notifier: Notifier, sources: Any) -> None:
+    headers, _ = cloud_event(change(1))
+    headers["ce-source"] = "/evil"
+    assert_error(post(headers, b"1" * 5000), 403, 7)  # the SDK cannot read it: refused all the same
+    assert notifier.counters.value("untrusted_source") == 1
+    assert notifier.counters.value("poison") == 0
+
+
+@pytest.mark.function("notify_status")
+def test_the_accepted_sources_are_configured(notifier: Notifier, sources: Any) -> None:
+    sources(" /loms , /loms-eu ")
+    for event_id, source in ((1, "/loms"), (2, "/loms-eu")):
+        headers, body = cloud_event(change(event_id, order_id=event_id, source=source))
+        assert post(headers, body).status_code == 200
+    assert notifier.sink.events() == [1, 2]
+    sources("/loms-eu")
+    headers, body = cloud_event(change(3, order_id=3))
+    assert_error(post(headers, body), 403, 7)
+    assert notifier.sink.events() == [1, 2]
