@@ -88,12 +88,16 @@ def test_deliver_once_runs_once_and_a_failure_leaves_it_to_the_next(db: tuple[An
     def fail(n: Notification) -> str | None:
         raise TransientError("the sink is unavailable")
 
+    def remember(n: Notification) -> str | None:
+        seen.append(n)
+        return None
+
     with pytest.raises(TransientError):
         store.deliver_once(c.event, fail)
-    assert store.deliver_once(c.event, lambda n: seen.append(n) or None) is True
-    assert store.deliver_once(c.event, lambda n: seen.append(n) or None) is False
+    assert store.deliver_once(c.event, remember) is True
+    assert store.deliver_once(c.event, remember) is False
     assert [n.event for n in seen] == [c.event]
-    assert store.deliver_once(EventKey("/loms", ids()), lambda n: seen.append(n) or None) is False
+    assert store.deliver_once(EventKey("/loms", ids()), remember) is False
 
 
 def test_a_refused_delivery_is_done_for_good(db: tuple[Any, Any], ids: Any) -> None:
@@ -117,10 +121,14 @@ def test_a_delivery_under_way_is_not_started_again(db: tuple[Any, Any], ids: Any
         ran.append("first")
         return None
 
+    def second(n: Notification) -> str | None:
+        ran.append("second")
+        return None
+
     first = threading.Thread(target=store.deliver_once, args=(c.event, slow))
     first.start()
     assert inside.wait(5)
-    assert store.deliver_once(c.event, lambda n: ran.append("second") or None) is False
+    assert store.deliver_once(c.event, second) is False
     release.set()
     first.join(5)
     assert ran == ["first"]
