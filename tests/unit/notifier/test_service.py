@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
-from functions.notifier.domain import EventKey, InvalidPeriodError, Outcome, StatusChange
+from functions.notifier.domain import EventKey, InvalidPeriodError, Notification, Outcome, StatusChange
 from shared_lib.errors import TransientError
 from tests.unit.notifier.fakes import T0, USER, YEAR_2026, Notifier, change, order_events
 
@@ -196,9 +196,9 @@ def test_concurrent_misses_make_one_history_query() -> None:
     barrier = threading.Barrier(16)
     original = n.db.between
 
-    def slow_between(*args: object) -> object:
+    def slow_between(user_id: int, start: datetime, end: datetime) -> list[Notification]:
         threading.Event().wait(0.2)  # long enough for every request to miss
-        return original(*args)  # type: ignore[arg-type]
+        return original(user_id, start, end)
 
     n.db.between = slow_between  # type: ignore[method-assign]
     results: list[int] = []
