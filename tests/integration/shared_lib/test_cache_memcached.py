@@ -22,13 +22,13 @@ pytestmark = pytest.mark.integration
 
 class TestMemcachedCache(CacheContract):
     @pytest.fixture
-    def cache(self, memcached_address: str) -> Iterator[Cache]:  # type: ignore[override]
+    def cache(self, memcached_address: str) -> Iterator[Cache]:
         cache = MemcachedCache(memcached_address)
         yield cache
         cache.close()
 
     @pytest.fixture
-    def expire(self) -> Callable[[float], None]:  # type: ignore[override]
+    def expire(self) -> Callable[[float], None]:
         return time.sleep  # memcached's clock ticks in whole seconds: real time has to pass
 
     def test_values_over_the_item_size_limit_are_a_miss_not_an_error(self, cache: Cache) -> None:

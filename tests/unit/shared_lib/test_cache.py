@@ -109,11 +109,11 @@ class TestInProcessCache(CacheContract):
         return FakeClock()
 
     @pytest.fixture
-    def cache(self, clock: FakeClock) -> Cache:  # type: ignore[override]
+    def cache(self, clock: FakeClock) -> Cache:
         return InProcessCache(clock=clock)
 
     @pytest.fixture
-    def expire(self, clock: FakeClock) -> Callable[[float], None]:  # type: ignore[override]
+    def expire(self, clock: FakeClock) -> Callable[[float], None]:
         def advance(seconds: float) -> None:
             clock.now += seconds
 
