@@ -13,9 +13,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import functions_framework
 import pytest
@@ -31,6 +31,9 @@ from tests.http_client import fetch
 from tests.integration.loms.conftest import MakeDatabase, PgLoms
 from tests.integration.loms.test_events_kafka import read_topic
 from tests.polling import wait_for as eventually
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 pytestmark = pytest.mark.integration
 UniqueId = Callable[[], int]
@@ -143,12 +146,12 @@ class Sink:
         self.events: list[Event] = []
         self.lock = threading.Lock()
 
-    @Request.application  # type: ignore[misc]
-    def __call__(self, request: Request) -> Response:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        request = Request(environ)
         event = from_http(request.headers, request.get_data())
         with self.lock:
             self.events.append(event)
-        return Response(status=204)
+        return Response(status=204)(environ, start_response)
 
     def statuses(self) -> list[str]:
         with self.lock:
