@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flask
 import pydantic
 import pytest
+from werkzeug.test import TestResponse
 
 from shared_lib import web
 from shared_lib.errors import NotFoundError, PreconditionError, TransientError
 
 ROUTE = web.Route("f", "svc", "POST", "/user/{user_id:id}/cart/{sku:id}", precondition_status=412)
+
+
+def json_of(response: TestResponse) -> Any:
+    """The answer's JSON body (werkzeug types it `Any | None`: None when the answer is not JSON)."""
+    return response.json
 
 
 class Body(pydantic.BaseModel):
@@ -53,8 +61,8 @@ def test_binds_typed_params(app: flask.Flask) -> None:
 def test_bad_ids_are_400(app: flask.Flask, user: str) -> None:
     response = app.test_client().post(f"/user/{user}/cart/9", json={"count": 2})
     assert response.status_code == 400
-    assert response.json["code"] == 3
-    assert set(response.json) == {"code", "message", "details"}
+    assert json_of(response)["code"] == 3
+    assert set(json_of(response)) == {"code", "message", "details"}
 
 
 def test_unknown_path_and_wrong_method(app: flask.Flask) -> None:
@@ -72,7 +80,7 @@ def test_unknown_path_and_wrong_method(app: flask.Flask) -> None:
 def test_malformed_bodies(app: flask.Flask, body: bytes, status: int) -> None:
     response = app.test_client().post("/user/1/cart/2", data=body, content_type="application/json")
     assert response.status_code == status
-    assert response.json["code"] == 3
+    assert json_of(response)["code"] == 3
 
 
 def test_body_over_a_mebibyte_is_413(app: flask.Flask) -> None:
@@ -87,8 +95,8 @@ def test_body_over_a_mebibyte_is_413(app: flask.Flask) -> None:
 def test_error_table(app: flask.Flask, count: int, status: int, code: int) -> None:
     response = app.test_client().post("/user/1/cart/2", json={"count": count})
     assert response.status_code == status
-    assert response.json["code"] == code
-    assert "SELECT" not in response.json["message"]
+    assert json_of(response)["code"] == code
+    assert "SELECT" not in json_of(response)["message"]
 
 
 def test_precondition_status_follows_the_service() -> None:
@@ -105,8 +113,8 @@ def test_a_path_with_a_control_character_reaches_the_handler() -> None:
     )
     response = Client(app).get("/product/%0A12", headers={"X-API-KEY": "testToken"})
     assert response.status_code == 400  # a malformed id, in the shop's JSON (not Flask's HTML 404)
-    assert response.json["code"] == 3
-    assert Client(app).get("/nowhere/%0A").json["code"] == 5
+    assert json_of(response)["code"] == 3
+    assert json_of(Client(app).get("/nowhere/%0A"))["code"] == 5
     assert Client(app).get("/product/1076963", headers={"X-API-KEY": "testToken"}).status_code == 200
 
 
@@ -178,8 +186,8 @@ def test_a_body_of_another_media_type_is_415_and_nothing_runs(content_type: str)
     client = any_path_app(ROUTE, endpoint).test_client()
     response = client.post("/user/1/cart/2", data=b'{"count": 1}', headers={"Content-Type": content_type})
     assert response.status_code == 415, content_type
-    assert response.json == {"code": 3, "message": response.json["message"], "details": []}
-    assert "application/json" in response.json["message"]
+    assert json_of(response) == {"code": 3, "message": json_of(response)["message"], "details": []}
+    assert "application/json" in json_of(response)["message"]
     assert ran == []
 
 
@@ -222,7 +230,7 @@ def test_authentication_comes_before_parsing_the_request() -> None:
     ):
         response = client.post(path, data=body, content_type="application/json")
         assert response.status_code == 401, path
-        assert response.json["code"] == 16
+        assert json_of(response)["code"] == 16
     keyed = client.post("/user/0/cart/2", json={"count": 1}, headers={"X-API-KEY": "k"})
     assert keyed.status_code == 400
     assert (
@@ -254,9 +262,9 @@ def test_framework_http_errors_answer_the_shops_json() -> None:
     for response, status, code in cases:
         assert response.status_code == status
         assert response.content_type == "application/json"
-        assert set(response.json) == {"code", "message", "details"}
-        assert response.json["code"] == code
-        assert "<" not in response.json["message"]  # neither HTML nor the caller's input
+        assert set(json_of(response)) == {"code", "message", "details"}
+        assert json_of(response)["code"] == code
+        assert "<" not in json_of(response)["message"]  # neither HTML nor the caller's input
     assert "POST" in client.get("/only-post").headers["Allow"].split(", ")
 
 
