@@ -13,6 +13,7 @@ from typing import Any
 import functions_framework
 import pytest
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from functions.loms import bootstrap
 from functions.loms.domain import StockLevel
@@ -22,6 +23,11 @@ from tests.unit.loms.fakes import InMemoryLoms
 MAIN = Path(__file__).resolve().parents[3] / "functions" / "loms" / "main.py"
 SKU, SHORT_SKU = 1076963, 2956315
 Client = Callable[[str], FlaskClient]
+
+
+def json_of(response: TestResponse) -> Any:
+    """The answer's JSON body (werkzeug types it `Any | None`: None when the answer is not JSON)."""
+    return response.json
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +334,7 @@ def test_pay_and_cancel_refuse_bad_bodies_and_change_nothing(
 ) -> None:
     create(client, {"userId": 1, "items": [{"sku": SKU, "count": 3}]})
     assert_error(client(target).post(path, data=raw), 400, 3)
-    assert client("order_info").get("/order/info?orderId=1").json["status"] == "awaiting payment"
+    assert json_of(client("order_info").get("/order/info?orderId=1"))["status"] == "awaiting payment"
     assert loms.level(SKU) == StockLevel(SKU, 300, 38)
 
 
@@ -342,7 +348,7 @@ def test_pay_and_cancel_honour_idempotency_keys(
     assert client(target).post(path, json={"orderId": "1"}, headers=headers).status_code == 200
     assert client(target).post(path, json={"orderId": "1"}, headers=headers).status_code == 200
     assert_error(client(target).post(path, json={"orderId": "2"}, headers=headers), 422, 3)
-    assert client("order_info").get("/order/info?orderId=2").json["status"] == "awaiting payment"
+    assert json_of(client("order_info").get("/order/info?orderId=2"))["status"] == "awaiting payment"
 
 
 # --- stock_info ---------------------------------------------------------------------------------------
@@ -370,6 +376,6 @@ def test_stock_info_refuses_bad_skus(client: Client, query: str) -> None:
 def test_leading_zeros_are_only_zeros(client: Client, loms: InMemoryLoms) -> None:
     create(client, {"userId": "31337", "items": [{"sku": SKU, "count": 1}]})
     many_zeros = "0" * 5000 + "1"
-    assert client("order_info").get(f"/order/info?orderId={many_zeros}").json["userId"] == "31337"
+    assert json_of(client("order_info").get(f"/order/info?orderId={many_zeros}"))["userId"] == "31337"
     assert client("pay_order").post("/order/pay", json={"orderId": many_zeros}).status_code == 200
     assert_error(client("order_info").get("/order/info?orderId=" + "0" * 5000), 400, 3)
