@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install test-deps orders run test test-unit test-integration test-contract test-e2e test-function lint format bench clean
+.PHONY: install test-deps orders run test test-unit test-integration test-contract test-e2e test-function lint format bench chaos clean
 
 install: $(STAMP)
 
@@ -84,6 +84,11 @@ format: install
 ## Benchmarks: print measured figures; never part of `make test`.
 bench: install
 	PYTHONPATH=. $(PY) -m bench.run_all
+
+## The event path under faults (notifier DB down, broker SIGKILL, relay SIGKILL, a near-limit record) against a
+## make run-style shop on shifted loopback ports: events expected, lost, duplicated, out of order, recovery time.
+chaos: test-deps
+	PYTHONPATH=. $(PY) -m bench.faults
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

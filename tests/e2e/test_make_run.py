@@ -96,10 +96,18 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path: Path, data_root: Path
         notifier = f"http://127.0.0.1:{8085 + OFFSET}"
         items = wait_for(lambda: (got := notifications(notifier, 777)) and len(got) >= 3 and got)
         assert [i["status"] for i in items] == ["new", "awaiting payment", "paid"]
+        # the README's and the order page's sample order is there
+        sample = call("GET", f"http://127.0.0.1:{8081 + OFFSET}/order/b563feb7b2b84b6test")
+        assert sample[0] == 200 and sample[1]["order_uid"] == "b563feb7b2b84b6test"
     finally:
         assert stop(process) == 0
     output = (tmp_path / "run1.log").read_text()
     assert "The shop is up" in output and "curl" in output and "Stopped." in output
+    summary = output[output.index("The shop is up") : output.index("Stopping")]
+    assert "/docs" in summary and f"localhost:{8081 + OFFSET}/" in summary and "make orders" in summary
+    # readable: the children's per-request and per-event INFO lines went to their log files, not here
+    assert not [line for line in output.splitlines() if '"level": "info"' in line]
+    assert (data / "logs" / "loms.log").exists()
     time.sleep(0.5)
     assert "Kafka: not used (SHOP_EMBEDDED is set)" in output
     for port in (8080, 8082, 8084, 8085):

@@ -1,0 +1,112 @@
+"""make run's supervision and configuration, without processes: a dead part is restarted with backoff and
+reported, a failing restart is tried again later, nothing restarts once stopping; the user's environment
+wins over the dev server's defaults; only warnings and errors reach the terminal."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from functions import devserver
+from shared_lib.retry import Backoff
+from tests.polling import wait_for
+
+
+class FakePart:
+    def __init__(self, name: str, failing_restarts: int = 0) -> None:
+        self.name = name
+        self.up = True
+        self.failing_restarts = failing_restarts
+        self.restarts = 0
+
+    def restart(self) -> None:
+        self.restarts += 1
+        if self.failing_restarts:
+            self.failing_restarts -= 1
+            raise RuntimeError("port in use\nmore detail")
+        self.up = True
+
+    def part(self) -> devserver.Part:
+        return devserver.Part(self.name, lambda: self.up, self.restart, lambda: "killed by SIGKILL")
+
+
+def _supervisor(parts: list[FakePart], lines: list[str]) -> devserver.Supervisor:
+    return devserver.Supervisor(
+        [p.part() for p in parts],
+        report=lines.append,
+        backoff=Backoff(0.01, 0.05, jitter=False),
+        interval=0.005,
+    )
+
+
+def test_a_dead_part_is_restarted_and_reported_while_the_others_are_left_alone() -> None:
+    relay, loms = FakePart("relay"), FakePart("loms")
+    lines: list[str] = []
+    supervisor = _supervisor([relay, loms], lines)
+    stop = threading.Event()
+    thread = supervisor.start(stop)
+    try:
+        relay.up = False
+        wait_for(lambda: supervisor.restarts.get("relay") == 1, timeout=30)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert relay.up and relay.restarts == 1 and loms.restarts == 0
+    assert lines[0].startswith("relay died (killed by SIGKILL); restarting it in ")
+    assert lines[1].startswith("relay is back after ")
+
+
+def test_a_restart_that_fails_is_tried_again_with_a_longer_delay() -> None:
+    kafka = FakePart("kafka", failing_restarts=2)
+    lines: list[str] = []
+    supervisor = _supervisor([kafka], lines)
+    supervisor.backoff = Backoff(0.1, 1.0, jitter=False)  # 0.1, 0.2, 0.4 s: apart at the log's precision
+    stop = threading.Event()
+    thread = supervisor.start(stop)
+    try:
+        kafka.up = False
+        wait_for(lambda: supervisor.restarts.get("kafka") == 1, timeout=30)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert kafka.restarts == 3
+    assert [line.split(" (")[0] for line in lines[1:3]] == ["kafka did not come back"] * 2
+    assert "port in use)" in lines[1] and "more detail" not in lines[1]  # the first line of the error
+    delays = [float(line.rsplit(" in ", 1)[1].split()[0]) for line in lines[:3]]
+    assert delays == sorted(delays) and delays[0] < delays[2]
+
+
+def test_nothing_is_restarted_once_stopping() -> None:
+    part = FakePart("cart")
+    part.up = False
+    supervisor = _supervisor([part], [])
+    stop = threading.Event()
+    stop.set()
+    supervisor.run(stop)
+    assert part.restarts == 0
+
+
+def test_the_users_environment_wins_over_the_dev_servers_defaults() -> None:
+    defaults = devserver.service_environment("postgresql://postgres@127.0.0.1:15432/postgres", 0, None, None)
+    mine = {"CART_PRODUCT_URL": "http://127.0.0.1:28082", "CART_LOMS_URL": "", "UNRELATED": "x"}
+    environment, taken = devserver.honour_environment(defaults, mine)
+    assert environment["CART_PRODUCT_URL"] == "http://127.0.0.1:28082"  # e.g. toxiproxy in front of product
+    assert environment["CART_LOMS_URL"] == defaults["CART_LOMS_URL"]  # empty: not set
+    assert taken == {"CART_PRODUCT_URL": "http://127.0.0.1:28082"} and "UNRELATED" not in environment
+
+
+def test_only_warnings_errors_and_non_json_lines_reach_the_terminal() -> None:
+    def line(level: str) -> bytes:
+        return json.dumps({"level": level, "message": "m"}).encode() + b"\n"
+
+    warning = devserver.LEVELS["warning"]
+    assert not devserver.worth_showing(line("info"), warning)
+    assert devserver.worth_showing(line("warning"), warning)
+    assert devserver.worth_showing(line("error"), warning)
+    assert devserver.worth_showing(b"Traceback (most recent call last):\n", warning)
+    assert not devserver.worth_showing(b"\n", warning)
+
+
+def test_an_exit_is_described_by_its_signal_or_status() -> None:
+    assert devserver.describe_exit(-9) == "killed by SIGKILL"
+    assert devserver.describe_exit(3) == "exited with status 3"
