@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import flask
 import functions_framework
 import pytest
 from flask.testing import FlaskClient
@@ -88,13 +89,14 @@ def test_rate_limit_refuses_past_the_burst() -> None:
 
 
 @pytest.fixture
-def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
+def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], FlaskClient]]:
     def build(target: str) -> FlaskClient:
-        return functions_framework.create_app(target=target, source="functions/product/main.py").test_client()
+        app: flask.Flask = functions_framework.create_app(target=target, source="functions/product/main.py")
+        return app.test_client()
 
     service = make_service()
     monkeypatch.setattr(bootstrap, "product_service", lambda: service)
-    yield build  # type: ignore[misc]
+    yield build
 
 
 @pytest.mark.function("get_product")
