@@ -80,7 +80,7 @@ def function_app(target: str) -> WSGIApp:
     if function is None:
         raise ValueError(f"no function {target!r} in functions/table.py")
     server.setup(function.service)
-    app = functions_framework.create_app(target=target, source=str(ROOT / function.source))  # type: ignore[no-untyped-call]
+    app = functions_framework.create_app(target=target, source=str(ROOT / function.source))
     web.answer_http_errors_in_json(app)
     observed = server.ObservedFunction(
         web.BodyLimit(app, ServerSettings().max_body_bytes),
