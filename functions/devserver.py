@@ -691,7 +691,8 @@ def summary(stack: Stack, data_dir: Path, sample_uid: str | None, taken: Mapping
         f"The order page:        http://{orders}/",
         "",
         "Try:",
-        f"  curl -s -X POST {cart}/user/31337/cart/1076963 -d '{{\"count\": 2}}'",
+        f"  curl -s -X POST {cart}/user/31337/cart/1076963 -H 'Content-Type: application/json' "
+        "-d '{\"count\": 2}'",
         f"  curl -s {cart}/user/31337/cart",
         f"  curl -s -X POST {cart}/checkout/31337",
         f"  curl -s '{notifier}/notifications?user_id=31337&from=2026-01-01T00:00:00Z"
