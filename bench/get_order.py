@@ -1,94 +1,68 @@
-"""get_order on a cache hit through the dev server: requests/s and latency percentiles.
+"""get_order on a cache hit: CPU per request of each serving process, beside the bare floor.
 
-A throwaway shop (its own PostgreSQL, the orders service under gunicorn as `make run` serves it) with a real
-Memcached; one order stored through the service (so it is warm in Memcached), then --clients keep-alive
-clients read it for --seconds. Figures are printed, never asserted. Target: p99 at most 10 ms.
+`python -m bench.get_order`. A fresh PostgreSQL and Memcached on loopback; the sample order stored, then
+`get_order` served as its container serves it (functions.entrypoint: gunicorn gthread, 1 worker, 16 threads)
+and the bare functions-framework target (bench/bare.py) served the same way. Both are loaded alike
+(--connections keep-alive clients for --seconds), alternating for --rounds rounds; the figure is CPU µs per
+request of the function's process tree, Memcached and PostgreSQL's (from /proc), medians, and the function's
+ratio to the floor. Every answer must be a 200 served from Memcached (X-Cache: hit) after the first.
+Target (issue 14): the function at most 1.3× the floor.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import sys
-import threading
-import time
-from pathlib import Path
+import contextlib
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.common import free_port, percentile, report  # noqa: E402
-from bench.stack import shop  # noqa: E402
-from shared_lib.devtools.memcached_server import MemcachedServer  # noqa: E402
-
-SAMPLE = ROOT / "functions" / "orders" / "data" / "wb-order-sample.json"
-UID = "b563feb7b2b84b6test"
-CE = {
-    "ce-specversion": "1.0",
-    "ce-id": "partition:0/offset:0",
-    "ce-source": "/kafka/orders",
-    "ce-type": "dev.knative.kafka.event",
-    "Content-Type": "application/json",
-}
+from bench import floor, load
+from bench.common import report
+from bench.cpu import Window, alternate, measure, summarise
+from bench.stack import memcached, postgres
+from functions import devserver
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per load window")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=floor.THREADS)
     args = parser.parse_args()
-    memcached = MemcachedServer(free_port())
-    memcached.start()
-    try:
-        with shop(("orders",), overrides={"ORDERS_MEMCACHED": memcached.address}) as bench_shop:
-            host, port = bench_shop.url("orders").removeprefix("http://").split(":")
-            setup = http.client.HTTPConnection(host, int(port), timeout=10)
-            setup.request("POST", "/events/ingest_order", body=SAMPLE.read_bytes(), headers=CE)
-            assert setup.getresponse().read() is not None
-            latencies: list[list[float]] = [[] for _ in range(args.clients)]
-            caches: dict[str, int] = {}
-            stop = time.monotonic() + args.seconds
-            lock = threading.Lock()
+    with contextlib.ExitStack() as stack:
+        pg = stack.enter_context(postgres())
+        cache = stack.enter_context(memcached())
+        environment = devserver.service_environment(pg.dsn, memcached=cache.address)
+        devserver.prepare_databases(pg.dsn, environment)
+        uid = devserver.load_sample_order(environment["ORDERS_DATABASE_URL"])
+        shop = stack.enter_context(floor.function("get_order", environment, threads=args.threads))
+        bare = stack.enter_context(floor.bare(threads=args.threads))
+        request = load.get(f"/order/{uid}")
+        first = load.one(shop.port, request)
+        assert first.status == 200, first.status
+        pg_pid, cache_pid = pg.pid, cache.process.pid if cache.process else None
+        assert pg_pid is not None and cache_pid is not None
+        tally = load.Tally("X-Cache")
 
-            def client(mine: list[float]) -> None:
-                connection = http.client.HTTPConnection(host, int(port), timeout=10)
-                seen: dict[str, int] = {}
-                while time.monotonic() < stop:
-                    started = time.perf_counter()
-                    connection.request("GET", f"/order/{UID}")
-                    response = connection.getresponse()
-                    response.read()
-                    mine.append(time.perf_counter() - started)
-                    tag = f"{response.status} {response.getheader('X-Cache')}"
-                    seen[tag] = seen.get(tag, 0) + 1
-                with lock:
-                    for tag, n in seen.items():
-                        caches[tag] = caches.get(tag, 0) + n
+        def variant(served: floor.Served, counted: load.Tally | None) -> Window:
+            processes = {"function": served.pid, "memcached": cache_pid, "postgres": pg_pid}
+            return measure(
+                processes,
+                lambda: load.run(served.port, request, args.connections, args.seconds, tally=counted),
+            )
 
-            threads = [threading.Thread(target=client, args=(latencies[i],)) for i in range(args.clients)]
-            began = time.perf_counter()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            elapsed = time.perf_counter() - began
-    finally:
-        memcached.stop()
-    every = [x * 1000 for mine in latencies for x in mine]
-    report(
-        "get_order on a cache hit through the dev server",
-        {
-            "clients (keep-alive)": args.clients,
-            "requests": len(every),
-            "answers": ", ".join(f"{tag}: {n}" for tag, n in sorted(caches.items())),
-            "requests/s": len(every) / elapsed,
-            "p50 ms": percentile(every, 50),
-            "p95 ms": percentile(every, 95),
-            "p99 ms": percentile(every, 99),
-            "max ms": max(every),
-            "target p99 ms": 10,
-        },
-    )
+        for served in (bare, shop):  # pools open, code paths warm
+            load.run(served.port, request, args.connections, 2.0)
+        results = alternate(
+            {"bare": lambda: variant(bare, None), "get_order": lambda: variant(shop, tally)}, args.rounds
+        )
+    figures = summarise(results, "bare")
+    figures["connections"] = args.connections
+    figures["gunicorn workers × threads"] = f"{floor.WORKERS} × {args.threads}"
+    figures["get_order answers"] = ", ".join(f"X-Cache {k}: {n}" for k, n in sorted(tally.values.items()))
+    figures["target get_order function / floor"] = 1.3
+    report("get_order on a cache hit: CPU per request vs the bare floor", figures)
+    if set(tally.values) != {"hit"}:
+        raise SystemExit(f"not every answer was a cache hit: {dict(tally.values)}")
 
 
 if __name__ == "__main__":
