@@ -1,49 +1,40 @@
-"""create_order throughput through the HTTP function next to the same SQL transaction run by pgbench.
+"""create_order: CPU per order of loms, its outbox relay and PostgreSQL, beside the bare floor.
 
-Both at 8 concurrent clients on the same database (fsync on), one unit of a random SKU out of 100 plentiful
-ones. The pgbench script (bench/create_order.pgbench.sql) is the statement sequence loms runs for an order
-of one item; the ratio HTTP / pgbench is the share of the database's own speed the function keeps.
-Target: ratio ≥ 0.5.
-
-loms prepares each statement once per connection and then runs it with one round trip, so the reference is
-pgbench in the same protocol (`-M prepared`); pgbench's default (`-M simple`, every statement parsed and
-planned again) is printed beside it. loms also sends the BEGIN with the first statement (5 round trips to
-pgbench's 6: pgbench cannot pipeline a statement whose result it stores with gset), which favours loms a
-little. HTTP and pgbench runs alternate for --rounds rounds and medians are compared: this machine's speed
-drifts by ±15 % between runs of a few seconds. loms' outbox relay is left out (its events wait in the outbox;
-bench.relay_throughput measures it), so that only the function and the database share the cores. The HTTP load
-comes from wrk (`apt-get install wrk`) when installed, else Python threads (which take a share of the same 2
-cores, so the figure is lower).
+`python -m bench.create_order`. A fresh PostgreSQL (fsync on, as deployed) and a one-node Kafka broker on
+loopback; `create_order` served as its container serves it (functions.entrypoint: gunicorn gthread, 1 worker,
+16 threads) with loms' outbox relay (`python -m functions.loms.relay_worker`) publishing every event to Kafka,
+and the bare functions-framework target (bench/bare.py) served the same way and sent the same POSTs. Each
+order is one unit of a random SKU out of 100 plentiful ones. Both are loaded alike (--connections keep-alive
+clients for --seconds), alternating for --rounds rounds; after each window the relay is given time to publish
+the window's events (bounded) before CPU is read again, so its work for them counts. Figures: CPU µs per
+order of loms' process tree, the relay, PostgreSQL's postmaster and backends (from /proc), medians; the relay
+per event too; loms' ratio to the floor. (bench/create_order.pgbench.sql is the same transaction for pgbench,
+kept for comparing PostgreSQL's share by hand.)
+Targets (issue 14): loms at most 2.0× the floor; the relay at most 250 µs per event.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
-import os
+import contextlib
 import random
-import re
-import shutil
 import statistics
-import subprocess
-import threading
+import sys
 import time
-from pathlib import Path
 
+from bench import floor, load
 from bench.common import report
-from bench.stack import shop
-from shared_lib.devtools.pg_server import find_binaries
-from shared_lib.postgres import ConnectionPool, Dsn
+from bench.cpu import Window, alternate, measure, summarise
+from bench.stack import kafka_broker, postgres
+from functions import devserver
+from shared_lib.postgres import ConnectionPool
 
-SCRIPT = Path(__file__).with_name("create_order.pgbench.sql")
-WRK_SCRIPT = Path(__file__).with_name("create_order.wrk.lua")
 FIRST_SKU = 900_000_001
 SKU_COUNT = 100
 
 
-def stock_up(dsn: str) -> None:
-    ConnectionPool(dsn).run(
+def stock_up(pool: ConnectionPool) -> None:
+    pool.run(
         "INSERT INTO stocks (sku, total_count, reserved)"
         " SELECT s, 1000000000, 0 FROM generate_series(CAST(:a AS bigint), CAST(:b AS bigint)) s"
         " ON CONFLICT (sku) DO NOTHING",
@@ -52,151 +43,77 @@ def stock_up(dsn: str) -> None:
     )
 
 
-def http_clients(port: int, clients: int, seconds: float) -> tuple[int, int]:
-    done, failed = [0] * clients, [0] * clients
-    deadline = time.monotonic() + seconds
-
-    def client(index: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        rng = random.Random(index)
-        while time.monotonic() < deadline:
-            body = {
-                "userId": rng.randint(1, 10**6),
-                "items": [{"sku": FIRST_SKU + rng.randrange(SKU_COUNT), "count": 1}],
-            }
-            connection.request(
-                "POST", "/order/create", json.dumps(body), {"Content-Type": "application/json"}
-            )
-            response = connection.getresponse()
-            response.read()
-            if response.status == 200:
-                done[index] += 1
-            else:
-                failed[index] += 1
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(done), sum(failed)
-
-
-def wrk_clients(port: int, clients: int, seconds: int) -> tuple[float, int]:
-    """wrk (Debian's package, written in C) as the load: it costs the 2 cores far less than Python clients."""
-    output = subprocess.run(
-        [
-            "wrk",
-            "-t",
-            "2",
-            "-c",
-            str(clients),
-            "-d",
-            f"{seconds}s",
-            "-s",
-            str(WRK_SCRIPT),
-            f"http://127.0.0.1:{port}",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "FIRST_SKU": str(FIRST_SKU), "SKU_COUNT": str(SKU_COUNT)},
-    ).stdout
-    rate = re.search(r"Requests/sec:\s+([0-9.]+)", output)
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    assert rate, output
-    return float(rate.group(1)), int(bad.group(1)) if bad else 0
-
-
-def pgbench(dsn: str, clients: int, seconds: int, protocol: str) -> float:
-    parts = Dsn.parse(dsn)
-    binary = find_binaries()[0] / "pgbench"
-    if not binary.exists():
-        binary = Path("/usr/bin/pgbench")
-    output = subprocess.run(
-        [
-            str(binary),
-            "-n",
-            "-M",
-            protocol,
-            "-c",
-            str(clients),
-            "-j",
-            "2",
-            "-T",
-            str(seconds),
-            "-f",
-            str(SCRIPT),
-            "-D",
-            f"first_sku={FIRST_SKU}",
-            "-D",
-            f"sku_count={SKU_COUNT}",
-            "-h",
-            parts.host,
-            "-p",
-            str(parts.port),
-            "-U",
-            parts.user,
-            parts.database,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    match = re.search(r"tps = ([0-9.]+)", output)
-    assert match, output
-    return float(match.group(1))
+def order(rng: random.Random) -> dict[str, object]:
+    item = {"sku": FIRST_SKU + rng.randrange(SKU_COUNT), "count": 1}
+    return {"userId": rng.randint(1, 10**6), "items": [item]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=8, help="per run")
-    parser.add_argument("--rounds", type=int, default=3, help="HTTP, pgbench prepared, pgbench simple each")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers of the loms process")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=6.0, help="per load window")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    http_rates: list[float] = []
-    prepared: list[float] = []
-    simple: list[float] = []
-    failed = 0
-    load = "wrk" if shutil.which("wrk") else "python threads"
-    with shop(("loms",), workers=args.workers, relay=False) as running:
-        dsn = running.environment["LOMS_SHARD_DSNS"].split(",")[0]
-        stock_up(dsn)
-        port = int(running.url("loms").rsplit(":", 1)[1])
-        http_clients(port, args.clients, 2)  # warm-up
-        for round_number in range(1, args.rounds + 1):
-            if load == "wrk":
-                rate, bad = wrk_clients(port, args.clients, args.seconds)
-            else:
-                ok, bad = http_clients(port, args.clients, args.seconds)
-                rate = ok / args.seconds
-            http_rates.append(rate)
-            failed += bad
-            prepared.append(pgbench(dsn, args.clients, args.seconds, "prepared"))
-            simple.append(pgbench(dsn, args.clients, args.seconds, "simple"))
-            print(
-                f"round {round_number}: HTTP {rate:,.0f}/s, pgbench prepared {prepared[-1]:,.0f}/s,"
-                f" simple {simple[-1]:,.0f}/s",
-                flush=True,
+    with contextlib.ExitStack() as stack:
+        pg = stack.enter_context(postgres(durable=True))
+        broker = stack.enter_context(kafka_broker())
+        environment = devserver.service_environment(pg.dsn, kafka=broker.bootstrap)
+        devserver.prepare_databases(pg.dsn, environment)
+        loms_db = ConnectionPool(environment["LOMS_SHARD_DSNS"].split(",")[0], size=1)
+        stock_up(loms_db)
+        shop = stack.enter_context(floor.function("create_order", environment))
+        relay = floor.spawn("relay", [sys.executable, "-m", "functions.loms.relay_worker"], environment, 0)
+        stack.callback(relay.stop)
+        bare = stack.enter_context(floor.bare())
+        pg_pid = pg.pid
+        assert pg_pid is not None
+        request = load.post_json("/order/create", order)
+        first = load.one(shop.port, request)
+        assert first.status == 200, first.status
+
+        def unsent() -> int:
+            return int(loms_db.run("SELECT count(*) FROM outbox WHERE sent_at IS NULL")[0][0])
+
+        def drained(timeout: float = 60.0) -> None:
+            deadline = time.monotonic() + timeout
+            while unsent() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if relay.process.poll() is not None:
+                raise RuntimeError(f"the relay exited with {relay.process.returncode}")
+
+        def events() -> dict[str, float]:
+            return {"events": float(loms_db.run("SELECT last_value FROM outbox_seq")[0][0])}
+
+        def variant(served: floor.Served) -> Window:
+            processes = {"function": served.pid, "relay": relay.pid, "postgres": pg_pid}
+            return measure(
+                processes,
+                lambda: load.run(served.port, request, args.connections, args.seconds),
+                settle=drained,
+                extra=events,
             )
-    http_rate = statistics.median(http_rates)
-    report(
-        "create_order: HTTP function vs pgbench, same transaction",
-        {
-            "clients": args.clients,
-            "loms gunicorn workers": args.workers,
-            "HTTP load from": load,
-            "rounds (median of each)": args.rounds,
-            "HTTP orders/s": http_rate,
-            "HTTP failures": failed,
-            "pgbench -M prepared transactions/s": statistics.median(prepared),
-            "pgbench -M simple transactions/s": statistics.median(simple),
-            "ratio HTTP / pgbench prepared": http_rate / statistics.median(prepared),
-            "ratio HTTP / pgbench simple": http_rate / statistics.median(simple),
-            "target ratio (against prepared, the protocol loms uses)": 0.5,
-        },
+
+        for served in (bare, shop):  # pools open, statements prepared, code paths warm
+            load.run(served.port, request, args.connections, 2.0)
+        drained()
+        results = alternate(
+            {"bare": lambda: variant(bare), "create_order": lambda: variant(shop)}, args.rounds
+        )
+        left = unsent()
+    figures = summarise(results, "bare")
+    orders = results["create_order"]
+    figures["create_order: events per order"] = sum(w.extra["events"] for w in orders) / sum(
+        w.requests for w in orders
     )
+    figures["create_order: relay CPU µs/event"] = statistics.median(
+        w.cpu["relay"] / max(w.extra["events"], 1) * 1e6 for w in orders
+    )
+    figures["events left unsent at the end"] = left
+    figures["connections"] = args.connections
+    figures["gunicorn workers × threads"] = f"{floor.WORKERS} × {floor.THREADS}"
+    figures["target create_order function / floor"] = 2.0
+    figures["target relay CPU µs/event"] = 250
+    report("create_order: CPU per order vs the bare floor", figures)
 
 
 if __name__ == "__main__":
