@@ -5,7 +5,10 @@ wins over the dev server's defaults; only warnings and errors reach the terminal
 from __future__ import annotations
 
 import json
+import random
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from functions import devserver
 from shared_lib.retry import Backoff
@@ -28,6 +31,18 @@ class FakePart:
 
     def part(self) -> devserver.Part:
         return devserver.Part(self.name, lambda: self.up, self.restart, lambda: "killed by SIGKILL")
+
+
+@dataclass(frozen=True)
+class RecordingBackoff(Backoff):
+    """The supervisor's backoff, remembering each (retry number, delay) it was asked for: what it decided."""
+
+    decided: list[tuple[int, float]] = field(default_factory=list)
+
+    def delay(self, retry_number: int, rng: Callable[[float, float], float] = random.uniform) -> float:
+        chosen = super().delay(retry_number, rng)
+        self.decided.append((retry_number, chosen))
+        return chosen
 
 
 def _supervisor(parts: list[FakePart], lines: list[str]) -> devserver.Supervisor:
@@ -60,7 +75,8 @@ def test_a_restart_that_fails_is_tried_again_with_a_longer_delay() -> None:
     kafka = FakePart("kafka", failing_restarts=2)
     lines: list[str] = []
     supervisor = _supervisor([kafka], lines)
-    supervisor.backoff = Backoff(0.1, 1.0, jitter=False)  # 0.1, 0.2, 0.4 s: apart at the log's precision
+    backoff = RecordingBackoff(0.01, 1.0, jitter=False)
+    supervisor.backoff = backoff
     stop = threading.Event()
     thread = supervisor.start(stop)
     try:
@@ -70,10 +86,11 @@ def test_a_restart_that_fails_is_tried_again_with_a_longer_delay() -> None:
         stop.set()
         thread.join(10)
     assert kafka.restarts == 3
-    assert [line.split(" (")[0] for line in lines[1:3]] == ["kafka did not come back"] * 2
+    # what the supervisor scheduled: after the death, then after each failed restart, a longer delay
+    assert backoff.decided == [(1, 0.01), (2, 0.02), (3, 0.04)]
+    assert [line.split(" (")[0] for line in lines[:3]] == ["kafka died"] + ["kafka did not come back"] * 2
+    assert lines[3].startswith("kafka is back after ")
     assert "port in use)" in lines[1] and "more detail" not in lines[1]  # the first line of the error
-    delays = [float(line.rsplit(" in ", 1)[1].split()[0]) for line in lines[:3]]
-    assert delays == sorted(delays) and delays[0] < delays[2]
 
 
 def test_nothing_is_restarted_once_stopping() -> None:
