@@ -23,19 +23,19 @@ MakeRequest = Callable[[random.Random], bytes]
 
 
 def get(path: str, headers: Mapping[str, str] | None = None) -> MakeRequest:
-    raw = _request("GET", path, headers or {}, b"")
+    raw = request_bytes("GET", path, headers or {}, b"")
     return lambda _rng: raw
 
 
 def post_json(path: str, body_of: Callable[[random.Random], Any]) -> MakeRequest:
     def make(rng: random.Random) -> bytes:
         body = json.dumps(body_of(rng)).encode()
-        return _request("POST", path, {"Content-Type": "application/json"}, body)
+        return request_bytes("POST", path, {"Content-Type": "application/json"}, body)
 
     return make
 
 
-def _request(method: str, path: str, headers: Mapping[str, str], body: bytes) -> bytes:
+def request_bytes(method: str, path: str, headers: Mapping[str, str], body: bytes) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     if body or method == "POST":

@@ -1,77 +1,74 @@
-"""Warm list_cart of the 11-SKU cart with 600 ms product latency: product info comes from Memcached.
+"""Warm list_cart (11 SKUs, product info from Memcached): CPU per request of each serving process, beside the
+bare floor.
 
-One cold list fills the shared product cache; then lists are timed one after another. A warm list must make
-no product call at all (counted at the product service). Target: p99 ≤ 15 ms.
+`python -m bench.warm_list_cart`. A throwaway shop (its own PostgreSQL, the dev server's product, loms and
+cart) with a real Memcached fills user 42's cart with 11 SKUs, which puts their product info in Memcached;
+then `list_cart` is served as its container serves it (functions.entrypoint: gunicorn gthread, 1 worker, 16
+threads) with the shop's configuration, and the bare functions-framework target (bench/bare.py) the same way.
+Both are loaded alike (--connections keep-alive clients for --seconds), alternating for --rounds rounds.
+Figures: CPU µs per request of list_cart's process tree, Memcached, PostgreSQL and the product service (which
+a warm list must not call: its figure stays at its idle noise), medians, and list_cart's ratio to the floor.
+Target (issue 14): list_cart at most 1.5× the floor.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
-import os
-import threading
-import time
+import contextlib
 
-from werkzeug.serving import make_server
+from bench import floor, load
+from bench.common import report
+from bench.cpu import Window, alternate, measure, summarise
+from bench.list_cart import SKUS
+from bench.stack import memcached, shop
 
-from bench.common import free_port, percentile, report
-from bench.list_cart import SKUS, Counting, Quiet
-from bench.stack import shop
+USER = 42
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--lists", type=int, default=500)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per load window")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    os.environ.update({"PRODUCT_LATENCY_MS": "600"})
-    from functions import devserver
+    with contextlib.ExitStack() as stack:
+        cache = stack.enter_context(memcached())
+        overrides = {"CART_MEMCACHED": cache.address, "PRODUCT_LATENCY_MS": "0"}
+        running = stack.enter_context(shop(("product", "loms", "cart"), overrides))
+        assert running.stack is not None
+        cart_port = int(running.url("cart").rsplit(":", 1)[1])
+        for sku in SKUS:
+            add = load.post_json(f"/user/{USER}/cart/{sku}", lambda _rng: {"count": 1})
+            answer = load.one(cart_port, add)
+            assert answer.status == 200, (sku, answer.status)
+        listed = stack.enter_context(floor.function("list_cart", running.environment))
+        bare = stack.enter_context(floor.bare())
+        request = load.get(f"/user/{USER}/cart")
+        assert load.one(listed.port, request).status == 200
+        pg_pid, cache_pid = running.pg.pid, cache.process.pid if cache.process else None
+        assert pg_pid is not None and cache_pid is not None
+        product_pid = running.stack.pid("product")
 
-    product_port = free_port()
-    counting = Counting(devserver.service_app("product"))
-    server = make_server("127.0.0.1", product_port, counting, threaded=True, request_handler=Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        overrides = {
-            "CART_PRODUCT_URL": f"http://127.0.0.1:{product_port}",
-            "CART_PRODUCT_CACHE_TTL_SECONDS": "600",
-        }
-        with shop(("loms", "cart"), overrides, real_events=True) as running:
-            port = int(running.url("cart").rsplit(":", 1)[1])
-            cart = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        def variant(served: floor.Served) -> Window:
+            processes = {
+                "function": served.pid,
+                "memcached": cache_pid,
+                "postgres": pg_pid,
+                "product": product_pid,
+            }
+            return measure(processes, lambda: load.run(served.port, request, args.connections, args.seconds))
 
-            def call(method: str, path: str, body: object = None) -> int:
-                cart.request(method, path, None if body is None else json.dumps(body))
-                response = cart.getresponse()
-                response.read()
-                return response.status
-
-            for sku in SKUS:
-                assert call("POST", f"/user/42/cart/{sku}", {"count": 1}) == 200
-            started = time.perf_counter()
-            assert call("GET", "/user/42/cart") == 200
-            cold = time.perf_counter() - started
-            counting.statuses.clear()
-            latencies = []
-            for _ in range(args.lists):
-                started = time.perf_counter()
-                assert call("GET", "/user/42/cart") == 200
-                latencies.append((time.perf_counter() - started) * 1000)
-            product_calls = sum(counting.statuses.values())
-    finally:
-        server.shutdown()
-    report(
-        "warm list_cart 11 SKUs, 600 ms product latency, Memcached",
-        {
-            "first list after the adds ms (adds fill the cache)": cold * 1000,
-            "warm lists": len(latencies),
-            "warm p50 ms": percentile(latencies, 50),
-            "warm p99 ms": percentile(latencies, 99),
-            "product calls during warm lists": product_calls,
-            "target p99 ms": 15,
-            "p99 / target": percentile(latencies, 99) / 15,
-        },
-    )
+        for served in (bare, listed):  # pools open, code paths warm
+            load.run(served.port, request, args.connections, 2.0)
+        results = alternate(
+            {"bare": lambda: variant(bare), "list_cart": lambda: variant(listed)}, args.rounds
+        )
+    figures = summarise(results, "bare")
+    figures["SKUs in the cart"] = len(SKUS)
+    figures["connections"] = args.connections
+    figures["gunicorn workers × threads"] = f"{floor.WORKERS} × {floor.THREADS}"
+    figures["target list_cart function / floor"] = 1.5
+    report("warm list_cart 11 SKUs from Memcached: CPU per request vs the bare floor", figures)
 
 
 if __name__ == "__main__":
