@@ -1,21 +1,26 @@
 """The order viewer's composition root: settings, the pool, the cache, the dead-letter publisher and the
 service, built once on first use. Also what the dev server and deploy jobs call: `migrate()`, and what the
 batch worker runs: `ingest_forever(stop)`.
+
+`bootstrap(...)` takes the dependencies to use (a test's fakes); what it is not given it builds from the
+settings. The handlers in main.py use the current root, built from the environment when none was made.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from functions.orders import consumer
 from functions.orders.adapters.kafka import KafkaDeadLetters, KafkaOrderStream, LogDeadLetters
 from functions.orders.adapters.postgres import PgOrderRepository
 from functions.orders.domain import SourceRecord
-from functions.orders.ports import DeadLetters
+from functions.orders.ports import DeadLetters, OrderRepository
 from functions.orders.service import OrdersService
 from functions.orders.settings import OrdersSettings
 from shared_lib import lifecycle, postgres
@@ -30,23 +35,6 @@ SQL = Path(__file__).resolve().parents[2] / "sql"
 CACHE_PREFIX = "orders:"
 
 
-@functools.cache
-def settings() -> OrdersSettings:
-    return OrdersSettings()
-
-
-@functools.cache
-def database() -> ConnectionPool:
-    pool = ConnectionPool(settings().database_url, size=settings().pool_size, name="orders")
-    lifecycle.on_shutdown(pool.close)
-    return pool
-
-
-@functools.cache
-def cache() -> Cache:
-    return shared_or_local(settings().memcached, CACHE_PREFIX)
-
-
 class ExportedCounters(InProcessCounters):
     """The in-process ingest counters, each also exported: stored orders as shop_orders_ingested_total, every
     other outcome (duplicate, conflict, invalid) as shop_orders_rejected_total{reason}."""
@@ -59,57 +47,156 @@ class ExportedCounters(InProcessCounters):
             metrics.ORDERS_REJECTED.labels(name).inc(by)
 
 
-@functools.cache
-def counters() -> InProcessCounters:
-    return ExportedCounters()
+class Root:
+    """The order viewer's objects; each built on first use unless given. `clock`: the service's now (UTC)."""
+
+    def __init__(
+        self,
+        settings: OrdersSettings | None = None,
+        *,
+        orders: OrderRepository | None = None,
+        dead_letters: DeadLetters | None = None,
+        cache: Cache | None = None,
+        counters: InProcessCounters | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._settings, self._orders, self._dead_letters = settings, orders, dead_letters
+        self._cache, self._counters, self._clock = cache, counters, clock
+
+    @functools.cached_property
+    def settings(self) -> OrdersSettings:
+        return self._settings if self._settings is not None else OrdersSettings()
+
+    @functools.cached_property
+    def database(self) -> ConnectionPool:
+        pool = ConnectionPool(self.settings.database_url, size=self.settings.pool_size, name="orders")
+        lifecycle.on_shutdown(pool.close)
+        return pool
+
+    @functools.cached_property
+    def cache(self) -> Cache:
+        return (
+            self._cache if self._cache is not None else shared_or_local(self.settings.memcached, CACHE_PREFIX)
+        )
+
+    @functools.cached_property
+    def counters(self) -> InProcessCounters:
+        return self._counters if self._counters is not None else ExportedCounters()
+
+    @functools.cached_property
+    def dead_letters(self) -> DeadLetters:
+        if self._dead_letters is not None:
+            return self._dead_letters
+        config = self.settings
+        if not config.kafka_bootstrap.strip():
+            return LogDeadLetters()
+        publisher = KafkaDeadLetters(config.kafka_bootstrap, config.dead_letter_topic)
+        lifecycle.on_shutdown(publisher.close)
+        return publisher
+
+    @functools.cached_property
+    def repository(self) -> OrderRepository:
+        return self._orders if self._orders is not None else PgOrderRepository(self.database)
+
+    @functools.cached_property
+    def orders_service(self) -> OrdersService:
+        config = self.settings
+        service = OrdersService(
+            orders=self.repository,
+            dead_letters=self.dead_letters,
+            cache=self.cache,
+            counters=self.counters,
+            cache_ttl_seconds=config.cache_ttl_seconds,
+            warm_cache=config.warm_cache,
+            future_skew=timedelta(seconds=config.future_skew_seconds),
+            recent_count=config.recent_count,
+        )
+        return service if self._clock is None else dataclasses.replace(service, clock=self._clock)
+
+    def order_stream(self) -> KafkaOrderStream:
+        config = self.settings
+        if not config.kafka_bootstrap.strip():
+            raise RuntimeError("the ingest worker needs ORDERS_KAFKA_BOOTSTRAP")
+        return KafkaOrderStream(
+            config.kafka_bootstrap, config.topic, config.consumer_group, batch_size=config.batch_size
+        )
+
+    def close(self) -> None:
+        """Close the pool and the dead-letter producer this root opened (none when nothing was built)."""
+        if "database" in self.__dict__:
+            self.database.close()
+        letters = self.__dict__.get("dead_letters")
+        if isinstance(letters, KafkaDeadLetters):
+            letters.close()
 
 
-@functools.cache
-def dead_letters() -> DeadLetters:
-    config = settings()
-    if not config.kafka_bootstrap.strip():
-        return LogDeadLetters()
-    publisher = KafkaDeadLetters(config.kafka_bootstrap, config.dead_letter_topic)
-    lifecycle.on_shutdown(publisher.close)
-    return publisher
+_current: Root | None = None
+_lock = threading.Lock()
 
 
-@functools.cache
-def repository() -> PgOrderRepository:
-    return PgOrderRepository(database())
-
-
-@functools.cache
-def orders_service() -> OrdersService:
-    config = settings()
-    return OrdersService(
-        orders=repository(),
-        dead_letters=dead_letters(),
-        cache=cache(),
-        counters=counters(),
-        cache_ttl_seconds=config.cache_ttl_seconds,
-        warm_cache=config.warm_cache,
-        future_skew=timedelta(seconds=config.future_skew_seconds),
-        recent_count=config.recent_count,
+def bootstrap(
+    settings: OrdersSettings | None = None,
+    *,
+    orders: OrderRepository | None = None,
+    dead_letters: DeadLetters | None = None,
+    cache: Cache | None = None,
+    counters: InProcessCounters | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> Root:
+    """A root on these dependencies (the rest from `settings`, else the environment), made the one the
+    handlers and the batch worker use; what the previous one opened is closed."""
+    made = Root(
+        settings, orders=orders, dead_letters=dead_letters, cache=cache, counters=counters, clock=clock
     )
+    _replace(made)
+    return made
+
+
+def root() -> Root:
+    """The root in use: the last one `bootstrap` made, else one from the environment."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = Root()
+        return _current
+
+
+def reset() -> None:
+    """Close and forget the current root: the next use builds one from the environment as it is then."""
+    _replace(None)
+
+
+def _replace(new: Root | None) -> None:
+    global _current
+    with _lock:
+        old, _current = _current, new
+    if old is not None:
+        old.close()
+
+
+def settings() -> OrdersSettings:
+    return root().settings
+
+
+def counters() -> InProcessCounters:
+    return root().counters
+
+
+def orders_service() -> OrdersService:
+    return root().orders_service
 
 
 def api_url() -> str:
-    return settings().api_url
+    return root().settings.api_url
+
+
+def order_stream() -> KafkaOrderStream:
+    return root().order_stream()
 
 
 def migrate() -> list[str]:
     """Apply sql/shared and sql/orders to ORDERS_DATABASE_URL (the database must exist)."""
     return postgres.migrate(OrdersSettings().database_url, [SQL / "shared", SQL / "orders"])
-
-
-def order_stream() -> KafkaOrderStream:
-    config = settings()
-    if not config.kafka_bootstrap.strip():
-        raise RuntimeError("the ingest worker needs ORDERS_KAFKA_BOOTSTRAP")
-    return KafkaOrderStream(
-        config.kafka_bootstrap, config.topic, config.consumer_group, batch_size=config.batch_size
-    )
 
 
 def ingest_forever(stop: threading.Event, stream: KafkaOrderStream | None = None) -> None:
@@ -120,9 +207,3 @@ def ingest_forever(stop: threading.Event, stream: KafkaOrderStream | None = None
         consumer.ingest(service, records)
 
     (stream or order_stream()).run(handle, stop)
-
-
-def reset() -> None:
-    """Forget everything built so far (tests change the environment between cases)."""
-    for provider in (settings, database, cache, counters, dead_letters, repository, orders_service):
-        provider.cache_clear()

@@ -1,21 +1,83 @@
-"""The product function's composition root: settings, adapters and the service, built once on first use."""
+"""The product function's composition root: settings, adapters and the service, built once on first use.
+
+`bootstrap(...)` takes the dependencies to use (a test's fakes); what it is not given it builds from the
+settings. The handlers in main.py use the current root, built from the environment when none was made.
+"""
 
 from __future__ import annotations
 
 import functools
+import threading
 
 from functions.product.adapters.catalogue import GeneratedCatalogue
 from functions.product.adapters.pacing import SleepLatency, TokenBucket
+from functions.product.ports import Catalogue, Latency, RateLimiter
 from functions.product.service import ProductService
 from functions.product.settings import ProductSettings
 
 
-@functools.cache
+class Root:
+    """The product function's objects; each built on first use unless given."""
+
+    def __init__(
+        self,
+        settings: ProductSettings | None = None,
+        *,
+        catalogue: Catalogue | None = None,
+        limiter: RateLimiter | None = None,
+        latency: Latency | None = None,
+    ) -> None:
+        self._settings, self._catalogue, self._limiter, self._latency = settings, catalogue, limiter, latency
+
+    @functools.cached_property
+    def settings(self) -> ProductSettings:
+        return self._settings if self._settings is not None else ProductSettings()
+
+    @functools.cached_property
+    def product_service(self) -> ProductService:
+        config = self.settings
+        return ProductService(
+            catalogue=self._catalogue or GeneratedCatalogue.from_data(config.generated_count),
+            api_keys=config.keys(),
+            limiter=self._limiter or TokenBucket(config.rate_limit_rps, config.rate_limit_burst),
+            latency=self._latency or SleepLatency(config.latency_ms, config.latency_jitter_ms),
+        )
+
+
+_current: Root | None = None
+_lock = threading.Lock()
+
+
+def bootstrap(
+    settings: ProductSettings | None = None,
+    *,
+    catalogue: Catalogue | None = None,
+    limiter: RateLimiter | None = None,
+    latency: Latency | None = None,
+) -> Root:
+    """A root on these dependencies (the rest from `settings`, else the environment), made the one the
+    handlers use."""
+    global _current
+    with _lock:
+        _current = Root(settings, catalogue=catalogue, limiter=limiter, latency=latency)
+        return _current
+
+
+def root() -> Root:
+    """The root the handlers use: the last one `bootstrap` made, else one from the environment."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = Root()
+        return _current
+
+
+def reset() -> None:
+    """Forget the current root: the next use builds one from the environment as it is then."""
+    global _current
+    with _lock:
+        _current = None
+
+
 def product_service() -> ProductService:
-    settings = ProductSettings()
-    return ProductService(
-        catalogue=GeneratedCatalogue.from_data(settings.generated_count),
-        api_keys=settings.keys(),
-        limiter=TokenBucket(settings.rate_limit_rps, settings.rate_limit_burst),
-        latency=SleepLatency(settings.latency_ms, settings.latency_jitter_ms),
-    )
+    return root().product_service

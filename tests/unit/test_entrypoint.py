@@ -146,12 +146,13 @@ def assert_json_error(response: Any, status: int, code: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def notifier(monkeypatch: pytest.MonkeyPatch) -> Notifier:
+def notifier() -> Iterator[Notifier]:
     from functions.notifier import bootstrap
 
     fake = Notifier()
-    monkeypatch.setattr(bootstrap, "notifier_service", lambda: fake.service)
-    return fake
+    fake.bootstrap()
+    yield fake
+    bootstrap.reset()
 
 
 @pytest.fixture(scope="module")

@@ -26,18 +26,13 @@ BOOK_NAME = "Теория нравственных чувств | Смит Ад�
 USER = 31337
 
 
-def reset_bootstrap() -> None:
-    for provider in (bootstrap.settings, bootstrap.database, bootstrap.cart_service, bootstrap.idempotency):
-        provider.cache_clear()
-
-
 @pytest.fixture(scope="module")
 def product_url() -> Iterator[str]:
-    product_bootstrap.product_service.cache_clear()  # defaults: no server-side limit, no latency
+    product_bootstrap.reset()  # defaults: no server-side limit, no latency
     app = functions_framework.create_app(target="get_product", source="functions/product/main.py")
     with serve_in_thread(app) as url:
         yield url
-    product_bootstrap.product_service.cache_clear()
+    product_bootstrap.reset()
 
 
 @pytest.fixture
@@ -49,11 +44,11 @@ def cart_app(monkeypatch: pytest.MonkeyPatch, make_database: MakeDatabase) -> It
         monkeypatch.setenv("CART_PRODUCT_URL", product_url)
         monkeypatch.setenv("CART_LOMS_URL", loms_url)
         monkeypatch.setenv("CART_HTTP_TIMEOUT_SECONDS", "2")
-        reset_bootstrap()
+        bootstrap.reset()
         return Client(devserver.service_app("cart"))
 
     yield build
-    reset_bootstrap()
+    bootstrap.reset()
 
 
 def send(client: Client, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, Any]:

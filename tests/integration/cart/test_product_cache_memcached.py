@@ -20,6 +20,7 @@ from functions.cart import bootstrap
 from functions.cart.adapters.cache import CachedProductCatalog
 from functions.cart.adapters.postgres import PgCartRepository
 from functions.cart.adapters.product_http import HttpProductCatalog
+from functions.cart.settings import CartSettings
 from functions.product import bootstrap as product_bootstrap
 from shared_lib.cache import MemcachedCache
 from shared_lib.devtools.memcached_server import MemcachedServer
@@ -41,7 +42,7 @@ class CountingProduct:
     """The real get_product function, counting the requests it answers per path."""
 
     def __init__(self) -> None:
-        product_bootstrap.product_service.cache_clear()
+        product_bootstrap.reset()
         self.app = functions_framework.create_app(target="get_product", source="functions/product/main.py")
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -61,12 +62,7 @@ def product() -> Iterator[tuple[CountingProduct, str]]:
     counting = CountingProduct()
     with serve_in_thread(counting) as url:
         yield counting, url
-    product_bootstrap.product_service.cache_clear()
-
-
-def reset_bootstrap() -> None:
-    for provider in (bootstrap.settings, bootstrap.database, bootstrap.cart_service, bootstrap.idempotency):
-        provider.cache_clear()
+    product_bootstrap.reset()
 
 
 @pytest.fixture(scope="module")
@@ -75,23 +71,25 @@ def cart_dsn(make_database: MakeDatabase) -> str:
 
 
 @pytest.fixture
-def replica(monkeypatch: pytest.MonkeyPatch, cart_dsn: str) -> Iterator[Callable[..., Client]]:
+def replica(cart_dsn: str) -> Iterator[Callable[..., Client]]:
     """replica(product_url, memcached) -> a client of a freshly built cart (its own pools and cache client),
     through the dev server's dispatcher, as one more replica of the cart service."""
     # a key space of this test's own, shared by its replicas: nothing another test cached is a hit here
-    monkeypatch.setattr(bootstrap, "MEMCACHED_PREFIX", f"cart-{uuid.uuid4().hex[:8]}:")
+    prefix = f"cart-{uuid.uuid4().hex[:8]}:"
 
     def build(product_url: str, memcached: str) -> Client:
-        monkeypatch.setenv("CART_DATABASE_URL", cart_dsn)
-        monkeypatch.setenv("CART_PRODUCT_URL", product_url)
-        monkeypatch.setenv("CART_LOMS_URL", f"http://127.0.0.1:{free_port()}")  # listing never asks loms
-        monkeypatch.setenv("CART_MEMCACHED", memcached)
-        monkeypatch.setenv("CART_HTTP_TIMEOUT_SECONDS", "2")
-        reset_bootstrap()
+        settings = CartSettings(
+            database_url=cart_dsn,
+            product_url=product_url,
+            loms_url=f"http://127.0.0.1:{free_port()}",  # listing never asks loms
+            memcached=memcached,
+            http_timeout_seconds=2,
+        )
+        bootstrap.bootstrap(settings, memcached_prefix=prefix)
         return Client(devserver.service_app("cart"))
 
     yield build
-    reset_bootstrap()
+    bootstrap.reset()
 
 
 def fill_cart(dsn: str, user: int) -> None:

@@ -63,13 +63,13 @@ def product_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ProductServer]:
     def serve(**env: str) -> Iterator[str]:
         for name, value in env.items():
             monkeypatch.setenv(f"PRODUCT_{name}", value)
-        product_bootstrap.product_service.cache_clear()  # built again, lazily, from this configuration
+        product_bootstrap.reset()  # built again, lazily, from this configuration
         app = functions_framework.create_app(target="get_product", source="functions/product/main.py")
         with serve_in_thread(app) as url:
             yield url
 
     yield serve
-    product_bootstrap.product_service.cache_clear()
+    product_bootstrap.reset()
 
 
 def test_a_known_product_and_an_unknown_one(product_server: ProductServer) -> None:

@@ -78,12 +78,6 @@ def webhook() -> Iterator[Webhook]:
 Apps = Callable[..., dict[str, FlaskClient]]
 
 
-def close_pool() -> None:
-    """Close the pool the previous build made, so tests do not pile up idle connections."""
-    if getattr(bootstrap.database, "cache_info", None) and bootstrap.database.cache_info().currsize:
-        bootstrap.database().close()
-
-
 @pytest.fixture
 def notifier_apps(monkeypatch: pytest.MonkeyPatch, notifier_dsn: str) -> Iterator[Apps]:
     """notifier_apps(NOTIFIER_…=value, …) -> {target: test client}, bootstrap built from that environment."""
@@ -94,15 +88,11 @@ def notifier_apps(monkeypatch: pytest.MonkeyPatch, notifier_dsn: str) -> Iterato
         monkeypatch.setenv("NOTIFIER_WEBHOOK_BACKOFF_MAX_SECONDS", "0.02")
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        close_pool()
-        bootstrap.reset()
+        bootstrap.reset()  # closes the pool the previous build made: tests do not pile up idle connections
         return {
             target: functions_framework.create_app(target=target, source=MAIN).test_client()
             for target in ("notify_status", "list_notifications")
         }
 
     yield build
-    close_pool()
-    # a test may have monkeypatched a provider with a plain function; build() resets again anyway
-    for name in ("settings", "database", "cache", "counters", "sink", "notifier_service"):
-        getattr(getattr(bootstrap, name), "cache_clear", lambda: None)()
+    bootstrap.reset()

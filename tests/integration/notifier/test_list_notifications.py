@@ -173,8 +173,13 @@ def test_concurrent_misses_in_one_replica_make_one_database_query(
     user = unique_id()
     notify(apps["notify_status"], order_events(unique_id() * 10, unique_id(), user, statuses=("new",))[0])
     history = SlowCountingHistory(PgNotificationHistory(notifier_pool))
-    service = service_on(notifier_pool, history, memcached_address)
-    monkeypatch.setattr(bootstrap, "notifier_service", lambda: service)
+    bootstrap.bootstrap(
+        store=PgNotificationStore(notifier_pool),
+        history=history,
+        sink=RecordingSink(),
+        cache=MemcachedCache(memcached_address, prefix="notifier:"),
+        counters=bootstrap.counters(),
+    )
     clients = [
         functions_framework.create_app(target="list_notifications", source=MAIN).test_client()
         for _ in range(16)

@@ -35,16 +35,6 @@ def orders_pool(orders_dsn: str) -> Iterator[ConnectionPool]:
 Apps = Callable[..., dict[str, FlaskClient]]
 
 
-def close_built() -> None:
-    """Close what the previous build opened, so tests do not pile up connections and producers."""
-    if bootstrap.database.cache_info().currsize:
-        bootstrap.database().close()
-    if bootstrap.dead_letters.cache_info().currsize:
-        closer = getattr(bootstrap.dead_letters(), "close", None)
-        if closer is not None:
-            closer()
-
-
 @pytest.fixture
 def orders_apps(monkeypatch: pytest.MonkeyPatch, orders_dsn: str) -> Iterator[Apps]:
     """orders_apps(ORDERS_…=value, …) -> {target: test client}, bootstrap built from that environment."""
@@ -53,15 +43,13 @@ def orders_apps(monkeypatch: pytest.MonkeyPatch, orders_dsn: str) -> Iterator[Ap
         monkeypatch.setenv("ORDERS_DATABASE_URL", orders_dsn)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        close_built()
-        bootstrap.reset()
+        bootstrap.reset()  # closes what the previous build opened: tests do not pile up connections
         return {
             target: functions_framework.create_app(target=target, source=MAIN).test_client()
             for target in TARGETS
         }
 
     yield build
-    close_built()
     bootstrap.reset()
 
 

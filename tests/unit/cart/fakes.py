@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from functions.cart import bootstrap as composition
 from functions.cart.adapters.cache import InMemoryTtlProductCache
 from functions.cart.domain import OrderRejectedError, Product
 from functions.cart.service import CartService
@@ -152,4 +153,15 @@ class Shop:
         self.cache = InMemoryTtlProductCache(self.cache_ttl, clock=self.clock)
         self.service = CartService(
             carts=self.carts, catalog=self.catalog, stock=self.stock, orders=self.orders, cache=self.cache
+        )
+
+    def bootstrap(self) -> composition.Root:
+        """The cart's composition root on these fakes, made the one its handlers use (`reset()` after)."""
+        return composition.bootstrap(
+            carts=self.carts,
+            catalog=self.catalog,
+            stock=self.stock,
+            orders=self.orders,
+            cache=self.cache,
+            idempotency=self.idempotency,
         )

@@ -6,7 +6,7 @@ Every row of the contract's error columns is here, and after every error the car
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import functions_framework
@@ -31,11 +31,11 @@ def app(target: str) -> FlaskClient:
 
 
 @pytest.fixture
-def shop(monkeypatch: pytest.MonkeyPatch) -> Shop:
+def shop() -> Iterator[Shop]:
     shop = Shop()
-    monkeypatch.setattr(bootstrap, "cart_service", lambda: shop.service)
-    monkeypatch.setattr(bootstrap, "idempotency", lambda: shop.idempotency)
-    return shop
+    shop.bootstrap()
+    yield shop
+    bootstrap.reset()
 
 
 def add(count: Any, user: int | str = USER, sku: int | str = BOOK.sku, **kwargs: Any) -> Any:

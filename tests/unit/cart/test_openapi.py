@@ -6,6 +6,7 @@ The document must accept exactly the requests the handlers accept, and describe 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +51,12 @@ def parameters(function: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def call(monkeypatch: pytest.MonkeyPatch) -> Any:
+def call() -> Iterator[Any]:
     """call(function, path, body=None, headers=None, method="") through the real handler; the reply is checked
     to be documented: its status listed for the operation and its body valid against that schema."""
     shop = Shop()
     shop.stock.stock[PEN.sku] = 2**40
-    monkeypatch.setattr(bootstrap, "cart_service", lambda: shop.service)
-    monkeypatch.setattr(bootstrap, "idempotency", lambda: shop.idempotency)
+    shop.bootstrap()
     main = str(ROOT / "functions" / "cart" / "main.py")
     apps = {
         f.name: functions_framework.create_app(target=f.name, source=main) for f in table.functions_of("cart")
@@ -87,7 +87,8 @@ def call(monkeypatch: pytest.MonkeyPatch) -> Any:
         return response
 
     run.shop = shop  # type: ignore[attr-defined]
-    return run
+    yield run
+    bootstrap.reset()
 
 
 def test_every_cart_route_is_documented_and_nothing_else() -> None:

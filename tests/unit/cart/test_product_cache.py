@@ -15,6 +15,7 @@ from functions.cart.adapters.cache import CachedProductCatalog, InMemoryTtlProdu
 from functions.cart.adapters.product_http import HttpProductCatalog
 from functions.cart.domain import Product
 from functions.cart.service import CartService
+from functions.cart.settings import CartSettings
 from shared_lib.cache import InProcessCache
 from shared_lib.errors import TransientError
 from tests.unit.cart.fakes import (
@@ -125,26 +126,14 @@ def test_a_list_fans_out_over_single_lookups() -> None:
 # --- bootstrap ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def fresh_bootstrap() -> object:
-    for provider in (bootstrap.settings, bootstrap.database, bootstrap.cart_service, bootstrap.idempotency):
-        provider.cache_clear()
-    yield
-    for provider in (bootstrap.settings, bootstrap.database, bootstrap.cart_service, bootstrap.idempotency):
-        provider.cache_clear()
-
-
-def test_without_memcached_the_in_process_cache_is_used(fresh_bootstrap: object) -> None:
-    service = bootstrap.cart_service()
+def test_without_memcached_the_in_process_cache_is_used() -> None:
+    service = bootstrap.Root(CartSettings(memcached="")).cart_service
     assert isinstance(service.catalog, HttpProductCatalog)
     assert isinstance(service.cache, InMemoryTtlProductCache) and service.cache.ttl == 60
 
 
-def test_cart_memcached_selects_the_shared_cache(
-    fresh_bootstrap: object, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CART_MEMCACHED", "127.0.0.1:11211")
-    service = bootstrap.cart_service()
+def test_cart_memcached_selects_the_shared_cache() -> None:
+    service = bootstrap.Root(CartSettings(memcached="127.0.0.1:11211")).cart_service
     assert isinstance(service.catalog, CachedProductCatalog)
     assert isinstance(service.catalog.inner, HttpProductCatalog)
     assert service.catalog.ttl == 60

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from functions.notifier import bootstrap as composition
 from functions.notifier.domain import (
     DeliveryRefusedError,
     EventKey,
@@ -21,6 +22,7 @@ from functions.notifier.domain import (
     StatusChange,
 )
 from functions.notifier.service import NotifierService
+from functions.notifier.settings import NotifierSettings
 from shared_lib.cache import InProcessCache
 from shared_lib.counters import InProcessCounters
 from shared_lib.errors import TransientError
@@ -197,4 +199,10 @@ class Notifier:
     def __post_init__(self) -> None:
         self.service = NotifierService(
             store=self.db, history=self.db, sink=self.sink, cache=self.cache, counters=self.counters
+        )
+
+    def bootstrap(self, settings: NotifierSettings | None = None) -> composition.Root:
+        """The notifier's composition root on these fakes, made the one its handlers use (`reset()` after)."""
+        return composition.bootstrap(
+            settings, store=self.db, history=self.db, sink=self.sink, cache=self.cache, counters=self.counters
         )

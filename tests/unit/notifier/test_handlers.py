@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import functions_framework
@@ -10,6 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from functions.notifier import bootstrap
+from functions.notifier.settings import NotifierSettings
 from tests.unit.notifier.fakes import USER, Notifier, change, cloud_event
 
 MAIN = "functions/notifier/main.py"
@@ -25,10 +27,11 @@ def app(target: str) -> FlaskClient:
 
 
 @pytest.fixture
-def notifier(monkeypatch: pytest.MonkeyPatch) -> Notifier:
+def notifier() -> Iterator[Notifier]:
     n = Notifier()
-    monkeypatch.setattr(bootstrap, "notifier_service", lambda: n.service)
-    return n
+    n.bootstrap()
+    yield n
+    bootstrap.reset()
 
 
 def post(headers: dict[str, str], body: bytes) -> Any:
@@ -248,19 +251,19 @@ def test_responses_never_echo_the_input(notifier: Notifier) -> None:
 
 
 @pytest.fixture
-def sources(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """set(value): NOTIFIER_EVENT_SOURCES as the deployment sets it (None: unset, the default)."""
+def sources(notifier: Notifier, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """set(value): NOTIFIER_EVENT_SOURCES as the deployment sets it (None: unset, the default); the notifier's
+    root is built again on the same fakes with settings read from that environment."""
 
     def configure(value: str | None) -> None:
         if value is None:
             monkeypatch.delenv("NOTIFIER_EVENT_SOURCES", raising=False)
         else:
             monkeypatch.setenv("NOTIFIER_EVENT_SOURCES", value)
-        bootstrap.settings.cache_clear()
+        notifier.bootstrap(NotifierSettings())
 
     configure(None)
-    yield configure
-    bootstrap.settings.cache_clear()
+    return configure
 
 
 def test_the_default_source_is_the_one_loms_emits() -> None:

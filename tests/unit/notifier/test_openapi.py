@@ -5,6 +5,7 @@ The document must accept exactly the queries the handler accepts, and describe e
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,12 @@ def validator(schema: dict[str, Any]) -> Any:
 
 
 @pytest.fixture
-def call(monkeypatch: pytest.MonkeyPatch) -> Any:
+def call() -> Iterator[Any]:
     """call(query, method="GET", path="/notifications") through the real handler; the reply is checked to be
     documented (status listed, body valid against its schema, required headers present)."""
     notifier = Notifier()
     notifier.service.notify(change(1, order_id=1, status="paid"))
-    monkeypatch.setattr(bootstrap, "notifier_service", lambda: notifier.service)
+    notifier.bootstrap()
     client = functions_framework.create_app(
         target="list_notifications", source=str(ROOT / "functions/notifier/main.py")
     ).test_client()
@@ -59,7 +60,8 @@ def call(monkeypatch: pytest.MonkeyPatch) -> Any:
         return response
 
     run.notifier = notifier  # type: ignore[attr-defined]
-    return run
+    yield run
+    bootstrap.reset()
 
 
 def test_every_notifier_http_route_is_documented_and_nothing_else() -> None:

@@ -80,11 +80,11 @@ def test_a_request_is_a_server_span_under_its_callers_trace_with_its_ids(
 
 
 @pytest.fixture
-def notifier(monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    n = Notifier()
-    monkeypatch.setattr(notifier_bootstrap, "notifier_service", lambda: n.service)
+def notifier() -> Iterator[Client]:
+    Notifier().bootstrap()
     yield Client(entrypoint.function_app("notify_status"))
     logs.reset()
+    notifier_bootstrap.reset()
 
 
 def test_an_events_handling_links_to_its_producer_and_its_delay_is_measured(

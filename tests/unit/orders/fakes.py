@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from functions.orders import bootstrap as composition
 from functions.orders.domain import (
     DeadLetter,
     Order,
@@ -24,6 +25,7 @@ from functions.orders.domain import (
     StoreResult,
 )
 from functions.orders.service import OrdersService
+from functions.orders.settings import OrdersSettings
 from shared_lib.cache import InProcessCache
 from shared_lib.counters import InProcessCounters
 from shared_lib.errors import TransientError
@@ -128,5 +130,17 @@ class Viewer:
             cache=self.cache,
             counters=self.counters,
             warm_cache=self.warm_cache,
+            clock=lambda: NOW,
+        )
+
+    def bootstrap(self) -> composition.Root:
+        """The order viewer's composition root on these fakes, made the one its handlers use (`reset()`
+        after); the page fetches orders from its own origin."""
+        return composition.bootstrap(
+            OrdersSettings(warm_cache=self.warm_cache, api_url=""),
+            orders=self.orders,
+            dead_letters=self.dead_letters,
+            cache=self.cache,
+            counters=self.counters,
             clock=lambda: NOW,
         )

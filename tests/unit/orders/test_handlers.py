@@ -4,6 +4,7 @@ get_order's and order_page's replies checked against functions/orders/openapi.ya
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,11 @@ def json_of(response: TestResponse) -> Any:
 
 
 @pytest.fixture
-def viewer(monkeypatch: pytest.MonkeyPatch) -> Viewer:
+def viewer() -> Iterator[Viewer]:
     v = Viewer()
-    monkeypatch.setattr(bootstrap, "orders_service", lambda: v.service)
-    monkeypatch.setattr(bootstrap, "api_url", lambda: "")
-    return v
+    v.bootstrap()
+    yield v
+    bootstrap.reset()
 
 
 def ingest(body: bytes, **headers: str) -> int:
@@ -114,6 +115,7 @@ def test_the_database_down_fails_the_delivery_so_the_source_retries(viewer: View
 @pytest.mark.function("get_order")
 def test_get_order_answers_exactly_the_sample_with_x_cache(viewer: Viewer) -> None:
     viewer.warm_cache = False
+    viewer.bootstrap()  # the root again, on the same fakes, with the cache left cold
     ingest(SAMPLE_BYTES)
     first = app("get_order").get(f"/order/{UID}")
     assert (first.status_code, first.headers["X-Cache"]) == (200, "miss")

@@ -16,6 +16,7 @@ from functions.product.adapters.catalogue import GENERATED_BASE_SKU, GeneratedCa
 from functions.product.adapters.pacing import SleepLatency, TokenBucket
 from functions.product.domain import InvalidApiKeyError, ProductRateExceededError, UnknownProductError
 from functions.product.service import ProductService
+from functions.product.settings import ProductSettings
 
 FUNCTIONS = Path(__file__).resolve().parents[3] / "functions"
 KEY = {"X-API-KEY": "testToken"}
@@ -89,14 +90,19 @@ def test_rate_limit_refuses_past_the_burst() -> None:
 
 
 @pytest.fixture
-def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], FlaskClient]]:
+def client() -> Iterator[Callable[[str], FlaskClient]]:
     def build(target: str) -> FlaskClient:
         app: flask.Flask = functions_framework.create_app(target=target, source="functions/product/main.py")
         return app.test_client()
 
-    service = make_service()
-    monkeypatch.setattr(bootstrap, "product_service", lambda: service)
+    bootstrap.bootstrap(
+        ProductSettings(api_keys="testToken"),
+        catalogue=GeneratedCatalogue.from_data(100),
+        limiter=TokenBucket(0, 10),
+        latency=SleepLatency(0, 0),
+    )
     yield build
+    bootstrap.reset()
 
 
 @pytest.mark.function("get_product")
@@ -132,13 +138,9 @@ def test_list_products_handler(client) -> None:  # type: ignore[no-untyped-def]
 def test_settings_read_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRODUCT_API_KEYS", "a, b")
     monkeypatch.setenv("PRODUCT_GENERATED_COUNT", "1000000")
-    bootstrap.product_service.cache_clear()
-    try:
-        service = bootstrap.product_service()
-        assert service.api_keys == frozenset({"a", "b"})
-        assert service.catalogue.get(GENERATED_BASE_SKU + 1_000_000) is not None
-    finally:
-        bootstrap.product_service.cache_clear()
+    service = bootstrap.Root().product_service
+    assert service.api_keys == frozenset({"a", "b"})
+    assert service.catalogue.get(GENERATED_BASE_SKU + 1_000_000) is not None
 
 
 @pytest.mark.function("list_products")
