@@ -1,4 +1,5 @@
-"""Generate the table-shaped Kubernetes manifests from functions/table.py into k8s/base/generated/.
+"""Generate the table-shaped Kubernetes manifests from functions/table.py into k8s/base/generated/ (Knative)
+and k8s/openfaas/ (OpenFaaS: stack.yml and generated/).
 
 `python -m k8s.generate` writes them; `python -m k8s.generate --check` exits 1 when the committed files differ
 from a fresh generation. One Knative Service per function, a KafkaTopic per topic, a KafkaSource per
@@ -39,9 +40,29 @@ KAFKA_CLUSTER = "shop"
 KAFKA_BOOTSTRAP = f"{KAFKA_CLUSTER}-kafka-bootstrap.{KAFKA_NAMESPACE}.svc.cluster.local:9092"
 MEMCACHED = f"memcached.{NAMESPACE}.svc.cluster.local:11211"
 
-# Delivery to CloudEvent functions, as shared_lib.eventsource does locally: 5 retries, exponential from 0.2 s
-DELIVERY_RETRIES = 5
-DELIVERY_BACKOFF_DELAY = "PT0.2S"
+INGRESS_PORT = (
+    31080  # where kind publishes Kourier on the host (kind-config.yaml); the page's browser calls it
+)
+
+# Delivery to CloudEvent functions (issue 11): a transient failure (5xx, 404/408/409/429, a timeout) is
+# retried with the partition waiting (ordering: ordered) long enough to ride out a 15-minute outage of
+# PostgreSQL, Memcached or a notification sink; any other 4xx is poison and goes to the dead-letter sink at
+# once. Knative's exponential backoff has no cap (its last waits would be 8-17 minutes, delaying recovery as
+# long), so linear: waits of 5 s, 10 s, ... 100 s, 1,050 s (17.5 min) in all, plus each attempt's own time
+# (timeout 30 s).
+DELIVERY_RETRIES = 20
+DELIVERY_BACKOFF_POLICY = "linear"
+DELIVERY_BACKOFF_DELAY = "PT5S"
+DELIVERY_TIMEOUT = "PT30S"
+
+
+def delivery_budget_seconds() -> float:
+    """The time a record is retried before it is dead-lettered, waits only (Knative's linear policy waits
+    backoffDelay × n before the n-th retry)."""
+    delay = float(DELIVERY_BACKOFF_DELAY.removeprefix("PT").removesuffix("S"))
+    return sum(delay * n for n in range(1, DELIVERY_RETRIES + 1))
+
+
 THREADS = 16  # gunicorn threads per container: the most requests one pod takes at once
 
 
@@ -52,6 +73,13 @@ class Scaling:
     target: int  # concurrent requests per pod the autoscaler aims at
     concurrency: int  # containerConcurrency: the hard limit per pod
     timeout_seconds: int
+
+    @property
+    def initial_scale(self) -> int | None:
+        """A function that may start cold starts with no pod (initial-scale 0, allowed by the cluster's
+        config-autoscaler allow-zero-initial-scale): a deploy does not start one pod per revision for nothing.
+        One kept warm (min-scale >= 1) starts with its min-scale, Knative's default."""
+        return 0 if self.min_scale == 0 else None
 
 
 # Base values: HTTP keeps one warm pod (the dev overlay lets it scale to zero); event consumers keep one
@@ -108,7 +136,8 @@ PLAIN_ENV: dict[str, dict[str, str]] = {
     "orders": {
         "ORDERS_MEMCACHED": MEMCACHED,
         "ORDERS_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP,
-        "ORDERS_API_URL": f"http://{external_host('get_order')}",
+        # the page's script runs in the browser, which reaches the ingress where kind publishes it
+        "ORDERS_API_URL": f"http://{external_host('get_order')}:{INGRESS_PORT}",
     },
 }
 
@@ -195,6 +224,11 @@ def knative_service(function: table.Function) -> dict[str, Any]:
                         "autoscaling.knative.dev/target": str(scaling.target),
                         "autoscaling.knative.dev/min-scale": str(scaling.min_scale),
                         "autoscaling.knative.dev/max-scale": str(scaling.max_scale),
+                        **(
+                            {}
+                            if scaling.initial_scale is None
+                            else {"autoscaling.knative.dev/initial-scale": str(scaling.initial_scale)}
+                        ),
                     },
                 },
                 "spec": spec,
@@ -345,19 +379,20 @@ def kafka_source(function: table.Function) -> dict[str, Any]:
             "name": service_name(function.name),
             "namespace": NAMESPACE,
             "labels": labels(function),
-            # per-partition blocking delivery: one order's events reach the function in order
-            "annotations": {"kafka.eventing.knative.dev/delivery.order": "ordered"},
         },
         "spec": {
             "bootstrapServers": [KAFKA_BOOTSTRAP],
             "topics": [function.topic],
             "consumerGroup": f"shop.{function.service}.{function.name}",
             "initialOffset": "earliest",
+            # per-partition blocking delivery: one order's events reach the function in order, and a record
+            # being retried holds the records behind it
             "ordering": "ordered",
             "delivery": {
                 "retry": DELIVERY_RETRIES,
-                "backoffPolicy": "exponential",
+                "backoffPolicy": DELIVERY_BACKOFF_POLICY,
                 "backoffDelay": DELIVERY_BACKOFF_DELAY,
+                "timeout": DELIVERY_TIMEOUT,
                 "deadLetterSink": {
                     "ref": ref("KafkaSink", "eventing.knative.dev/v1alpha1", dlq_sink_name(function.topic))
                 },
@@ -405,6 +440,352 @@ def ping_source(function: table.Function) -> dict[str, Any]:
     }
 
 
+# --- who may call the internal functions (issue 15 §3) ------------------------------------------------------
+#
+# Knative never lets a caller's pod talk to a function's pod: requests go through the internal gateway
+# (Kourier, namespace kourier-system) and, while a function has no pod or is in proxy mode, the activator
+# (knative-serving), which also hosts the autoscaler that scrapes the queue-proxy. So an internal function's
+# pods take traffic only from those two namespaces; a pod anywhere else that dials them directly is refused.
+# The callers themselves (PingSource's adapter and the KafkaSource dispatcher, in knative-eventing) reach them
+# through the internal gateway. See the README ("Who may call the internal functions") for what this leaves.
+
+KNATIVE_DATA_PLANE = ("knative-serving", "kourier-system")
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace
+
+
+def internal_functions() -> list[table.Function]:
+    return [f for f in table.FUNCTIONS if not f.public]
+
+
+def internal_function_policy() -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": "internal-functions-from-knative-only",
+            "namespace": NAMESPACE,
+            "labels": {"app.kubernetes.io/part-of": "shop"},
+        },
+        "spec": {
+            "podSelector": {
+                "matchExpressions": [
+                    {
+                        "key": "shop/function",
+                        "operator": "In",
+                        "values": [f.name for f in internal_functions()],
+                    }
+                ]
+            },
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchExpressions": [
+                                    {
+                                        "key": NAMESPACE_LABEL,
+                                        "operator": "In",
+                                        "values": list(KNATIVE_DATA_PLANE),
+                                    }
+                                ]
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+
+
+# --- OpenFaaS (Community Edition): the same functions, the same image ---------------------------------------
+#
+# k8s/openfaas/stack.yml (faas-cli's format) holds every function; k8s/openfaas/generated/ the Kubernetes
+# objects OpenFaaS CE does not provide: an event source per CloudEvent function (the shop's own
+# shared_lib.eventsource, posting binary CloudEvents to the gateway: CE's Kafka connector is a paid
+# component), the public gateway (the only route from outside the cluster, public functions only) and the
+# network policy that keeps function pods reachable through the gateway only; `make openfaas-deploy`
+# applies them.
+
+OPENFAAS_DIR = ROOT / "k8s" / "openfaas"
+OPENFAAS_OUT = OPENFAAS_DIR / "generated"
+OPENFAAS_NAMESPACE = "openfaas"  # the gateway, the cron-connector
+OPENFAAS_FN_NAMESPACE = "openfaas-fn"  # the functions
+OPENFAAS_GATEWAY = f"http://gateway.{OPENFAAS_NAMESPACE}.svc.cluster.local:8080"
+OPENFAAS_PUBLIC_PORT = (
+    31112  # the public gateway's NodePort, published on 127.0.0.1 by k8s/openfaas/kind-config
+)
+# `make openfaas-deploy` builds and loads this tag into the kind nodes (the openfaas overlay tags IMAGE so)
+OPENFAAS_IMAGE = f"{IMAGE}:openfaas"
+PUBLIC_GATEWAY = "public-gateway"
+PUBLIC_GATEWAY_IMAGE = "docker.io/nginxinc/nginx-unprivileged:1.27-alpine"
+# OpenFaaS CE's faas-netes probes every function at /_/health (liveness and readiness); the entry point
+# answers it (and Pro's /_/ready) as it answers /readyz: 503 once draining.
+OPENFAAS_HEALTH_PATH = "/_/health"
+OPENFAAS_READY_PATH = "/_/ready"
+
+
+def openfaas_url(function: str) -> str:
+    """A function through the OpenFaaS gateway, from inside the cluster."""
+    return f"{OPENFAAS_GATEWAY}/function/{service_name(function)}"
+
+
+OPENFAAS_PLAIN_ENV: dict[str, dict[str, str]] = {
+    "cart": {
+        "CART_PRODUCT_URL": openfaas_url("get_product"),
+        "CART_LOMS_STOCK_URL": openfaas_url("stock_info"),
+        "CART_LOMS_ORDERS_URL": openfaas_url("create_order"),
+        "CART_MEMCACHED": MEMCACHED,
+    },
+    "loms": {"LOMS_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP},
+    "notifier": {"NOTIFIER_MEMCACHED": MEMCACHED},
+    "orders": {
+        "ORDERS_MEMCACHED": MEMCACHED,
+        "ORDERS_KAFKA_BOOTSTRAP": KAFKA_BOOTSTRAP,
+        # the page and get_order share the public gateway's origin
+        "ORDERS_API_URL": f"http://127.0.0.1:{OPENFAAS_PUBLIC_PORT}/function/{service_name('get_order')}",
+    },
+}
+
+
+def openfaas_function(function: table.Function) -> dict[str, Any]:
+    scaling = SCALING[function.trigger]
+    environment = {
+        "FUNCTION_TARGET": function.name,
+        "GUNICORN_THREADS": str(THREADS),
+        "PORT": "8080",
+        # OpenFaaS mounts secrets as files; the entry point exports each as the variable of its name
+        "SECRETS_DIR": "/var/openfaas/secrets",
+        **OPENFAAS_PLAIN_ENV.get(function.service, {}),
+    }
+    annotations = {
+        "com.openfaas.health.http.path": OPENFAAS_HEALTH_PATH,
+        "com.openfaas.ready.http.path": OPENFAAS_READY_PATH,
+    }
+    if function.trigger == "cron":
+        # the cron-connector POSTs to the function's root; "/" stands for its table path there
+        annotations |= {"topic": "cron-function", "schedule": function.schedule}
+        environment["FUNCTION_ROOT_PATH"] = function.path
+    spec: dict[str, Any] = {
+        "image": OPENFAAS_IMAGE,
+        "skip_build": True,
+        "environment": environment,
+    }
+    if SECRET_ENV.get(function.service):
+        spec["secrets"] = [SECRET]
+    spec |= {
+        "labels": {
+            # CE scales between min and max on the gateway's alerts; Pro also reads the target
+            "com.openfaas.scale.min": str(max(scaling.min_scale, 1)),
+            "com.openfaas.scale.max": str(scaling.max_scale),
+            "com.openfaas.scale.target": str(scaling.target),
+            "com.openfaas.scale.type": "capacity",
+            "com.openfaas.scale.zero": "false",
+            "app.kubernetes.io/part-of": "shop",
+            "shop/service": function.service,
+            "shop/function": function.name,
+            "shop/trigger": function.trigger,
+            "shop/visibility": "public" if function.public else "internal",
+        },
+        "annotations": annotations,
+        "limits": {"memory": "256Mi", "cpu": "1000m"},
+        "requests": {"memory": "128Mi", "cpu": "50m"},
+    }
+    return spec
+
+
+def stack() -> dict[str, Any]:
+    return {
+        "version": "1.0",
+        "provider": {"name": "openfaas", "gateway": f"http://127.0.0.1:{OPENFAAS_PUBLIC_PORT}"},
+        "functions": {service_name(f.name): openfaas_function(f) for f in table.FUNCTIONS},
+    }
+
+
+def openfaas_event_source(function: table.Function) -> dict[str, Any]:
+    """The shop's event source feeding one CloudEvent function through the gateway: the consumer group is the
+    KafkaSource's, so a cluster moved from Knative to OpenFaaS goes on where it left off."""
+    name = f"eventsource-{service_name(function.name)}"
+    selector = {"app.kubernetes.io/name": name}
+    pod_labels = {**selector, "shop/service": function.service, "shop/worker": "eventsource"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": {**pod_labels, "app.kubernetes.io/part-of": "shop", "shop/function": function.name},
+        },
+        "spec": {
+            "replicas": 1,  # one group member: ordered per partition, as KafkaSource's ordered delivery
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [
+                        {
+                            "name": "eventsource",
+                            "image": IMAGE,  # tagged by the openfaas overlay
+                            "command": ["python", "-m", "shared_lib.eventsource"],
+                            # retries and backoff: the event source's defaults, the budget of issue 11
+                            "args": [
+                                "--bootstrap",
+                                KAFKA_BOOTSTRAP,
+                                "--topic",
+                                function.topic,
+                                "--group",
+                                f"shop.{function.service}.{function.name}",
+                                "--sink",
+                                f"{openfaas_url(function.name)}{function.path}",
+                                "--initial-offset",
+                                "earliest",
+                            ],
+                            "resources": {
+                                "requests": {"cpu": "20m", "memory": "96Mi"},
+                                "limits": {"cpu": "500m", "memory": "192Mi"},
+                            },
+                            "securityContext": SECURITY_CONTEXT,
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def public_gateway_config() -> dict[str, Any]:
+    public = sorted(service_name(f.name) for f in table.FUNCTIONS if f.public)
+    conf = "\n".join(
+        [
+            "# Generated by `python -m k8s.generate`: public functions only, proxied to the OpenFaaS gateway",
+            "server {",
+            "    listen 8080;",
+            "    location = /healthz { return 200 'ok'; }",
+            f"    location ~ ^/function/({'|'.join(public)})(/.*)?$ {{",
+            f"        proxy_pass {OPENFAAS_GATEWAY};",
+            "        proxy_set_header Host $host;",
+            "        proxy_read_timeout 120s;",
+            "    }",
+            '    location / { return 404 \'{"error": "not found"}\'; }',
+            "}",
+            "",
+        ]
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": PUBLIC_GATEWAY,
+            "namespace": OPENFAAS_NAMESPACE,
+            "labels": {"app.kubernetes.io/part-of": "shop"},
+        },
+        "data": {"default.conf": conf},
+    }
+
+
+def public_gateway() -> list[dict[str, Any]]:
+    """nginx in front of the OpenFaaS gateway, on NodePort 31112: /function/<public function>/… only. The
+    chart's own gateway stays ClusterIP (the chart is installed with exposeServices=false)."""
+    selector = {"app.kubernetes.io/name": PUBLIC_GATEWAY}
+    meta = {"namespace": OPENFAAS_NAMESPACE, "labels": {**selector, "app.kubernetes.io/part-of": "shop"}}
+    probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": PUBLIC_GATEWAY, **meta},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": selector},
+                "spec": {
+                    "enableServiceLinks": False,
+                    "containers": [
+                        {
+                            "name": "nginx",
+                            "image": PUBLIC_GATEWAY_IMAGE,
+                            "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                            "volumeMounts": [
+                                {"name": "config", "mountPath": "/etc/nginx/conf.d", "readOnly": True}
+                            ],
+                            "resources": {
+                                "requests": {"cpu": "10m", "memory": "16Mi"},
+                                "limits": {"cpu": "200m", "memory": "64Mi"},
+                            },
+                            "readinessProbe": probe,
+                            "livenessProbe": probe,
+                            "securityContext": SECURITY_CONTEXT,
+                        }
+                    ],
+                    "volumes": [{"name": "config", "configMap": {"name": PUBLIC_GATEWAY}}],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": PUBLIC_GATEWAY, **meta},
+        "spec": {
+            "type": "NodePort",
+            "selector": selector,
+            "ports": [
+                {
+                    "name": "http",
+                    "port": 8080,
+                    "targetPort": "http",
+                    "nodePort": OPENFAAS_PUBLIC_PORT,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+    return [public_gateway_config(), deployment, service]
+
+
+def openfaas_function_policy() -> dict[str, Any]:
+    """Function pods take traffic from the OpenFaaS namespace only (the gateway, which the cron-connector and
+    the public gateway call too): no pod elsewhere reaches a function, internal or not, but through it."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": "functions-from-the-gateway-only",
+            "namespace": OPENFAAS_FN_NAMESPACE,
+            "labels": {"app.kubernetes.io/part-of": "shop"},
+        },
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchExpressions": [
+                                    {"key": NAMESPACE_LABEL, "operator": "In", "values": [OPENFAAS_NAMESPACE]}
+                                ]
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def openfaas_documents() -> dict[str, list[dict[str, Any]]]:
+    return {
+        "event-sources.yaml": [
+            openfaas_event_source(f) for f in table.FUNCTIONS if f.trigger == "cloudevent"
+        ],
+        "public-gateway.yaml": public_gateway(),
+        "network-policies.yaml": [openfaas_function_policy()],
+    }
+
+
 def documents() -> dict[str, list[dict[str, Any]]]:
     """File name → the resources it holds, all derived from the table."""
     consumed = sorted({f.topic for f in table.FUNCTIONS if f.trigger == "cloudevent"})
@@ -416,49 +797,93 @@ def documents() -> dict[str, list[dict[str, Any]]]:
         "ping-sources.yaml": [ping_source(f) for f in table.FUNCTIONS if f.trigger == "cron"],
         "migrate-job.yaml": [migration_job()],
         "workers.yaml": [relay_deployment()],
+        "network-policies.yaml": [internal_function_policy()],
     }
 
 
+class Dumper(yaml.SafeDumper):
+    """Plain YAML for people and kubectl alike: no anchors for repeated values, multi-line text as a block."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+Dumper.add_representer(str, _text)
+
+
+def dump(data: Any) -> str:
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=120)
+
+
 def render(resources: Iterable[dict[str, Any]]) -> str:
-    body = "---\n".join(yaml.safe_dump(r, sort_keys=False, allow_unicode=True, width=120) for r in resources)
-    return HEADER + body
+    return HEADER + "---\n".join(dump(r) for r in resources)
+
+
+STACK_HEADER = (
+    "# Generated by `python -m k8s.generate` from functions/table.py: do not edit, run `make k8s-generate`.\n"
+    "# The shop on OpenFaaS CE (faas-cli's stack format): `make openfaas-deploy` deploys it.\n"
+)
 
 
 def rendered() -> dict[str, str]:
     return {name: render(resources) for name, resources in documents().items()}
 
 
+def openfaas_dir(out: Path) -> Path:
+    """Where the OpenFaaS files go: k8s/openfaas beside the default `out`, else `<out>/openfaas`."""
+    return OPENFAAS_DIR if out == OUT else out / "openfaas"
+
+
+def outputs(out: Path = OUT) -> dict[Path, str]:
+    """Every generated file and its text: the Knative manifests in `out`, the OpenFaaS stack and objects in
+    openfaas_dir(out)."""
+    openfaas = openfaas_dir(out)
+    files = {out / name: text for name, text in rendered().items()}
+    files |= {openfaas / "generated" / name: render(r) for name, r in openfaas_documents().items()}
+    files[openfaas / "stack.yml"] = STACK_HEADER + dump(stack())
+    return files
+
+
+def generated_dirs(out: Path) -> list[Path]:
+    return [out, openfaas_dir(out) / "generated"]
+
+
 def check(out: Path = OUT) -> list[str]:
-    """Differences between the files in `out` and a fresh generation (empty: up to date)."""
+    """Differences between the generated files under `out` and a fresh generation (empty: up to date)."""
     problems: list[str] = []
-    fresh = rendered()
-    for name, text in fresh.items():
-        path = out / name
+    fresh = outputs(out)
+    for path, text in fresh.items():
         current = path.read_text() if path.exists() else ""
         if current != text:
             diff = difflib.unified_diff(
                 current.splitlines(), text.splitlines(), str(path), "generated", lineterm=""
             )
             problems.append("\n".join(diff))
-    for path in sorted(out.glob("*.yaml")):
-        if path.name not in fresh:
-            problems.append(f"{path}: not generated any more; delete it")
+    for directory in generated_dirs(out):
+        for path in sorted(directory.glob("*.yaml")):
+            if path not in fresh:
+                problems.append(f"{path}: not generated any more; delete it")
     return problems
 
 
 def write(out: Path = OUT) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
     written = []
-    fresh = rendered()
-    for name, text in fresh.items():
-        path = out / name
+    fresh = outputs(out)
+    for path, text in fresh.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
             written.append(path)
-    for path in out.glob("*.yaml"):
-        if path.name not in fresh:
-            path.unlink()
-            written.append(path)
+    for directory in generated_dirs(out):
+        for path in directory.glob("*.yaml"):
+            if path not in fresh:
+                path.unlink()
+                written.append(path)
     return written
 
 
