@@ -187,3 +187,44 @@ def test_the_database_down_holds_the_batch_and_nothing_is_lost(
     finally:
         stop.set()
         worker.join(15)
+
+
+def test_a_near_limit_record_is_dead_lettered_as_an_envelope_and_valid_orders_after_it_are_stored(
+    configured: tuple[str, Callable[..., Any]],
+    kafka_bootstrap: str,
+    orders_pool: ConnectionPool,
+) -> None:
+    """A 1,048,450-byte record the broker accepted cannot be copied whole to orders.dlq (its bytes plus the
+    dead-letter headers are over the size limit): an envelope goes instead, and the partition moves on."""
+    topic, build = configured
+    build()
+    rng = random.Random()
+    valid = [generator.make_order(rng) for _ in range(4)]
+    key = valid[0]["order_uid"].encode()  # the same partition as the valid orders after it
+    huge = b'{"order_uid": "' + b"x" * (1_048_450 - 17) + b'"}'
+    assert len(huge) == 1_048_450
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", max_request_size=2 * 1024 * 1024)
+    try:
+        where = producer.send(topic, key=key, value=huge).get(timeout=30)
+        for order in valid:
+            producer.send(topic, key=key, value=generator.encode(order)).get(timeout=30)
+    finally:
+        producer.close(5)
+    stop = threading.Event()
+    worker = threading.Thread(target=bootstrap.ingest_forever, args=(stop, None), daemon=True)
+    worker.start()
+    try:
+        uids = {o["order_uid"] for o in valid}
+        wait_until(lambda: stored(orders_pool, uids) == len(uids), timeout=60)
+        [letter] = read_topic(kafka_bootstrap, f"{topic}.dlq", expected=1)
+    finally:
+        stop.set()
+        worker.join(15)
+    headers = {name: value.decode() for name, value in letter.headers}
+    assert headers["dead_letter_envelope"] == "1"
+    assert headers["source_partition"] == str(where.partition)
+    assert headers["source_offset"] == str(where.offset)
+    body = json.loads(letter.value)
+    assert body["reason"].startswith("invalid: ")
+    assert body["source_topic"] == topic and body["value_size"] == len(huge)
+    assert 0 < body["prefix_bytes"] <= 4096
