@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install test-deps orders run test test-unit test-integration test-contract test-e2e test-function lint format bench chaos clean
+.PHONY: install test-deps orders redrive run test test-unit test-integration test-contract test-e2e test-function lint format bench chaos clean
 
 install: $(STAMP)
 
@@ -49,6 +49,17 @@ BAD ?= 5%
 orders: install
 	PYTHONPATH=. $(PY) -m functions.orders.generator --count $(N) --bad $(BAD) --bootstrap 127.0.0.1:19092 \
 	  --database-url postgresql://postgres@127.0.0.1:$${SHOP_PG_PORT:-15432}/orders
+
+## Republish a dead-letter topic's letters to their source topic (progress kept in group redrive.<TOPIC>):
+## make redrive TOPIC=loms.order-events.dlq [DRY_RUN=1] [CLUSTER=1]
+## CLUSTER=1 runs it inside the cluster, in the loms-outbox-relay Deployment's container (same image).
+TOPIC ?= loms.order-events.dlq
+REDRIVE_ARGS = --topic $(TOPIC) $(if $(filter-out 0 false,$(DRY_RUN)),--dry-run,)
+redrive: install
+	@if [ -n "$(CLUSTER)" ]; then \
+	  kubectl -n shop exec deploy/loms-outbox-relay -- python -m shared_lib.redrive \
+	    --bootstrap shop-kafka-bootstrap.kafka.svc.cluster.local:9092 $(REDRIVE_ARGS); \
+	else PYTHONPATH=. $(PY) -m shared_lib.redrive --bootstrap $${SHOP_KAFKA_BOOTSTRAP:-127.0.0.1:19092} $(REDRIVE_ARGS); fi
 
 ## Install, start the test infrastructure, run every suite, stop what was started.
 test: test-deps
