@@ -127,7 +127,7 @@ def bare_command(port: int, workers: int = WORKERS, threads: int = THREADS) -> l
 
 
 def spawn(name: str, command: list[str], environment: Mapping[str, str], port: int) -> Served:
-    log = (scratch_dir("shop-bench-serve-") / f"{name}.log").open("ab")
+    log = (scratch_dir("shop-bench-serve-") / f"{name.replace('/', '-')}.log").open("ab")
     env = {**os.environ, **environment, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT

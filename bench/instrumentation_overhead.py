@@ -1,44 +1,34 @@
-"""What observability costs: throughput of get_product and list_cart through the dev server with
-SHOP_OBSERVABILITY=off, with the default (metrics and JSON logs; no trace exporter, spans a no-op), with
-full instrumentation (also every span, all sampled, exported over OTLP/HTTP) and with full instrumentation
-sampling one trace in ten. Target: at most 15 % slower than off.
+"""What observability costs in CPU per request: get_order on a cache hit with SHOP_OBSERVABILITY=off, with
+metrics and JSON logs only (no trace exporter: spans a no-op), with tracing at the production default
+(parent-based, one trace in ten sampled: SHOP_TRACE_SAMPLE_RATIO=0.1, exported over OTLP/HTTP) and with every
+span sampled and exported; beside the bare floor (bench/bare.py).
 
-`python -m bench.instrumentation_overhead`. The four shops run side by side (each its own PostgreSQL and
-processes on its own ports) and are loaded in turn, BURST seconds per endpoint each, for CYCLES cycles: this
-machine's speed drifts by ±15 % over tens of seconds, so comparing runs minutes apart measures the drift,
-while bursts interleaved within one cycle see the same machine. The figure per mode is the median over the
-cycles of its rate relative to `off` in the same cycle. After every burst the next one waits for the span
-exporter to have flushed (OTEL_BSP_SCHEDULE_DELAY), so one mode's export does not land in another's burst.
-Beside throughput it reports the serving process's CPU per request (user + system time of its gunicorn arbiter
-and worker, read after that wait so the exporter's work counts), which the closed loop's timing does not blur.
-The OTLP receiver is a small HTTP server in a process of its own that accepts every export, so the exporter
-does its real work. Closed loop: CLIENTS threads, each on one keep-alive connection.
+`python -m bench.instrumentation_overhead`. One PostgreSQL and Memcached on loopback hold the sample order;
+each mode is its own `get_order` process served as its container serves it (functions.entrypoint), the floor
+served the same way. They are loaded alike in turn (--connections keep-alive clients for --seconds) for
+--rounds rounds, the order reversed every other round; after every window each mode waits the same time for
+the span exporter to flush (OTEL_BSP_SCHEDULE_DELAY), so the export of the window's spans counts in it. The
+OTLP receiver is a small HTTP server in a process of its own that accepts every export. Figures: CPU µs per
+request of the function's process tree (from /proc), medians, and each mode's increase over `off`, paired
+round by round. Targets (issue 14): tracing at 1 in 10 at most +10% over off; metrics and logs at most +5%.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import http.client
-import json
-import statistics
+import functools
 import subprocess
 import sys
-import threading
 import time
-from typing import Any
-from urllib.parse import urlsplit
 
-from bench.common import free_port, report, scratch_dir, tree_cpu_seconds
-from bench.stack import BenchShop, shop
+from bench import floor, load
+from bench.common import free_port, report, scratch_dir
+from bench.cpu import Window, alternate, measure, median_ratio, summarise
+from bench.stack import memcached, postgres
+from functions import devserver
 
-CLIENTS = 8
-BURST = 3.0
-WARMUP_SECONDS = 2.0
-CYCLES = 9
-EXPORT_DELAY_MS = 500  # the span exporter's schedule delay: a traced burst's spans are out this long after it
-SKU = 1076963
-CART = [1076963, 1148162, 1625903, 2618151, 2956315]
-USER = 31337
+EXPORT_DELAY_MS = 500  # the span exporter's schedule delay: a window's spans are out this long after it
 
 
 RECEIVER = """
@@ -92,146 +82,74 @@ class OtlpReceiver:
             self.process.wait(10)
 
 
-def load(url: str, path: str, headers: dict[str, str], seconds: float) -> tuple[float, int]:
-    """(requests per second, errors) with CLIENTS keep-alive clients for `seconds`."""
-    parts = urlsplit(url)
-    done = [0] * CLIENTS
-    errors = [0] * CLIENTS
-    stop = threading.Event()
-
-    def client(index: int) -> None:
-        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
-        while not stop.is_set():
-            try:
-                conn.request("GET", path, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                if response.status == 200:
-                    done[index] += 1
-                else:
-                    errors[index] += 1
-            except (OSError, http.client.HTTPException):
-                errors[index] += 1
-                conn.close()
-                conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
-        conn.close()
-
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(CLIENTS)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in threads:
-        thread.join(30)
-    return sum(done) / (time.perf_counter() - started), sum(errors)
-
-
-def post(url: str, path: str, body: dict[str, Any]) -> int:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
-    conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
-    status = conn.getresponse().status
-    conn.close()
-    return status
-
-
-ENDPOINTS = ("get_product", "list_cart")
-
-
-def targets(running: BenchShop) -> dict[str, tuple[str, str, dict[str, str], int]]:
-    """endpoint → (base URL, path, headers, pid of the serving process), the cart filled, caches warmed."""
-    product, cart = running.url("product"), running.url("cart")
-    for sku in CART:
-        assert post(cart, f"/user/{USER}/cart/{sku}", {"count": 1}) == 200
-    assert running.stack is not None
-    pids = {name: process.pid for name, process in running.stack.processes.items()}
-    chosen = {
-        "get_product": (product, f"/product/{SKU}", {"X-API-KEY": "testToken"}, pids["product"]),
-        "list_cart": (cart, f"/user/{USER}/cart", {}, pids["cart"]),
-    }
-    for url, path, headers, _pid in chosen.values():
-        load(url, path, headers, WARMUP_SECONDS)  # caches warm, pools full, code paths compiled
-    return chosen
-
-
-MODES = ("off", "metrics", "full", "sampled")
+MODES = ("off", "metrics", "sampled 1-in-10", "full")
 
 
 def main() -> None:
-    base = {
-        "CART_PRODUCT_RPS": "1000",  # the limiter is not what is measured here
-        "OTEL_BSP_SCHEDULE_DELAY": str(EXPORT_DELAY_MS),
-    }
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per load window")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
     with OtlpReceiver() as receiver, contextlib.ExitStack() as stack:
+        pg = stack.enter_context(postgres())
+        cache = stack.enter_context(memcached())
+        environment = devserver.service_environment(pg.dsn, memcached=cache.address)
+        devserver.prepare_databases(pg.dsn, environment)
+        uid = devserver.load_sample_order(environment["ORDERS_DATABASE_URL"])
+        base = {**environment, "OTEL_BSP_SCHEDULE_DELAY": str(EXPORT_DELAY_MS)}
         settings = {
-            # everything off: the baseline
             "off": {**base, "SHOP_OBSERVABILITY": "off", "OTEL_EXPORTER_OTLP_ENDPOINT": ""},
-            # what `make run` does without an endpoint: metrics and JSON logs, spans a no-op
             "metrics": {**base, "SHOP_OBSERVABILITY": "on", "OTEL_EXPORTER_OTLP_ENDPOINT": ""},
-            # full instrumentation: metrics, logs, and every span (all sampled) exported over OTLP/HTTP
-            "full": {**base, "SHOP_OBSERVABILITY": "on", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url},
-            # the same, one trace in ten recorded (SHOP_TRACE_SAMPLE_RATIO=0.1), as a busy deployment would
-            "sampled": {
+            "sampled 1-in-10": {
                 **base,
                 "SHOP_OBSERVABILITY": "on",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
                 "SHOP_TRACE_SAMPLE_RATIO": "0.1",
             },
+            "full": {
+                **base,
+                "SHOP_OBSERVABILITY": "on",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+                "SHOP_TRACE_SAMPLE_RATIO": "1.0",
+            },
         }
-        shops = {}
-        for index, mode in enumerate(MODES):
-            offset = 2000 + 100 * index  # side by side: each shop on its own ports
-            running = stack.enter_context(
-                shop(("product", "loms", "cart"), settings[mode], durable=False, port_offset=offset)
+        served = {"bare": stack.enter_context(floor.bare())}
+        for mode in MODES:
+            served[mode] = stack.enter_context(
+                floor.function("get_order", settings[mode], name=f"get_order-{mode}")
             )
-            shops[mode] = targets(running)
-        rates: dict[str, dict[str, list[float]]] = {m: {e: [] for e in ENDPOINTS} for m in MODES}
-        cpu: dict[str, dict[str, list[float]]] = {m: {e: [] for e in ENDPOINTS} for m in MODES}
-        for cycle in range(CYCLES):
-            order = MODES if cycle % 2 == 0 else tuple(reversed(MODES))
-            for mode in order:
-                for endpoint in ENDPOINTS:
-                    url, path, headers, pid = shops[mode][endpoint]
-                    cpu_before, started = tree_cpu_seconds(pid), time.perf_counter()
-                    rate, errors = load(url, path, headers, BURST)
-                    requests = rate * (time.perf_counter() - started)
-                    if errors:
-                        raise RuntimeError(f"{mode} {endpoint}: {errors} requests failed")
-                    rates[mode][endpoint].append(rate)
-                    # the serving process's CPU per request, read once its exporter has sent the burst's spans
-                    # (every mode waits alike, so one mode's export never lands in another's burst)
-                    time.sleep(EXPORT_DELAY_MS / 1000 * 2)
-                    cpu[mode][endpoint].append((tree_cpu_seconds(pid) - cpu_before) / requests)
-            shown = "; ".join(
-                f"{m} " + ", ".join(f"{rates[m][e][-1]:,.0f}" for e in ENDPOINTS) for m in MODES
+        request = load.get(f"/order/{uid}")
+        tally = load.Tally("X-Cache")
+        for server in served.values():  # caches warm, pools open, code paths warm
+            assert load.one(server.port, request).status == 200
+            load.run(server.port, request, args.connections, 2.0)
+
+        def flushed() -> None:
+            time.sleep(EXPORT_DELAY_MS / 1000 * 2)
+
+        def variant(server: floor.Served) -> Window:
+            counted = None if server is served["bare"] else tally
+            return measure(
+                {"function": server.pid},
+                lambda: load.run(server.port, request, args.connections, args.seconds, tally=counted),
+                settle=flushed,
             )
-            print(f"cycle {cycle + 1}/{CYCLES} (get_product, list_cart req/s): {shown}", flush=True)
+
+        results = alternate({name: functools.partial(variant, s) for name, s in served.items()}, args.rounds)
         exported = receiver.received()
     if not exported:
-        raise RuntimeError("the instrumented runs exported no spans: the comparison would be meaningless")
-    figures: dict[str, float | int | str] = {
-        "clients": CLIENTS,
-        "seconds per burst": BURST,
-        "cycles": CYCLES,
-    }
-    for endpoint in ENDPOINTS:
-        off = rates["off"][endpoint]
-        figures[f"{endpoint} off median (req/s)"] = statistics.median(off)
-        figures[f"{endpoint} off CPU per request (µs)"] = statistics.median(cpu["off"][endpoint]) * 1e6
-        for mode in MODES[1:]:
-            on = rates[mode][endpoint]
-            relative = statistics.median(o / b for o, b in zip(on, off, strict=True))
-            figures[f"{endpoint} {mode} median (req/s)"] = statistics.median(on)
-            figures[f"{endpoint} {mode}: slower by (%, median of cycles)"] = (1 - relative) * 100
-            more_cpu = statistics.median(
-                o / b for o, b in zip(cpu[mode][endpoint], cpu["off"][endpoint], strict=True)
-            )
-            figures[f"{endpoint} {mode} CPU per request (µs)"] = statistics.median(cpu[mode][endpoint]) * 1e6
-            figures[f"{endpoint} {mode}: CPU per request up by (%)"] = (more_cpu - 1) * 100
+        raise RuntimeError("the traced modes exported no spans: the comparison would be meaningless")
+    figures = summarise(results, "bare")
+    off = [w.per_request_us("function") for w in results["off"]]
+    for mode in MODES[1:]:
+        on = [w.per_request_us("function") for w in results[mode]]
+        figures[f"{mode}: CPU per request over off (%)"] = (median_ratio(on, off) - 1) * 100
+    figures["get_order answers"] = ", ".join(f"X-Cache {k}: {n}" for k, n in sorted(tally.values.items()))
     figures["OTLP bytes received"] = exported
-    figures["target"] = "at most 15 % slower than off"
-    report("instrumentation overhead: get_product and list_cart, on vs SHOP_OBSERVABILITY=off", figures)
+    figures["connections"] = args.connections
+    figures["targets"] = "sampled 1-in-10 ≤ +10% over off; metrics ≤ +5%"
+    report("instrumentation overhead: get_order cache hit, CPU per request by observability mode", figures)
 
 
 if __name__ == "__main__":
