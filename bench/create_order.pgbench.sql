@@ -1,6 +1,6 @@
 -- The statements loms runs for create_order of one item whose shard holds the stock (see
--- functions/loms/adapters/postgres.py), as one transaction: the order with its `new` event and items, the
--- row lock and check, the reservation, the status change with its event. Keep in step with the adapter.
+-- functions/loms/adapters/pg_unit_of_work.py), as one transaction: the order with its `new` event and items,
+-- the row lock and check, the reservation, the status change with its event. Keep in step with the adapter.
 \set sku random(:first_sku, :first_sku + :sku_count - 1)
 \set user_id random(1, 1000000)
 BEGIN;

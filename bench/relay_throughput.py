@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import free_port, report, scratch_dir, topic_size  # noqa: E402
 from bench.stack import postgres  # noqa: E402
-from functions.loms.adapters.postgres import PgOutbox  # noqa: E402
+from functions.loms.adapters.pg_outbox import PgOutbox  # noqa: E402
 from functions.loms.service import ORDER_EVENTS_TOPIC, OutboxRelay  # noqa: E402
 from shared_lib.devtools.kafka_server import KafkaServer, available  # noqa: E402
 from shared_lib.events import KafkaPublisher  # noqa: E402

@@ -13,16 +13,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from functions.loms.adapters.events import NoEventTransport, SerializedPublisher
-from functions.loms.adapters.postgres import (
-    PgOrderReader,
-    PgOutbox,
-    PgStockReader,
-    PgSweepCoordinator,
-    PgUnitOfWork,
-    Shards,
-    migrate_shards,
-)
-from functions.loms.adapters.postgres import seed_stock as insert_missing_stock
+from functions.loms.adapters.pg_outbox import PgOutbox
+from functions.loms.adapters.pg_readers import PgOrderReader, PgStockReader
+from functions.loms.adapters.pg_shards import Shards, migrate_shards
+from functions.loms.adapters.pg_sweep import PgSweepCoordinator
+from functions.loms.adapters.pg_unit_of_work import PgUnitOfWork
+from functions.loms.adapters.pg_unit_of_work import seed_stock as insert_missing_stock
 from functions.loms.adapters.seed_file import read_stock_seed
 from functions.loms.ports import EventPublisher
 from functions.loms.service import (

@@ -2,7 +2,8 @@
 the outbox of status events with a way to publish them, and coordination of the stale-order sweep.
 
 Protocols only. A unit of work is the transaction boundary: what happens inside one commits or rolls back
-as one (see adapters/postgres.py for how that holds when an order and the stock live in different databases).
+as one (see adapters/pg_unit_of_work.py for how that holds when an order and the stock live in different
+databases).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class SweepCoordinator(Protocol):
 
     def orphaned_reservations(self, older_than: timedelta, limit: int) -> list[int]:
         """Ids of orders that hold reservations older than `older_than` but have no order row: a create that
-        died between its two commits (see adapters/postgres.py). At most `limit`, ascending."""
+        died between its two commits (see adapters/pg_unit_of_work.py). At most `limit`, ascending."""
         ...
 
     def prune_sent_events(self, shard: int, older_than: timedelta, limit: int) -> int:

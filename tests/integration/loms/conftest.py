@@ -10,14 +10,11 @@ from datetime import timedelta
 
 import pytest
 
-from functions.loms.adapters.postgres import (
-    PgOrderReader,
-    PgOutbox,
-    PgStockReader,
-    PgSweepCoordinator,
-    PgUnitOfWork,
-    Shards,
-)
+from functions.loms.adapters.pg_outbox import PgOutbox
+from functions.loms.adapters.pg_readers import PgOrderReader, PgStockReader
+from functions.loms.adapters.pg_shards import Shards
+from functions.loms.adapters.pg_sweep import PgSweepCoordinator
+from functions.loms.adapters.pg_unit_of_work import PgUnitOfWork
 from functions.loms.domain import OrderStatus, StockLevel
 from functions.loms.ports import EventPublisher
 from functions.loms.service import ORDER_EVENTS_TOPIC, LomsService, OutboxRelay, StaleOrderSweeper

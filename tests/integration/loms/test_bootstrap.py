@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from functions.loms import bootstrap
-from functions.loms.adapters.postgres import Shards
+from functions.loms.adapters.pg_shards import Shards
 from functions.loms.domain import Item, OrderStatus
 from shared_lib.postgres import Dsn, ensure_database
 from tests.integration.loms.conftest import PgLoms

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from functions.loms.adapters.postgres import Shards
+from functions.loms.adapters.pg_shards import Shards
 from functions.loms.domain import (
     InsufficientStockError,
     Item,

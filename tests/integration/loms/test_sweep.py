@@ -14,7 +14,8 @@ from datetime import timedelta
 
 import pytest
 
-from functions.loms.adapters.postgres import PgSweepCoordinator, Shards
+from functions.loms.adapters.pg_shards import Shards
+from functions.loms.adapters.pg_sweep import PgSweepCoordinator
 from functions.loms.domain import Item, OrderNotPayableError, OrderStatus, StockLevel
 from functions.loms.service import SweepReport
 from tests.integration.loms.conftest import MakeShards, PgLoms
