@@ -1,67 +1,134 @@
 """`make run`'s entry point as a user meets it: starts, serves, stops on Ctrl-C, keeps data across restarts,
 and keeps serving when one of its parts dies (the part is restarted, nothing is lost).
 
-Runs beside the session's stack with every port shifted, and its own PostgreSQL data directory.
+Runs beside the session's stack on free ports (a service port offset at which every service port is free,
+free PostgreSQL, Kafka and Memcached ports), proven held by the processes it started, and its own PostgreSQL
+data directory. Nothing it started may outlive its Ctrl-C.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from functions import table
-from functions.devserver import ROOT, wait_healthy
+from functions.devserver import ROOT, describe_exit
+from shared_lib.devtools.pg_server import PgServer
 from tests.conftest import free_port
 from tests.e2e.http import call, notifications
 from tests.fixtures.kafka import read_records
+from tests.fixtures.stack import free_port_offset, listens_on
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.e2e
 
-OFFSET = 1000
+ATTEMPTS = 4  # a port another process takes between our choice and the dev server's bind: other ports
 
 
-def start(
-    data: Path,
-    pg_port: int,
-    log: Path,
-    offset: int = OFFSET,
-    kafka_port: int | None = None,
-    memcached_port: int | None = None,
-) -> subprocess.Popen[bytes]:
-    """`make run` on shifted ports; with kafka_port (and memcached_port) the real broker and cache, else the
-    embedded fallbacks."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = ["--data", str(data), "--pg-port", str(pg_port), "--port-offset", str(offset)]
-    if kafka_port is None:
-        args.append("--embedded")  # the fallback path: in-process event delivery and caches
-    else:
-        args += ["--kafka-port", str(kafka_port), "--memcached-port", str(memcached_port or free_port())]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "functions.devserver", "run", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
+@dataclass
+class RunningShop:
+    process: subprocess.Popen[bytes]
+    ports: dict[str, int]
+    log: Path
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{table.SERVICES[service].port + self.ports['offset']}"
+
+
+def choose_ports(real_infrastructure: bool) -> dict[str, int]:
+    """Free ports for one `make run`: a service port offset at which every service port is free, and
+    PostgreSQL's (with the real broker and cache, Kafka's and Memcached's)."""
+    ports = {"offset": free_port_offset(), "pg": free_port()}
+    if real_infrastructure:
+        ports |= {"kafka": free_port(), "memcached": free_port()}
+    return ports
+
+
+def prove_ours(shop: RunningShop) -> None:
+    """AssertionError unless every service port is held by a process this `make run` started (its gunicorns
+    are its children) and answers /healthz as that service: not a stranger that happens to answer 200."""
+    for service in table.SERVICES:
+        port = table.SERVICES[service].port + shop.ports["offset"]
+        assert listens_on(shop.process.pid, port), (
+            f"{service}: port {port} is held by a process this test did not start"
+        )
+        status, health, _ = call("GET", f"{shop.url(service)}/healthz")
+        assert (status, health.get("service")) == (200, service), (port, status, health)
+
+
+def start(data: Path, log: Path, real_infrastructure: bool = False) -> RunningShop:
+    """`make run` on free ports, proven to be what answers there; with real_infrastructure the real broker and
+    cache, else the embedded fallbacks. A port taken by another process meanwhile: again on other ports."""
+    for attempt in range(1, ATTEMPTS + 1):
+        ports = choose_ports(real_infrastructure)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        args = ["--data", str(data), "--pg-port", str(ports["pg"]), "--port-offset", str(ports["offset"])]
+        if real_infrastructure:
+            args += ["--kafka-port", str(ports["kafka"]), "--memcached-port", str(ports["memcached"])]
+        else:
+            args.append("--embedded")  # the fallback path: in-process event delivery and caches
+        process = subprocess.Popen(
+            [sys.executable, "-m", "functions.devserver", "run", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        shop = RunningShop(process, ports, log)
+        try:
+            wait_for(functools.partial(up_or_exited, shop), timeout=240, what="the summary")
+            assert process.poll() is None, f"make run {describe_exit(process.returncode)}:\n{log.read_text()}"
+            prove_ours(shop)
+            return shop
+        except AssertionError:
+            if process.poll() is None:
+                stop(process)
+            taken = [p for p in _ports_of(ports) if _held_by_another(p, process.pid)]
+            if not taken or attempt == ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def up_or_exited(shop: RunningShop) -> bool:
+    return "The shop is up" in shop.log.read_text() or shop.process.poll() is not None
+
+
+def _ports_of(ports: dict[str, int]) -> list[int]:
+    services = [s.port + ports["offset"] for s in table.SERVICES.values()]
+    return services + [port for name, port in ports.items() if name != "offset"]
+
+
+def _held_by_another(port: int, pid: int) -> bool:
+    """Whether something other than process `pid` (and its descendants) listens on `port`."""
+    return listening(port) and not listens_on(pid, port)
+
+
+def listening(port: int) -> bool:
+    """Whether any process listens on TCP `port` now."""
+    return any(
+        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr[1] == port
+        for c in psutil.net_connections(kind="tcp")
     )
-    wait_healthy(f"http://127.0.0.1:{8080 + offset}/healthz", 180, process)
-    wait_healthy(f"http://127.0.0.1:{8084 + offset}/healthz", 30, process)
-    wait_for(lambda: "The shop is up" in log.read_text(), timeout=60, what="the summary")
-    return process
+
+
+def family(pid: int) -> set[int]:
+    """Process `pid` and every descendant it has now."""
+    root = psutil.Process(pid)
+    return {pid, *(child.pid for child in root.children(recursive=True))}
 
 
 @pytest.fixture
@@ -77,13 +144,24 @@ def data_root() -> Iterator[Path]:
 
 def stop(process: subprocess.Popen[bytes]) -> int:
     process.send_signal(signal.SIGINT)
-    return process.wait(30)
+    return process.wait(60)
+
+
+def assert_stopped(shop: RunningShop, processes: set[int], data: Path) -> None:
+    """Nothing `make run` started is left: not one of its processes, not PostgreSQL (which pg_ctl runs apart
+    from it), and nothing listens on a port it served."""
+    left = [pid for pid in processes if _alive(pid)]
+    assert left == [], f"still running after Ctrl-C: {left}"
+    assert PgServer(data, shop.ports["pg"]).pid is None, "PostgreSQL still runs after Ctrl-C"
+    served = [p for p in _ports_of(shop.ports) if listening(p)]
+    assert served == [], f"still listening after Ctrl-C: {served}"
 
 
 def test_run_serves_stops_cleanly_and_keeps_data(tmp_path: Path, data_root: Path) -> None:
-    data, pg_port = data_root / "pg", free_port()
-    cart, loms = f"http://127.0.0.1:{8080 + OFFSET}", f"http://127.0.0.1:{8084 + OFFSET}"
-    process = start(data, pg_port, tmp_path / "run1.log")
+    data = data_root / "pg"
+    shop = start(data, tmp_path / "run1.log")
+    cart, loms = shop.url("cart"), shop.url("loms")
+    processes = family(shop.process.pid)
     try:
         assert call("POST", f"{cart}/user/31337/cart/1076963", {"count": 2})[0] == 200
         stock = call("GET", f"{loms}/stock/info?sku=1076963")[1]["count"]
@@ -93,51 +171,37 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path: Path, data_root: Path
             "POST", f"{loms}/order/create", {"userId": 777, "items": [{"sku": 1148162, "count": 1}]}
         )[1]
         assert call("POST", f"{loms}/order/pay", {"orderId": order["orderId"]})[0] == 200
-        notifier = f"http://127.0.0.1:{8085 + OFFSET}"
-        items = wait_for(lambda: (got := notifications(notifier, 777)) and len(got) >= 3 and got)
+        items = wait_for(lambda: (got := notifications(shop.url("notifier"), 777)) and len(got) >= 3 and got)
         assert [i["status"] for i in items] == ["new", "awaiting payment", "paid"]
         # the README's and the order page's sample order is there
-        sample = call("GET", f"http://127.0.0.1:{8081 + OFFSET}/order/b563feb7b2b84b6test")
+        sample = call("GET", f"{shop.url('orders')}/order/b563feb7b2b84b6test")
         assert sample[0] == 200 and sample[1]["order_uid"] == "b563feb7b2b84b6test"
+        processes |= family(shop.process.pid)
     finally:
-        assert stop(process) == 0
+        assert stop(shop.process) == 0
     output = (tmp_path / "run1.log").read_text()
     assert "The shop is up" in output and "curl" in output and "Stopped." in output
+    assert "Kafka: not used (SHOP_EMBEDDED is set)" in output
     summary = output[output.index("The shop is up") : output.index("Stopping")]
-    assert "/docs" in summary and f"localhost:{8081 + OFFSET}/" in summary and "make orders" in summary
+    assert (
+        "/docs" in summary and f"localhost:{table.SERVICES['orders'].port + shop.ports['offset']}/" in summary
+    )
+    assert "make orders" in summary
     # readable: the children's per-request and per-event INFO lines went to their log files, not here
     assert not [line for line in output.splitlines() if '"level": "info"' in line]
     assert (data / "logs" / "loms.log").exists()
-    time.sleep(0.5)
-    assert "Kafka: not used (SHOP_EMBEDDED is set)" in output
-    for port in (8080, 8082, 8084, 8085):
-        with pytest.raises(OSError):
-            wait_healthy(f"http://127.0.0.1:{port + OFFSET}/healthz", 0.5)
+    assert_stopped(shop, processes, data / "pg")
 
-    process = start(data, pg_port, tmp_path / "run2.log")  # data survives a restart of make run
+    shop = start(data, tmp_path / "run2.log")  # data survives a restart of make run (on other ports)
     try:
-        status, body, _ = call("GET", f"{cart}/user/31337/cart")
+        status, body, _ = call("GET", f"{shop.url('cart')}/user/31337/cart")
         assert status == 200
         assert body["items"][0]["count"] == 2
     finally:
-        assert stop(process) == 0
+        assert stop(shop.process) == 0
 
 
 # --- supervision: a dead part is restarted, the rest keeps serving, nothing is lost -------------------------
-
-
-def _free_offset() -> int:
-    """A port offset whose five service ports are all free now."""
-    for _ in range(200):
-        offset = free_port() % 20_000 + 20_000 - 8085
-        try:
-            for service in table.SERVICES.values():
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", service.port + offset))
-        except OSError:
-            continue
-        return offset
-    raise AssertionError("no free port offset")
 
 
 def _children(parent: int) -> dict[int, bytes]:
@@ -180,34 +244,18 @@ def real_infrastructure() -> None:
             pytest.skip(why)
 
 
-@dataclass
-class RunningShop:
-    process: subprocess.Popen[bytes]
-    ports: dict[str, int]
-    log: Path
-
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{table.SERVICES[service].port + self.ports['offset']}"
-
-
 @pytest.fixture
 def kafka_shop(tmp_path: Path, data_root: Path, real_infrastructure: None) -> Iterator[RunningShop]:
     """`make run` with its real Kafka and Memcached, every port free; stopped with Ctrl-C at the end, after
     which none of its processes may be left."""
-    ports = {"offset": _free_offset(), "kafka": free_port(), "pg": free_port(), "memcached": free_port()}
-    log = tmp_path / "run.log"
-    process = start(data_root / "data", ports["pg"], log, ports["offset"], ports["kafka"], ports["memcached"])
-    started = set(_children(process.pid))
-    shop = RunningShop(process, ports, log)
+    shop = start(data_root / "data", tmp_path / "run.log", real_infrastructure=True)
+    processes = family(shop.process.pid)
     try:
         yield shop
     finally:
-        children = started | set(_children(process.pid))
-        assert stop(process) == 0
-        left = [pid for pid in children if _alive(pid)]
-        assert left == [], f"still running after Ctrl-C: {left}"
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", ports["kafka"]), timeout=1).close()
+        processes |= family(shop.process.pid)
+        assert stop(shop.process) == 0
+        assert_stopped(shop, processes, data_root / "data" / "pg")
 
 
 class OrderStream:
