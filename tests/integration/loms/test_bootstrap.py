@@ -12,6 +12,7 @@ import pytest
 from functions.loms import bootstrap
 from functions.loms.adapters.pg_shards import Shards
 from functions.loms.domain import Item, OrderStatus
+from shared_lib.idempotency import PgIdempotencyStore
 from shared_lib.postgres import Dsn, ensure_database
 from tests.integration.loms.conftest import PgLoms
 
@@ -28,15 +29,9 @@ def bare_database(server_dsn: str) -> str:
 
 @pytest.fixture
 def fresh_bootstrap() -> Iterator[None]:
-    for cached in (bootstrap.settings, bootstrap.shards, bootstrap.loms_service, bootstrap.idempotency):
-        cached.cache_clear()
+    bootstrap.reset()
     yield
-    if bootstrap.shards.cache_info().currsize:
-        bootstrap.shards().close()
-    if bootstrap.idempotency.cache_info().currsize:
-        bootstrap.idempotency().pool.close()
-    for cached in (bootstrap.settings, bootstrap.shards, bootstrap.loms_service, bootstrap.idempotency):
-        cached.cache_clear()
+    bootstrap.reset()  # closes the pools the root opened
 
 
 def test_migrate_and_seed_every_shard_from_the_environment(
@@ -60,7 +55,9 @@ def test_migrate_and_seed_every_shard_from_the_environment(
     assert order_id % 2 == 1
     assert bootstrap.seed_stock() == 0  # a restart never resets stock
     assert service.stock_info(1076963) == 300 - 35 - 5
-    assert bootstrap.idempotency().pool.run("SELECT count(*) FROM idempotency_keys") == [[0]]
+    store = bootstrap.idempotency()
+    assert isinstance(store, PgIdempotencyStore)
+    assert store.pool.run("SELECT count(*) FROM idempotency_keys") == [[0]]
 
 
 def test_reads_go_to_the_replica_and_fall_back_to_the_primary(

@@ -24,7 +24,9 @@ from werkzeug.wrappers import Request, Response
 
 from functions import table
 from functions.loms import bootstrap
+from functions.loms.adapters.pg_shards import Shards
 from functions.loms.domain import Item, OrderStatus
+from functions.loms.settings import LomsSettings
 from shared_lib.events import Event, from_http
 from tests.conftest import ROOT, free_port
 from tests.http_client import fetch
@@ -38,14 +40,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 UniqueId = Callable[[], int]
 MAIN = Path(__file__).resolve().parents[3] / "functions" / "loms" / "main.py"
-CACHED = (
-    bootstrap.settings,
-    bootstrap.shards,
-    bootstrap.loms_service,
-    bootstrap.idempotency,
-    bootstrap.publisher,
-    bootstrap.sweeper,
-)
 
 
 @pytest.fixture
@@ -56,17 +50,15 @@ def environment(monkeypatch: pytest.MonkeyPatch, make_database: MakeDatabase) ->
     monkeypatch.setenv("LOMS_SHARD_DSNS", f"{make_database('loms')},{make_database('loms')}")
     monkeypatch.setenv("LOMS_RELAY_LINGER_SECONDS", "0.3")
     monkeypatch.setenv("LOMS_RELAY_POLL_SECONDS", "5")  # longer than any wait below: only NOTIFY is in time
-    for cached in CACHED:
-        cached.cache_clear()
-    yield PgLoms(bootstrap.shards())
-    if bootstrap.publisher.cache_info().currsize:
-        inner = getattr(bootstrap.publisher(), "inner", None)
-        if inner is not None and hasattr(inner, "close"):
-            inner.close()
-    if bootstrap.shards.cache_info().currsize:
-        bootstrap.shards().close()
-    for cached in CACHED:
-        cached.cache_clear()
+    config = LomsSettings()
+    shards = Shards.open(config.shards(), config.replicas(), config.pool_size)
+    bootstrap.bootstrap(shards=shards)
+    yield PgLoms(shards)
+    inner = getattr(bootstrap.publisher(), "inner", None)
+    if inner is not None and hasattr(inner, "close"):
+        inner.close()
+    bootstrap.reset()
+    shards.close()
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +79,7 @@ def test_the_cron_functions_on_kafka(
     unique_id: UniqueId,
 ) -> None:
     monkeypatch.setenv("LOMS_KAFKA_BOOTSTRAP", kafka_bootstrap)
-    bootstrap.settings.cache_clear()
+    bootstrap.bootstrap(shards=environment.shards)  # the settings read again, the same shards
     loms, sku = environment, unique_id()
     loms.put_stock(sku, 10)
     service = bootstrap.loms_service()
@@ -179,7 +171,7 @@ def test_relay_forever_delivers_over_http_as_soon_as_events_commit(
 ) -> None:
     received, url = sink
     monkeypatch.setenv("LOMS_EVENT_SINKS", f"loms.order-events={url}")
-    bootstrap.settings.cache_clear()
+    bootstrap.bootstrap(shards=environment.shards)  # the settings read again, the same shards
     loms, sku = environment, unique_id()
     loms.put_stock(sku, 10)
     service = bootstrap.loms_service()

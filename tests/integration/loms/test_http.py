@@ -29,11 +29,13 @@ def apps() -> dict[str, Any]:
 
 
 @pytest.fixture
-def wired(loms: PgLoms, monkeypatch: pytest.MonkeyPatch) -> Iterator[PgLoms]:
+def wired(loms: PgLoms) -> Iterator[PgLoms]:
     store = PgIdempotencyStore(ConnectionPool(loms.shards.stock.dsn.url(), size=4, name="loms-idempotency"))
-    monkeypatch.setattr(bootstrap, "loms_service", lambda: loms.service)
-    monkeypatch.setattr(bootstrap, "idempotency", lambda: store)
+    bootstrap.bootstrap(
+        units=loms.units, orders=loms.service.orders, stock=loms.service.stock, idempotency=store
+    )
     yield loms
+    bootstrap.reset()
     store.pool.close()
 
 

@@ -33,7 +33,7 @@ from shared_lib.errors import TransientError
 from shared_lib.events import Event, KafkaPublisher
 from shared_lib.eventsource import KafkaEventSource
 from shared_lib.httpclient import HttpClient
-from shared_lib.observability import logs, metrics, settings, tracing
+from shared_lib.observability import logs, settings, tracing
 from shared_lib.postgres import ConnectionPool
 from tests.conftest import MakeDatabase, free_port
 from tests.integration.shared_lib.serving import serve_in_thread
@@ -49,21 +49,8 @@ CLIENT_TRACEPARENT = f"00-{ROOT_TRACE}-{ROOT_SPAN}-01"  # the shop's front end: 
 
 
 def reset_bootstraps() -> None:
-    providers: list[Any] = [cart.settings, cart.database, cart.cart_service, cart.idempotency]
-    for provider in providers:
-        provider.cache_clear()
-    for provider in (
-        loms.settings,
-        loms.shards,
-        loms.outbox_watch,
-        loms.loms_service,
-        loms.idempotency,
-        loms.publisher,
-        loms.sweeper,
-    ):
-        provider.cache_clear()
-    notifier.reset()
-    product.product_service.cache_clear()
+    for root in (cart, loms, notifier, product):
+        root.reset()
 
 
 @pytest.fixture(scope="module")
@@ -106,21 +93,15 @@ def shop(
     ):
         patch.setenv("CART_PRODUCT_URL", urls["product"])
         patch.setenv("CART_LOMS_URL", urls["loms"])
-        cart.settings.cache_clear()
+        cart.reset()  # built again from this environment on the first request
         with serve_in_thread(devserver.service_app("cart")) as urls["cart"]:
             try:
                 yield urls
             finally:
-                metrics.off_scrape(loms.outbox_watch())
-                cart.database().close()
-                loms.shards().close()
-                loms.idempotency().pool.close()
-                cart.idempotency().pool.close()
-                notifier.database().close()
                 publisher = getattr(loms.publisher(), "inner", None)
                 if isinstance(publisher, KafkaPublisher):
                     publisher.close()
-                reset_bootstraps()
+                reset_bootstraps()  # closes the pools each root opened
                 patch.undo()
                 settings.reset()
                 logs.reset()

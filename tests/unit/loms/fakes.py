@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from functions.loms import bootstrap as composition
 from functions.loms.domain import (
     InsufficientStockError,
     Item,
@@ -23,9 +24,12 @@ from functions.loms.domain import (
     OrderStatusChanged,
     StockLevel,
 )
+from functions.loms.ports import EventPublisher
 from functions.loms.service import LomsService, OutboxRelay, StaleOrderSweeper
+from functions.loms.settings import LomsSettings
 from shared_lib.errors import TransientError
 from shared_lib.events import Event
+from shared_lib.web import IdempotencyStore
 
 
 @dataclass
@@ -299,6 +303,25 @@ class InMemoryLoms:
         self.relay_claims = Claims()
         self.sweep_claims = Claims()
         self.coordinator = InMemorySweepCoordinator(self.state, self.lock, self.sweep_claims)
+
+    def bootstrap(
+        self,
+        settings: LomsSettings | None = None,
+        *,
+        idempotency: IdempotencyStore | None = None,
+        publisher: EventPublisher | None = None,
+    ) -> composition.Root:
+        """loms' composition root on these fakes, made the one its handlers use (`reset()` after)."""
+        return composition.bootstrap(
+            settings,
+            units=self.units,
+            orders=self.service.orders,
+            stock=self.service.stock,
+            idempotency=idempotency,
+            outbox=self.outbox,
+            publisher=publisher,
+            coordinator=self.coordinator,
+        )
 
     def user(self, base: int) -> int:  # any user id will do: the fakes have no shards
         return base

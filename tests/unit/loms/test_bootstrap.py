@@ -17,11 +17,9 @@ from shared_lib.events import HttpDeliveryPublisher, KafkaPublisher
 
 @pytest.fixture(autouse=True)
 def fresh_settings() -> Iterator[None]:
-    bootstrap.settings.cache_clear()
-    bootstrap.publisher.cache_clear()
+    bootstrap.reset()
     yield
-    bootstrap.settings.cache_clear()
-    bootstrap.publisher.cache_clear()
+    bootstrap.reset()
 
 
 def test_kafka_wins_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ import pytest
 from functions import table
 from functions.loms import bootstrap
 from functions.loms.domain import Item, OrderStatus, StockLevel
+from functions.loms.settings import LomsSettings
 from tests.unit.loms.fakes import InMemoryLoms, RecordingPublisher
 
 MAIN = Path(__file__).resolve().parents[3] / "functions" / "loms" / "main.py"
@@ -36,13 +37,25 @@ def apps() -> dict[str, Any]:
     return {t: functions_framework.create_app(target=t, source=str(MAIN)) for t in targets}
 
 
+# a relay that drains and stops (no linger), polling quickly; a sweep of orders older than ten minutes that
+# keeps every sent event
+SETTINGS = LomsSettings(
+    relay_batch_size=1000,
+    relay_poll_seconds=0.05,
+    relay_linger_seconds=0,
+    stale_after_seconds=600,
+    sweep_batch_size=500,
+    outbox_retention_seconds=0,
+)
+
+
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[InMemoryLoms, RecordingPublisher]]:
+def world() -> Iterator[tuple[InMemoryLoms, RecordingPublisher]]:
     loms, publisher = InMemoryLoms(), RecordingPublisher()
     loms.put_stock(SKU, total_count=10)
-    monkeypatch.setattr(bootstrap, "relay", lambda: loms.relay(publisher))
-    monkeypatch.setattr(bootstrap, "sweeper", lambda: loms.sweeper(older_than=600))
+    loms.bootstrap(SETTINGS, publisher=publisher)
     yield loms, publisher
+    bootstrap.reset()
 
 
 def post(apps: dict[str, Any], function: str, **kwargs: Any) -> Any:
@@ -104,7 +117,7 @@ def test_cron_functions_take_post_only(
 
 @pytest.mark.function("relay_outbox")
 def test_relay_outbox_is_a_500_on_a_bug_and_keeps_the_events(
-    apps: dict[str, Any], world: tuple[InMemoryLoms, RecordingPublisher], monkeypatch: pytest.MonkeyPatch
+    apps: dict[str, Any], world: tuple[InMemoryLoms, RecordingPublisher]
 ) -> None:
     loms, _ = world
 
@@ -112,7 +125,7 @@ def test_relay_outbox_is_a_500_on_a_bug_and_keeps_the_events(
         def publish(self, topic: str, events: Any) -> None:
             raise ValueError("a bug in the transport")
 
-    monkeypatch.setattr(bootstrap, "relay", lambda: loms.relay(Broken()))
+    loms.bootstrap(SETTINGS, publisher=Broken())
     loms.service.create_order(31337, [Item(SKU, 1)])
     response = post(apps, "relay_outbox", **PING)
     assert (response.status_code, response.json["code"]) == (500, 13)

@@ -37,14 +37,13 @@ def apps() -> dict[str, Any]:
 
 
 @pytest.fixture
-def loms(monkeypatch: pytest.MonkeyPatch) -> InMemoryLoms:
+def loms() -> Iterator[InMemoryLoms]:
     world = InMemoryLoms()
     world.put_stock(SKU, total_count=300, reserved=35)
     world.put_stock(SHORT_SKU, total_count=2, reserved=0)
-    keys = InMemoryIdempotencyStore()
-    monkeypatch.setattr(bootstrap, "loms_service", lambda: world.service)
-    monkeypatch.setattr(bootstrap, "idempotency", lambda: keys)
-    return world
+    world.bootstrap(idempotency=InMemoryIdempotencyStore())
+    yield world
+    bootstrap.reset()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ The document must accept exactly the requests the handlers accept, and describe 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,11 @@ def response_schema(function: str, status: int) -> dict[str, Any]:
 
 
 @pytest.fixture
-def call(monkeypatch: pytest.MonkeyPatch) -> Any:
+def call() -> Iterator[Any]:
     """call(function, path, body, headers, method) through the real handler; its reply must be documented."""
     world = InMemoryLoms()
     world.put_stock(SKU, total_count=300, reserved=35)
-    keys = InMemoryIdempotencyStore()
-    monkeypatch.setattr(bootstrap, "loms_service", lambda: world.service)
-    monkeypatch.setattr(bootstrap, "idempotency", lambda: keys)
+    world.bootstrap(idempotency=InMemoryIdempotencyStore())
     main = str(ROOT / "functions" / "loms" / "main.py")
     apps = {
         f.name: functions_framework.create_app(target=f.name, source=main) for f in table.functions_of("loms")
@@ -73,7 +72,8 @@ def call(monkeypatch: pytest.MonkeyPatch) -> Any:
         assert errors == [], (function, response.status_code, response.json)
         return response
 
-    return run
+    yield run
+    bootstrap.reset()
 
 
 def public_routes() -> list[web.Route]:
