@@ -38,6 +38,7 @@ class NotifierService:
     cache: Cache
     counters: Counters
     cache_ttl_seconds: float = 300.0
+    cache_wait_seconds: float = 0.5  # how long a miss waits for another replica's load of the same history
 
     def notify(self, change: StatusChange) -> Outcome:
         """Record the change once and deliver its notification. Raises TransientError (the store or the sink
@@ -91,6 +92,7 @@ class NotifierService:
                 key,
                 self.cache_ttl_seconds,
                 functools.partial(self._history_at, user_id, version, start, end),
+                wait=self.cache_wait_seconds,
             )
             if rows is not None:
                 return [_from_json(row) for row in rows], hit

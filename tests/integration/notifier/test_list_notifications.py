@@ -4,9 +4,11 @@ hits and misses, never stale after a new event, memcached stopped mid-test, one 
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import functions_framework
@@ -14,8 +16,9 @@ import pytest
 
 from functions.notifier import bootstrap
 from functions.notifier.adapters.postgres import PgNotificationHistory, PgNotificationStore
+from functions.notifier.domain import Notification
 from functions.notifier.service import NotifierService
-from shared_lib.cache import MemcachedCache
+from shared_lib.cache import LOCK_SUFFIX, Cache, MemcachedCache
 from shared_lib.devtools.memcached_server import MemcachedServer
 from shared_lib.postgres import ConnectionPool
 from tests.conftest import free_port
@@ -189,18 +192,90 @@ def test_concurrent_misses_in_one_replica_make_one_database_query(
     assert all(status == 200 and len(body["items"]) == 1 for status, _, body in results)
 
 
+class HeldHistory(CountingHistory):
+    """Counts the history queries that reach PostgreSQL; each is held until the test releases it."""
+
+    def __init__(self, inner: Any, release: threading.Event) -> None:
+        super().__init__(inner)
+        self.release = release
+
+    def between(self, user_id: int, start: datetime, end: datetime) -> list[Notification]:
+        assert self.release.wait(60), "the test never released the load"
+        return super().between(user_id, start, end)
+
+
+class LockWatch:
+    """A replica's own memcached client, telling when load_through's load lock was refused to it: another
+    replica holds the load of that key, and this one is waiting for it."""
+
+    def __init__(self, inner: Cache, refused: Callable[[], object]) -> None:
+        self.inner = inner
+        self.refused = refused
+
+    def get(self, key: str) -> Any | None:
+        return self.inner.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        return self.inner.get_many(keys)
+
+    def set(self, key: str, value: Any, ttl: float) -> None:
+        self.inner.set(key, value, ttl)
+
+    def add(self, key: str, value: Any, ttl: float) -> bool | None:
+        taken = self.inner.add(key, value, ttl)
+        if taken is False and key.endswith(LOCK_SUFFIX):
+            self.refused()
+        return taken
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def incr(self, key: str, delta: int = 1) -> int | None:
+        return self.inner.incr(key, delta)
+
+
 def test_concurrent_misses_across_replicas_make_one_database_query(
     notifier_apps: Apps, notifier_pool: ConnectionPool, memcached_address: str, unique_id: Callable[[], int]
 ) -> None:
     apps = notifier_apps(NOTIFIER_MEMCACHED=memcached_address)
     user = unique_id()
     notify(apps["notify_status"], order_events(unique_id() * 10, unique_id(), user, statuses=("new",))[0])
-    history = SlowCountingHistory(PgNotificationHistory(notifier_pool))
-    # six replicas: each its own service and memcached client; only memcached can make them take turns
-    replicas = [service_on(notifier_pool, history, memcached_address) for _ in range(6)]
+    release = threading.Event()
+    history = HeldHistory(PgNotificationHistory(notifier_pool), release)
+    waiting: set[int] = set()
+    # six replicas: each its own service and memcached client; only memcached can make them take turns.
+    # None gives up on the held load (the wait is long): what they do is decided by the lock, not the clock
+    replicas = [
+        NotifierService(
+            store=PgNotificationStore(notifier_pool),
+            history=history,
+            sink=RecordingSink(),
+            cache=LockWatch(
+                MemcachedCache(memcached_address, prefix="notifier:"), functools.partial(waiting.add, i)
+            ),
+            counters=bootstrap.counters(),
+            cache_wait_seconds=120.0,
+        )
+        for i in range(6)
+    ]
     start, end = (bootstrap_instant(YEAR["from"]), bootstrap_instant(YEAR["to"]))
-    results = concurrently(6, lambda i: replicas[i].history_of(user, start, end))
+    results: list[Any] = [None] * 6
+
+    def replica(i: int) -> None:
+        results[i] = replicas[i].history_of(user, start, end)
+
+    threads = [threading.Thread(target=replica, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    try:
+        # the one load is held until the five other replicas were refused its lock: all five wait for it
+        wait_for(lambda: len(waiting) >= 5, timeout=60, what="five replicas waiting for another's load")
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(120)
     assert history.queries == 1
+    assert sorted(hit for _items, hit in results) == [False, True, True, True, True, True]
     assert all(len(items) == 1 for items, _hit in results)
 
 
