@@ -118,7 +118,11 @@ class Root:
         if not config.kafka_bootstrap.strip():
             raise RuntimeError("the ingest worker needs ORDERS_KAFKA_BOOTSTRAP")
         return KafkaOrderStream(
-            config.kafka_bootstrap, config.topic, config.consumer_group, batch_size=config.batch_size
+            config.kafka_bootstrap,
+            config.topic,
+            config.consumer_group,
+            batch_size=config.batch_size,
+            dead_letter_topic=config.dead_letter_topic,  # the DLQ-size metric measures where letters go
         )
 
     def close(self) -> None:
