@@ -403,6 +403,7 @@ def load_through(
         if flight is None:
             flight = _flights[ident] = _Flight()
     if not leader:
+        log.debug("cache key %s: waiting for this process's load of it", key)  # decided: it follows
         if flight.done.wait(follower_timeout):
             if flight.error is not None:
                 raise flight.error

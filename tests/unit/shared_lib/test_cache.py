@@ -4,10 +4,11 @@ tests/integration/shared_lib/test_cache_memcached.py), and load_through's stampe
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -142,18 +143,27 @@ def test_safe_keys_keep_plain_keys_and_hash_the_rest() -> None:
 
 
 class CountingLoader:
-    """A loader that counts its calls, optionally slow, optionally failing."""
+    """A loader that counts its calls, optionally slow or held until `release` is set, optionally failing."""
 
-    def __init__(self, value: Any = None, delay: float = 0.0, error: BaseException | None = None) -> None:
+    def __init__(
+        self,
+        value: Any = None,
+        delay: float = 0.0,
+        error: BaseException | None = None,
+        release: threading.Event | None = None,
+    ) -> None:
         self.value = {"loaded": True} if value is None else value
         self.delay = delay
         self.error = error
+        self.release = release
         self.calls = 0
         self._lock = threading.Lock()
 
     def __call__(self) -> Any:
         with self._lock:
             self.calls += 1
+        if self.release is not None:
+            assert self.release.wait(60), "the load was never released"
         time.sleep(self.delay)
         if self.error is not None:
             raise self.error
@@ -229,8 +239,43 @@ def run_concurrently(n: int, fn: Callable[[], Any]) -> list[Any]:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(10)
+        thread.join(60)
     return results
+
+
+class Followers(logging.Handler):
+    """Counts the callers load_through decided to make wait for another caller's load in this process (it
+    logs that decision at DEBUG); `all_in` is set once there are `n`. A loader held until then is shared by
+    every caller: none can come after the load ended."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(logging.DEBUG)
+        self.n = n
+        self.seen = 0
+        self.all_in = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().endswith("waiting for this process's load of it"):
+            self.seen += 1  # emit runs under the handler's lock
+            if self.seen >= self.n:
+                self.all_in.set()
+
+
+@pytest.fixture
+def followers(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[int], Followers]]:
+    made: list[Followers] = []
+    logger = logging.getLogger("shared_lib.cache")
+    caplog.set_level(logging.DEBUG, logger="shared_lib.cache")
+
+    def make(n: int) -> Followers:
+        handler = Followers(n)
+        logger.addHandler(handler)
+        made.append(handler)
+        return handler
+
+    yield make
+    for handler in made:
+        logger.removeHandler(handler)
 
 
 def test_a_miss_loads_and_stores_and_the_next_call_is_a_hit() -> None:
@@ -240,24 +285,30 @@ def test_a_miss_loads_and_stores_and_the_next_call_is_a_hit() -> None:
     assert loader.calls == 1
 
 
-def test_concurrent_misses_in_one_process_make_one_loader_call() -> None:
-    cache, loader = InProcessCache(), CountingLoader(delay=0.2)
+def test_concurrent_misses_in_one_process_make_one_loader_call(
+    followers: Callable[[int], Followers],
+) -> None:
+    cache, loader = InProcessCache(), CountingLoader(release=followers(19).all_in)  # held until 19 wait
     results = run_concurrently(20, lambda: load_through(cache, "k", 60, loader))
     assert loader.calls == 1
     assert all(value == {"loaded": True} for value, _hit in results)
 
 
-def test_concurrent_misses_share_one_load_even_when_the_cache_does_not_answer() -> None:
-    cache, loader = Spy(UnreachableCache()), CountingLoader(delay=0.2)
+def test_concurrent_misses_share_one_load_even_when_the_cache_does_not_answer(
+    followers: Callable[[int], Followers],
+) -> None:
+    cache, loader = Spy(UnreachableCache()), CountingLoader(release=followers(9).all_in)
     results = run_concurrently(10, lambda: load_through(cache, "k", 60, loader, wait=600))
     assert loader.calls == 1
     assert all(r == ({"loaded": True}, False) for r in results)
     assert cache.gets == 10  # one look each: nobody polled for a lock the cache cannot hold
 
 
-def test_a_loader_error_reaches_every_waiting_caller_and_the_next_call_loads_again() -> None:
+def test_a_loader_error_reaches_every_waiting_caller_and_the_next_call_loads_again(
+    followers: Callable[[int], Followers],
+) -> None:
     cache = InProcessCache()
-    failing = CountingLoader(delay=0.2, error=TransientError("the database is unavailable"))
+    failing = CountingLoader(error=TransientError("the database is unavailable"), release=followers(4).all_in)
     results = run_concurrently(5, lambda: load_through(cache, "k", 60, failing))
     assert failing.calls == 1
     assert all(isinstance(r, TransientError) for r in results)
