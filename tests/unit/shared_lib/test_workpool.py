@@ -59,9 +59,12 @@ def test_never_more_than_limit_calls_in_flight() -> None:
 
 def test_the_cap_holds_on_a_shared_larger_executor() -> None:
     gauge = Gauge()
+    first_three = threading.Barrier(3)
 
     def work(n: int) -> int:
         gauge.enter(n)
+        if n < 3:
+            first_three.wait(30)  # the cap is reached, whatever the scheduler does: all three are in flight
         time.sleep(0.01)
         gauge.leave()
         return n
