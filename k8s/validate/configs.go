@@ -7,8 +7,8 @@ import (
 	"sort"
 	"strings"
 
-	skaffoldschema "github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/schema"
 	skaffoldlatest "github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/schema/latest"
+	skaffoldyaml "github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/yaml"
 	"github.com/openfaas/faas-cli/stack"
 	"github.com/robfig/cron/v3"
 	yamlv2 "gopkg.in/yaml.v2"
@@ -63,20 +63,34 @@ func (c *checker) checkKind(path string) {
 	c.add(path, "Cluster.kind.x-k8s.io/v1alpha4", cluster.Name, err2)
 }
 
-// checkSkaffold parses skaffold.yaml with skaffold's own schema package: the apiVersion must be one skaffold
-// knows, and the document is decoded into that version's types with known fields only.
+// checkSkaffold decodes skaffold.yaml as skaffold's parser does (pkg/skaffold/yaml's UnmarshalStrict: known
+// fields only) into the schema of the pinned release's latest version (pkg/skaffold/schema/latest). The file
+// must be written in that version: skaffold would upgrade an older one in memory, hiding what it dropped.
+// (schema.ParseConfig, which knows every older version too, would pull in a third of the binary's build.)
 func (c *checker) checkSkaffold(path string) {
-	configs, err := skaffoldschema.ParseConfig(path)
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		c.add(path, "Config.skaffold", "", err)
 		return
 	}
-	for _, cfg := range configs {
-		c.add(path, "Config."+cfg.GetVersion(), "", nil)
+	var version struct {
+		APIVersion string `yaml:"apiVersion"`
 	}
-	if _, err := skaffoldschema.UpgradeTo(configs, skaffoldlatest.Version); err != nil {
-		c.add(path, "Config.skaffold", "upgrade", err)
+	if err := skaffoldyaml.Unmarshal(raw, &version); err != nil {
+		c.add(path, "Config.skaffold", "", err)
+		return
 	}
+	if version.APIVersion != skaffoldlatest.Version {
+		c.add(path, "Config.skaffold", "", fmt.Errorf("apiVersion %q: skaffold %s's schema is %s",
+			version.APIVersion, versions()["github.com/GoogleContainerTools/skaffold/v2"], skaffoldlatest.Version))
+		return
+	}
+	cfg := &skaffoldlatest.SkaffoldConfig{}
+	if err := skaffoldyaml.UnmarshalStrict(raw, cfg); err != nil {
+		c.add(path, "Config."+skaffoldlatest.Version, "", err)
+		return
+	}
+	c.add(path, "Config."+cfg.GetVersion(), cfg.Metadata.Name, nil)
 }
 
 // checkStack parses stack.yml with faas-cli's own parser (stack.ParseYAMLData: provider, schema version),

@@ -16,11 +16,11 @@ package main
 import (
 	"fmt"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	eventingduckv1 "knative.dev/eventing/pkg/apis/duck/v1"
 	"knative.dev/pkg/apis"
 	duckv1 "knative.dev/pkg/apis/duck/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/yaml"
 )
 
@@ -31,13 +31,13 @@ type kafkaSource struct {
 }
 
 type kafkaSourceSpec struct {
-	Consumers        *int32                      `json:"consumers,omitempty"`
-	BootstrapServers []string                    `json:"bootstrapServers"`
-	Topics           []string                    `json:"topics"`
-	ConsumerGroup    string                      `json:"consumerGroup,omitempty"`
-	InitialOffset    string                      `json:"initialOffset,omitempty"`
-	Ordering         *string                     `json:"ordering,omitempty"`
-	Delivery         *eventingduckv1.DeliverySpec `json:"delivery,omitempty"`
+	Consumers         *int32                       `json:"consumers,omitempty"`
+	BootstrapServers  []string                     `json:"bootstrapServers"`
+	Topics            []string                     `json:"topics"`
+	ConsumerGroup     string                       `json:"consumerGroup,omitempty"`
+	InitialOffset     string                       `json:"initialOffset,omitempty"`
+	Ordering          *string                      `json:"ordering,omitempty"`
+	Delivery          *eventingduckv1.DeliverySpec `json:"delivery,omitempty"`
 	duckv1.SourceSpec `json:",inline"`
 }
 
