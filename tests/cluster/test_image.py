@@ -7,6 +7,7 @@ command runs as a local process the way the container runs it.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -17,8 +18,9 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +28,7 @@ from functions import entrypoint, table
 from k8s import generate
 from tests.cluster.conftest import ROOT
 from tests.http_client import fetch
+from tests.polling import wait_for
 
 API_KEY = {"X-API-KEY": "testToken"}
 
@@ -138,22 +141,32 @@ def served_product() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     ]
     process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+        try:
+            return fetch(f"{base}/healthz", timeout=1)[0] == 200
+        except OSError:
+            return False
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if fetch(f"{base}/healthz", timeout=1)[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-            assert time.monotonic() < deadline, "the function did not come up in 30 s"
-            time.sleep(0.05)
+        wait_for(healthy, timeout=120, interval=0.05, what="the function serves /healthz")
         yield process, base
     finally:
         if process.poll() is None:
             process.kill()
         process.wait(10)
+
+
+def unread_bytes(server_port: int, client_port: int) -> int | None:
+    """What the kernel holds for the server of this loopback connection that the server has not read yet
+    (rx_queue of /proc/net/tcp); None while the connection is not listed."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, queues = fields[1], fields[2], fields[4]
+        if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
+            return int(queues.split(":")[1], 16)
+    return None
 
 
 def test_the_command_serves_the_function_and_its_health_routes(
@@ -165,6 +178,9 @@ def test_the_command_serves_the_function_and_its_health_routes(
     assert json.loads(body)["sku"] == 1076963
     assert fetch(f"{base}/healthz")[0] == 200
     assert fetch(f"{base}/readyz")[0] == 200
+    # OpenFaaS's probes (CE: /_/health; Pro: /_/ready) are answered by the function's own server
+    assert fetch(f"{base}/_/health")[0] == 200
+    assert fetch(f"{base}/_/ready")[0] == 200
     assert fetch(f"{base}/product/1076963")[0] == 401
 
 
@@ -172,24 +188,67 @@ def test_sigterm_drains_the_request_in_flight_and_exits_cleanly(
     served_product: tuple[subprocess.Popen[bytes], str],
 ) -> None:
     process, base = served_product
+    port = int(base.rsplit(":", 1)[1])
     outcome: dict[str, object] = {}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.connect()
+    assert connection.sock is not None
+    client_port = connection.sock.getsockname()[1]
+    started = time.monotonic()
+    connection.request("GET", "/product/1076963", headers=API_KEY)
+    # the server has read the request (nothing left unread for it in the kernel): it is in its 500 ms now
+    wait_for(lambda: unread_bytes(port, client_port) == 0, timeout=60, what="the server read the request")
 
     def slow_request() -> None:
-        started = time.monotonic()
         try:
-            outcome["status"], outcome["body"] = fetch(f"{base}/product/1076963", headers=API_KEY)
+            response = connection.getresponse()
+            outcome["status"], outcome["body"] = response.status, response.read()
         except OSError as exc:  # the connection was cut: the request was not drained
             outcome["status"] = repr(exc)
         outcome["seconds"] = time.monotonic() - started
 
     client = threading.Thread(target=slow_request)
     client.start()
-    time.sleep(0.2)  # the request is now inside its 500 ms of injected latency
     process.send_signal(signal.SIGTERM)
-    client.join(15)
+    client.join(60)
     assert outcome["status"] == 200, outcome
     assert json.loads(outcome["body"])["sku"] == 1076963  # type: ignore[arg-type]
     assert float(outcome["seconds"]) >= 0.45  # type: ignore[arg-type]
     assert process.wait(15) == 0
     with pytest.raises(OSError):
         fetch(f"{base}/healthz", timeout=1)  # nothing listens any more
+
+
+# --- what the OpenFaaS path needs of the entry point --------------------------------------------------------
+
+
+def test_openfaas_secret_files_become_the_variables_the_settings_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CART_DATABASE_URL", raising=False)
+    monkeypatch.setenv("CART_PRODUCT_API_KEY", "set-by-the-environment")
+    (tmp_path / "CART_DATABASE_URL").write_text("postgresql://shop@postgres/cart\n")
+    (tmp_path / "CART_PRODUCT_API_KEY").write_text("from-a-file")
+    (tmp_path / "..data").mkdir()  # what a Kubernetes secret volume holds beside the keys
+    exported = entrypoint.export_secret_files(tmp_path)
+    assert exported == ["CART_DATABASE_URL"]
+    assert os.environ["CART_DATABASE_URL"] == "postgresql://shop@postgres/cart"
+    assert os.environ["CART_PRODUCT_API_KEY"] == "set-by-the-environment"  # the environment wins
+    assert entrypoint.export_secret_files(tmp_path / "missing") == []
+
+
+def test_the_cron_connectors_call_at_the_root_reaches_the_functions_path() -> None:
+    seen: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        seen.append(str(environ["PATH_INFO"]))
+        return []
+
+    def start_response(*_args: Any) -> None:
+        pass
+
+    routed = entrypoint.RootPath(app, "/internal/relay-outbox")
+    for path in ("/", "", "/internal/relay-outbox", "/elsewhere"):
+        routed({"PATH_INFO": path}, start_response)
+    relay = "/internal/relay-outbox"
+    assert seen == [relay, relay, relay, "/elsewhere"]
