@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -25,6 +24,7 @@ from tests.conftest import free_port
 from tests.integration.notifier.conftest import MAIN, Apps
 from tests.polling import wait_for
 from tests.unit.notifier.fakes import CountingHistory, RecordingSink, cloud_event, order_events
+from tests.unit.shared_lib.test_cache import followed_by
 
 pytestmark = [pytest.mark.integration, pytest.mark.function("list_notifications")]
 
@@ -131,12 +131,16 @@ def test_the_database_down_is_503(notifier_apps: Apps, memcached_address: str) -
     assert (status, body["code"]) == (503, 14)
 
 
-class SlowCountingHistory(CountingHistory):
-    """Counts the history queries that reach PostgreSQL; each takes a while, so concurrent misses overlap."""
+class HeldHistory(CountingHistory):
+    """Counts the history queries that reach PostgreSQL; each is held until the test releases it."""
 
-    def between(self, *args: Any) -> Any:
-        time.sleep(0.3)
-        return super().between(*args)
+    def __init__(self, inner: Any, release: threading.Event) -> None:
+        super().__init__(inner)
+        self.release = release
+
+    def between(self, user_id: int, start: datetime, end: datetime) -> list[Notification]:
+        assert self.release.wait(60), "the test never released the load"
+        return super().between(user_id, start, end)
 
 
 def service_on(pool: ConnectionPool, history: CountingHistory, memcached: str) -> NotifierService:
@@ -169,39 +173,29 @@ def test_concurrent_misses_in_one_replica_make_one_database_query(
     notifier_apps: Apps,
     notifier_pool: ConnectionPool,
     memcached_address: str,
-    monkeypatch: pytest.MonkeyPatch,
     unique_id: Callable[[], int],
 ) -> None:
     apps = notifier_apps(NOTIFIER_MEMCACHED=memcached_address)
     user = unique_id()
     notify(apps["notify_status"], order_events(unique_id() * 10, unique_id(), user, statuses=("new",))[0])
-    history = SlowCountingHistory(PgNotificationHistory(notifier_pool))
-    bootstrap.bootstrap(
-        store=PgNotificationStore(notifier_pool),
-        history=history,
-        sink=RecordingSink(),
-        cache=MemcachedCache(memcached_address, prefix="notifier:"),
-        counters=bootstrap.counters(),
-    )
     clients = [
         functions_framework.create_app(target="list_notifications", source=MAIN).test_client()
         for _ in range(16)
     ]
-    results = concurrently(16, lambda i: read(clients[i], user))
+    # the one query is held until the 15 other requests were made to wait for it: none can come after it
+    with followed_by(15) as waiting:
+        history = HeldHistory(PgNotificationHistory(notifier_pool), waiting.all_in)
+        bootstrap.bootstrap(
+            store=PgNotificationStore(notifier_pool),
+            history=history,
+            sink=RecordingSink(),
+            cache=MemcachedCache(memcached_address, prefix="notifier:"),
+            counters=bootstrap.counters(),
+        )
+        results = concurrently(16, lambda i: read(clients[i], user))
     assert history.queries == 1
     assert all(status == 200 and len(body["items"]) == 1 for status, _, body in results)
-
-
-class HeldHistory(CountingHistory):
-    """Counts the history queries that reach PostgreSQL; each is held until the test releases it."""
-
-    def __init__(self, inner: Any, release: threading.Event) -> None:
-        super().__init__(inner)
-        self.release = release
-
-    def between(self, user_id: int, start: datetime, end: datetime) -> list[Notification]:
-        assert self.release.wait(60), "the test never released the load"
-        return super().between(user_id, start, end)
+    assert sorted(cache for _, cache, _ in results) == ["miss"] * 16  # all sixteen missed, one query
 
 
 class LockWatch:

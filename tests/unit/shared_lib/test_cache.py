@@ -4,6 +4,7 @@ tests/integration/shared_lib/test_cache_memcached.py), and load_through's stampe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -261,21 +262,24 @@ class Followers(logging.Handler):
                 self.all_in.set()
 
 
-@pytest.fixture
-def followers(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[int], Followers]]:
-    made: list[Followers] = []
+@contextlib.contextmanager
+def followed_by(n: int) -> Iterator[Followers]:
+    """A Followers(n) hearing shared_lib.cache's DEBUG records while the block runs."""
     logger = logging.getLogger("shared_lib.cache")
-    caplog.set_level(logging.DEBUG, logger="shared_lib.cache")
-
-    def make(n: int) -> Followers:
-        handler = Followers(n)
-        logger.addHandler(handler)
-        made.append(handler)
-        return handler
-
-    yield make
-    for handler in made:
+    handler, level = Followers(n), logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+@pytest.fixture
+def followers() -> Iterator[Callable[[int], Followers]]:
+    with contextlib.ExitStack() as stack:
+        yield lambda n: stack.enter_context(followed_by(n))
 
 
 def test_a_miss_loads_and_stores_and_the_next_call_is_a_hit() -> None:
