@@ -217,7 +217,12 @@ def knative_service(function: table.Function) -> dict[str, Any]:
         "spec": {
             "template": {
                 "metadata": {
-                    "labels": {"shop/service": function.service, "shop/function": function.name},
+                    "labels": {
+                        "shop/service": function.service,
+                        "shop/function": function.name,
+                        # what the network policies select: internal functions' pods (see below)
+                        "shop/visibility": visibility(function),
+                    },
                     "annotations": {
                         "autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
                         "autoscaling.knative.dev/metric": "concurrency",
@@ -453,8 +458,8 @@ KNATIVE_DATA_PLANE = ("knative-serving", "kourier-system")
 NAMESPACE_LABEL = "kubernetes.io/metadata.name"  # set by Kubernetes on every namespace
 
 
-def internal_functions() -> list[table.Function]:
-    return [f for f in table.FUNCTIONS if not f.public]
+def visibility(function: table.Function) -> str:
+    return "public" if function.public else "internal"
 
 
 def internal_function_policy() -> dict[str, Any]:
@@ -467,15 +472,7 @@ def internal_function_policy() -> dict[str, Any]:
             "labels": {"app.kubernetes.io/part-of": "shop"},
         },
         "spec": {
-            "podSelector": {
-                "matchExpressions": [
-                    {
-                        "key": "shop/function",
-                        "operator": "In",
-                        "values": [f.name for f in internal_functions()],
-                    }
-                ]
-            },
+            "podSelector": {"matchLabels": {"shop/visibility": "internal"}},
             "policyTypes": ["Ingress"],
             "ingress": [
                 {
@@ -585,7 +582,7 @@ def openfaas_function(function: table.Function) -> dict[str, Any]:
             "shop/service": function.service,
             "shop/function": function.name,
             "shop/trigger": function.trigger,
-            "shop/visibility": "public" if function.public else "internal",
+            "shop/visibility": visibility(function),
         },
         "annotations": annotations,
         "limits": {"memory": "256Mi", "cpu": "1000m"},

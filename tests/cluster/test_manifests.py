@@ -417,3 +417,33 @@ def test_the_outbox_relay_runs_always_as_a_probed_scraped_deployment_of_loms(
             for e in s["spec"]["template"]["spec"]["containers"][0]["env"]
         }
         assert ("OTEL_EXPORTER_OTLP_ENDPOINT" in names) == ("OTEL_EXPORTER_OTLP_ENDPOINT" in traced), overlay
+
+
+def selects(policy: Resource, labels: dict[str, str]) -> bool:
+    selector = policy["spec"]["podSelector"]
+    assert set(selector) <= {"matchLabels"}, "the shop's policies select by labels only"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def test_only_knatives_data_plane_reaches_the_internal_functions_pods(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    for overlay in KNATIVE_OVERLAYS:
+        resources = rendered[overlay]
+        policies = of_kind(resources, "NetworkPolicy", "networking.k8s.io")
+        base = next(p for p in policies if p["metadata"]["name"] == "internal-functions-from-knative-only")
+        (rule,) = base["spec"]["ingress"]
+        (peer,) = rule["from"]
+        (expression,) = peer["namespaceSelector"]["matchExpressions"]
+        assert sorted(expression["values"]) == ["knative-serving", "kourier-system"]
+        for function, service in by_function(knative_services(resources)).items():
+            pod_labels = service["spec"]["template"]["metadata"]["labels"]
+            selected = [p["metadata"]["name"] for p in policies if selects(p, pod_labels)]
+            if table.BY_NAME[function].public:
+                assert selected == [], (overlay, function)  # isolating a public function would cut it off
+            else:
+                assert base["metadata"]["name"] in selected, (overlay, function)
+            for policy in policies:
+                if policy is not base and selects(policy, pod_labels):
+                    # any other policy (the observability component's scraper) opens named ports only
+                    assert all(rule.get("ports") for rule in policy["spec"]["ingress"]), policy["metadata"]
