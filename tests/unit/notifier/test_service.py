@@ -11,6 +11,7 @@ import pytest
 from functions.notifier.domain import EventKey, InvalidPeriodError, Notification, Outcome, StatusChange
 from shared_lib.errors import TransientError
 from tests.unit.notifier.fakes import T0, USER, YEAR_2026, Notifier, change, order_events
+from tests.unit.shared_lib.test_cache import followed_by
 
 
 def interleave(streams: list[list[StatusChange]], rng: random.Random) -> list[StatusChange]:
@@ -87,7 +88,7 @@ def test_concurrent_duplicates_record_and_deliver_once() -> None:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(5)
+        thread.join(60)
     assert n.sink.events() == [1]
     assert n.counters.value("notified") == 1
     assert n.counters.value("duplicate") == 11
@@ -195,25 +196,27 @@ def test_concurrent_misses_make_one_history_query() -> None:
     n.service.notify(change(1))
     barrier = threading.Barrier(16)
     original = n.db.between
-
-    def slow_between(user_id: int, start: datetime, end: datetime) -> list[Notification]:
-        threading.Event().wait(0.2)  # long enough for every request to miss
-        return original(user_id, start, end)
-
-    n.db.between = slow_between  # type: ignore[method-assign]
-    results: list[int] = []
+    results: list[tuple[int, bool]] = []
 
     def read() -> None:
         barrier.wait()
-        results.append(len(n.service.history_of(USER, *YEAR_2026)[0]))
+        items, hit = n.service.history_of(USER, *YEAR_2026)
+        results.append((len(items), hit))
 
-    threads = [threading.Thread(target=read) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(5)
-    assert results == [1] * 16
-    assert n.db.queries == 1
+    with followed_by(15) as waiting:
+
+        def held_between(user_id: int, start: datetime, end: datetime) -> list[Notification]:
+            assert waiting.all_in.wait(60)  # held until the 15 other requests wait for this query
+            return original(user_id, start, end)
+
+        n.db.between = held_between  # type: ignore[method-assign]
+        threads = [threading.Thread(target=read) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert results == [(1, False)] * 16  # sixteen misses …
+    assert n.db.queries == 1  # … answered by one query
 
 
 def test_a_database_outage_fails_the_history_read() -> None:
