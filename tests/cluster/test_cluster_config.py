@@ -15,7 +15,22 @@ from k8s import generate
 from tests.cluster.conftest import ROOT
 
 DEV_SERVER_PORTS = range(8080, 8086)
-TARGETS = ("cluster-up", "dev", "port-forward", "cluster-down", "autoscale-demo", "k8s-generate", "loadgen")
+TARGETS = (
+    "cluster-up",
+    "dev",
+    "port-forward",
+    "cluster-down",
+    "autoscale-demo",
+    "k8s-generate",
+    "loadgen",
+    "versions",
+    "validate-manifests",
+    "test-cluster",
+    "openfaas-up",
+    "openfaas-deploy",
+    "openfaas-port-forward",
+    "openfaas-down",
+)
 
 
 def load(path: str) -> dict[str, object]:
@@ -109,3 +124,15 @@ def test_public_functions_have_an_ingress_host_under_the_kind_domain(function: s
 def test_cluster_patches_are_yaml_mappings() -> None:
     for path in sorted(Path(ROOT / "k8s/cluster").glob("*.yaml")):
         assert isinstance(yaml.safe_load(path.read_text()), dict), path
+
+
+def test_skaffold_dev_needs_nothing_prepared_the_dev_secret_is_committed() -> None:
+    """`skaffold dev` run directly renders k8s/overlays/dev: every file its kustomization reads is in git."""
+    kustomization = load("k8s/overlays/dev/kustomization.yaml")
+    read = [f for g in kustomization["secretGenerator"] for f in g.get("envs", [])]  # type: ignore[attr-defined]
+    tracked = subprocess.run(
+        ["git", "ls-files", "k8s/overlays/dev"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert read and all(f"k8s/overlays/dev/{f}" in tracked for f in read), (read, tracked)
+    assert "dev:" in (ROOT / "k8s/cluster.mk").read_text()
+    assert ".env" not in make_dry_run("dev")
