@@ -105,5 +105,6 @@ clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
 
 # The cluster path: kind, Knative, Strimzi, skaffold (cluster-up, dev, port-forward, cluster-down, autoscale-demo,
-# k8s-generate, loadgen).
+# k8s-generate, loadgen), OpenFaaS (openfaas-up, openfaas-deploy, openfaas-down), test-cluster and the upstream
+# validators (validate-manifests, versions).
 include k8s/cluster.mk
