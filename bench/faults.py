@@ -11,35 +11,40 @@ Per scenario it prints: events expected (notifications, or orders for near-limit
 of an event in the topic), out of order (per order, an event applied after a later one), dead-lettered, and
 the seconds from the fault's end to full recovery (every expected event applied). Each scenario is bounded
 by --recovery-bound seconds; a scenario that does not recover within it reports what was still lost.
+The order stream and the notification figures are shared_lib.devtools.faults, which the whole-flow fault
+tests (tests/e2e/test_faults.py) use too.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from bench.common import scratch_dir
 from bench.stack import kafka_broker, memcached, postgres
 from functions import devserver, table
+from shared_lib.devtools.faults import (
+    ORDER_EVENTS,
+    ORDER_EVENTS_DLQ,
+    OrderStream,
+    copies,
+    delivery,
+    end_offsets,
+    records_added,
+    records_since,
+)
 from shared_lib.devtools.kafka_server import KafkaServer
 from shared_lib.postgres import ConnectionPool, Dsn
 
 PORT_OFFSET = 3000
-SKU = 139275865  # the seed's largest stock (65,534)
 NEAR_LIMIT_BYTES = 1_048_450
-ORDER_EVENTS = "loms.order-events"
 
 
 @dataclass
@@ -116,94 +121,7 @@ def shop() -> Iterator[Shop]:
         yield Shop(environment, processes, supervisor, kafka, pg.dsn, *pools)
 
 
-def _post(url: str, body: Any) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, None
-
-
-@dataclass
-class OrderStream:
-    """Creates and pays orders one after another until stopped: three status events each."""
-
-    loms: str
-    user: int
-    orders: list[int] = field(default_factory=list)
-    failures: int = 0
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                status, body = _post(
-                    f"{self.loms}/order/create", {"userId": self.user, "items": [{"sku": SKU, "count": 1}]}
-                )
-                if status != 200:
-                    self.failures += 1
-                    continue
-                order_id = int(body["orderId"])
-                self.orders.append(order_id)
-                if _post(f"{self.loms}/order/pay", {"orderId": order_id})[0] != 200:
-                    self.failures += 1
-            except OSError:
-                self.failures += 1
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[OrderStream]:
-        thread = threading.Thread(target=self.run, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self.stop.set()
-            thread.join(60)
-
-
 # --- measuring ------------------------------------------------------------------------------------------
-
-
-def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
-    finally:
-        consumer.close()
-
-
-def _records(bootstrap: str, topic: str, start: dict[int, int]) -> list[Any]:
-    """The records of `topic` from `start` to the end offsets of now."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    end = _end_offsets(bootstrap, topic)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    records: list[Any] = []
-    try:
-        partitions = [TopicPartition(topic, p) for p in end]
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, start.get(tp.partition, 0))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and any(
-            consumer.position(tp) < end[tp.partition] for tp in partitions
-        ):
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-    finally:
-        consumer.close()
-    return records
-
-
-def _dead_letters(bootstrap: str, topic: str, start: dict[int, int]) -> int:
-    end = _end_offsets(bootstrap, topic)
-    return sum(end[p] - start.get(p, 0) for p in end)
 
 
 def _wait(check: Callable[[], bool], bound: float) -> float | None:
@@ -219,50 +137,20 @@ def _wait(check: Callable[[], bool], bound: float) -> float | None:
 def notification_figures(
     shop: Shop, name: str, orders: list[int], fault_end: float, start: dict[str, dict[int, int]], bound: float
 ) -> Figures:
-    """Every status event of `orders` must become one notification, in order per order."""
-    rows = shop.loms.run(
-        "SELECT event_id, order_id FROM outbox WHERE order_id = ANY(CAST(:o AS bigint[]))", o=orders
-    )
-    expected = {int(e): int(o) for e, o in rows}
-
-    def applied() -> set[int]:
-        got = shop.notifier.run(
-            "SELECT event_id FROM notifications WHERE event_id = ANY(CAST(:e AS bigint[]))", e=list(expected)
-        )
-        return {int(r[0]) for r in got}
-
-    waited = _wait(lambda: len(applied()) == len(expected), bound)
+    """Every status event of `orders` must become one notification, in order per order
+    (shared_lib.devtools.faults.delivery); duplicated: extra copies of their events in the topic."""
+    waited = _wait(lambda: not delivery([shop.loms], shop.notifier, orders).lost, bound)
     recovery = None if waited is None else time.monotonic() - fault_end
-    lost = len(expected) - len(applied())
+    figures = delivery([shop.loms], shop.notifier, orders)
     bootstrap = shop.kafka.bootstrap
-    copies = Counter(
-        dict(r.headers).get("ce_id", b"").decode()
-        for r in _records(bootstrap, ORDER_EVENTS, start[ORDER_EVENTS])
-    )
-    duplicated = sum(n - 1 for ce_id, n in copies.items() if ce_id.isdigit() and int(ce_id) in expected)
-    # out of order: the notifier saw an older event of an order after a newer one, or applied them so
-    out = shop.notifier.run(
-        "SELECT count(*) FROM processed_events WHERE outcome = 'out_of_order'"
-        " AND order_id = ANY(CAST(:o AS bigint[]))",
-        o=orders,
-    )
-    misordered = int(out[0][0])
-    applied_rows = shop.notifier.run(
-        "SELECT order_id, event_id FROM notifications WHERE order_id = ANY(CAST(:o AS bigint[]))"
-        " ORDER BY recorded_at, event_id",
-        o=orders,
-    )
-    last: dict[int, int] = {}
-    for order_id, event_id in applied_rows:
-        if event_id < last.get(order_id, 0):
-            misordered += 1
-        last[order_id] = max(event_id, last.get(order_id, 0))
-    dead = _dead_letters(bootstrap, f"{ORDER_EVENTS}.dlq", start[f"{ORDER_EVENTS}.dlq"])
-    return Figures(name, len(expected), lost, duplicated, misordered, dead, recovery)
+    duplicated = copies(records_since(bootstrap, ORDER_EVENTS, start[ORDER_EVENTS]), orders)
+    misordered = len(figures.out_of_order) + figures.misordered_events
+    dead = records_added(bootstrap, ORDER_EVENTS_DLQ, start[ORDER_EVENTS_DLQ])
+    return Figures(name, figures.expected, len(figures.lost), duplicated, misordered, dead, recovery)
 
 
 def _offsets(shop: Shop) -> dict[str, dict[int, int]]:
-    return {t: _end_offsets(shop.kafka.bootstrap, t) for t in (ORDER_EVENTS, f"{ORDER_EVENTS}.dlq")}
+    return {t: end_offsets(shop.kafka.bootstrap, t) for t in (ORDER_EVENTS, ORDER_EVENTS_DLQ)}
 
 
 # --- the scenarios --------------------------------------------------------------------------------------
@@ -282,7 +170,7 @@ def _streamed(
         time.sleep(settle)
     figures = notification_figures(shop, name, list(stream.orders), fault_end, start, bound)
     if stream.failures:
-        print(f"  ({name}: {stream.failures} order requests failed during the fault)")
+        print(f"  ({name}: {len(stream.failures)} order requests failed during the fault)")
     return figures
 
 
@@ -331,7 +219,7 @@ def near_limit(shop: Shop, count: int, bound: float) -> Figures:
     from functions.orders import generator
 
     bootstrap = shop.kafka.bootstrap
-    dlq_start = _end_offsets(bootstrap, "orders.dlq")
+    dlq_start = end_offsets(bootstrap, "orders.dlq")
     rng = random.Random(11)
     orders = [generator.make_order(rng) for _ in range(count)]
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=4 * 1024 * 1024)
@@ -354,7 +242,7 @@ def near_limit(shop: Shop, count: int, bound: float) -> Figures:
 
     waited = _wait(lambda: stored() == count, bound)
     recovery = None if waited is None else time.monotonic() - fault_end
-    dead = _dead_letters(bootstrap, "orders.dlq", dlq_start)
+    dead = records_added(bootstrap, "orders.dlq", dlq_start)
     return Figures("near-limit record", count, count - stored(), None, None, dead, recovery)
 
 

@@ -244,7 +244,9 @@ def records_added(bootstrap: str, topic: str, start: dict[int, int]) -> int:
     return sum(end[p] - start.get(p, 0) for p in end)
 
 
-def copies(records: Sequence[Any], event_ids: set[int]) -> int:
-    """Extra copies of the events `event_ids` among loms.order-events `records` (its `ce_id` header)."""
-    seen = Counter(dict(r.headers).get("ce_id", b"").decode() for r in records)
-    return sum(n - 1 for ce_id, n in seen.items() if ce_id.isdigit() and int(ce_id) in event_ids)
+def copies(records: Sequence[Any], orders: Sequence[int]) -> int:
+    """Extra copies of the status events of `orders` among loms.order-events `records` (keyed by order id,
+    identified by their `ce_id` header): what a relay published again."""
+    wanted = {str(order_id).encode() for order_id in orders}
+    seen = Counter(dict(r.headers).get("ce_id", b"") for r in records if r.key in wanted)
+    return sum(n - 1 for n in seen.values())
