@@ -1,9 +1,15 @@
-"""CloudEvents over Kafka (binary mode) and over HTTP, and a Kafka publisher with broker-acknowledged sends.
+"""CloudEvents over Kafka and HTTP, encoded by the `cloudevents` SDK, and a Kafka publisher with
+broker-acknowledged sends.
 
-Binary mode: the event's attributes travel as headers (`ce_id`, `ce_source`, … on Kafka records; `ce-id`,
-`ce-source`, … on HTTP), the payload as the record value / request body, the producer's trace context as
-`traceparent`. A publish is timed, counted and (when tracing) a producer span linked to each event's
-producer. Nothing service-specific here.
+`Event` is what the shop publishes (loms' outbox rows) and what the event source delivers: its attributes, its
+data as the bytes they are (never decoded or re-encoded here), the Kafka record key and the producer's trace
+context. On the wire it is a CloudEvent in binary mode, written and read by the SDK (`cloudevents.kafka`
+`to_binary`/`from_binary` on records: `ce_id`, `ce_source`, … headers; `cloudevents.conversion.to_binary` and
+`cloudevents.http.from_http` on HTTP: `ce-id`, `ce-source`, …); a structured-mode event (one JSON envelope,
+content type `application/cloudevents+json`) is read too. The record key travels as the record's key, never
+as an attribute; `traceparent` travels as its own W3C Trace Context header beside the event on both
+transports, as consumers expect it. A publish is timed, counted and (when tracing) a producer span linked to
+each event's producer. Nothing service-specific here.
 """
 
 from __future__ import annotations
@@ -19,7 +25,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import cloudevents.conversion
+import cloudevents.http
+import cloudevents.kafka
 import urllib3
+from cloudevents.abstract import AnyCloudEvent
+from cloudevents.exceptions import GenericException
 
 from shared_lib.errors import TransientError
 from shared_lib.observability import metrics, tracing
@@ -28,7 +39,8 @@ from shared_lib.retry import Backoff
 log = logging.getLogger(__name__)
 
 SPECVERSION = "1.0"
-_ATTRIBUTES = ("id", "source", "type", "time", "subject")
+STRUCTURED = "application/cloudevents"  # the content type of structured mode (`…+json`)
+REQUIRED = ("id", "source", "type")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,96 +67,144 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def kafka_headers(event: Event) -> list[tuple[str, bytes]]:
-    headers = [
-        ("ce_specversion", SPECVERSION.encode()),
-        ("ce_id", event.id.encode()),
-        ("ce_source", event.source.encode()),
-        ("ce_type", event.type.encode()),
-        ("ce_time", rfc3339(event.time).encode()),
-        ("content-type", event.content_type.encode()),
-    ]
-    if event.subject:
-        headers.append(("ce_subject", event.subject.encode()))
-    if event.traceparent:
-        headers.append(("traceparent", event.traceparent.encode()))
-    return headers
-
-
 class MalformedEventError(ValueError):
-    """A record or request that is not a binary-mode CloudEvent: poison, never worth a retry."""
+    """A record or request that is not a CloudEvents 1.0 event: poison, never worth a retry."""
+
+
+def as_is(value: Any) -> Any:
+    """The SDK's data (un)marshaller for data that stays the bytes it is: the shop's payloads are JSON bytes
+    written once by their producer and decoded once by their consumer."""
+    return value
+
+
+def cloudevent(event: Event) -> cloudevents.http.CloudEvent:
+    """The SDK's CloudEvent for `event` (its data the bytes, its key and traceparent left out)."""
+    attributes = {
+        "specversion": SPECVERSION,
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+        "time": rfc3339(event.time),
+        "datacontenttype": event.content_type,
+    }
+    if event.subject:
+        attributes["subject"] = event.subject
+    return cloudevents.http.CloudEvent(attributes, event.data)
+
+
+def kafka_message(event: Event) -> cloudevents.kafka.KafkaMessage:
+    """The binary-mode Kafka record of `event`: key, value, and the headers (`ce_…`, `content-type`,
+    `traceparent`)."""
+    message = cloudevents.kafka.to_binary(
+        cloudevent(event), data_marshaller=as_is, key_mapper=lambda _: event.key
+    )
+    if event.traceparent:
+        message.headers["traceparent"] = event.traceparent.encode()
+    return message
+
+
+def kafka_headers(event: Event) -> list[tuple[str, bytes]]:
+    """The headers of `event`'s binary-mode Kafka record, as kafka-python takes them."""
+    return list(kafka_message(event).headers.items())
+
+
+class Received(cloudevents.http.CloudEvent):
+    """The SDK's CloudEvent as read from the wire (the event type the SDK's readers are given), refusing an
+    event without what the SDK would otherwise make up: it fills in a missing id (a uuid), specversion (1.0)
+    and time (now), and reads CloudEvents 0.3 too."""
+
+    @classmethod
+    def create(cls, attributes: Mapping[str, Any], data: Any) -> Received:
+        if attributes.get("specversion") != SPECVERSION:
+            raise MalformedEventError("not a CloudEvents 1.0 event")
+        missing = [a for a in REQUIRED if not isinstance(attributes.get(a), str) or not attributes.get(a)]
+        if missing:
+            raise MalformedEventError("missing CloudEvent attributes: " + ", ".join(missing))
+        return cls(attributes, data)
+
+
+# What the SDK's readers raise on input they cannot read: their own errors, and the builtin error a few inputs
+# reach them as (a header that is not UTF-8, a JSON number of thousands of digits, deep nesting, an envelope
+# that is not a JSON object)
+UNREADABLE = (GenericException, ValueError, RecursionError, AttributeError, TypeError)
 
 
 def from_kafka(headers: Iterable[tuple[str, bytes | None]], value: bytes | None, key: bytes | None) -> Event:
-    found = {name.lower(): (raw or b"").decode("utf-8", "replace") for name, raw in headers}
-    return _build(
-        {a: found.get(f"ce_{a}") for a in _ATTRIBUTES},
-        found,
-        value,
-        key,
-        found.get("content-type"),
-        found.get("traceparent"),
-    )
+    """The event a Kafka record holds, binary or structured; MalformedEventError when it holds none."""
+    found = {name.lower(): raw or b"" for name, raw in headers}
+    structured = found.get("content-type", b"").startswith(STRUCTURED.encode())
+    # structured: no headers, or the SDK would make each an attribute, the content type `datacontenttype`
+    message = cloudevents.kafka.KafkaMessage({} if structured else found, key, value or b"")
+    read = cloudevents.kafka.from_structured if structured else cloudevents.kafka.from_binary
+    try:
+        sdk = read(message, Received, as_is)
+    except MalformedEventError:
+        raise
+    except UNREADABLE as exc:
+        raise MalformedEventError(f"not a readable CloudEvent ({type(exc).__name__})") from None
+    traceparent = found.get("traceparent")
+    return _event(sdk, sdk.get_data(), key, traceparent.decode("utf-8", "replace") if traceparent else None)
+
+
+def http_request(event: Event) -> tuple[dict[str, str], bytes]:
+    """The binary-mode HTTP headers and body for delivering `event` to a CloudEvent function (as KafkaSource
+    does; the key is not sent)."""
+    headers, body = cloudevents.conversion.to_binary(cloudevent(event), data_marshaller=as_is)
+    if event.traceparent:
+        headers["traceparent"] = event.traceparent
+    return headers, body
 
 
 def http_headers(event: Event) -> dict[str, str]:
-    """The binary-mode HTTP headers for delivering `event` to a CloudEvent function (as KafkaSource does)."""
-    headers = {
-        "ce-specversion": SPECVERSION,
-        "ce-id": event.id,
-        "ce-source": event.source,
-        "ce-type": event.type,
-        "ce-time": rfc3339(event.time),
-        "Content-Type": event.content_type,
-    }
-    if event.subject:
-        headers["ce-subject"] = event.subject
-    if event.traceparent:
-        headers["traceparent"] = event.traceparent
-    return headers
+    return http_request(event)[0]
 
 
-def from_http(headers: Any, body: bytes) -> Event:
-    get = headers.get
-    return _build(
-        {a: get(f"ce-{a}") for a in _ATTRIBUTES},
-        {"ce_specversion": get("ce-specversion") or ""},
-        body,
-        None,
-        get("Content-Type"),
-        get("traceparent"),
-    )
-
-
-def _build(
-    attributes: dict[str, str | None],
-    found: dict[str, str],
-    value: bytes | None,
-    key: bytes | None,
-    content_type: str | None,
-    traceparent: str | None,
-) -> Event:
-    if found.get("ce_specversion") != SPECVERSION:
-        raise MalformedEventError("not a CloudEvents 1.0 binary-mode event")
-    missing = [a for a in ("id", "source", "type") if not attributes.get(a)]
-    if missing:
-        raise MalformedEventError("missing CloudEvent attributes: " + ", ".join(missing))
-    stamp = attributes.get("time")
+def from_http(headers: Mapping[str, str], body: bytes) -> Event:
+    """The event an HTTP request holds, binary or structured; MalformedEventError when it holds none."""
     try:
-        moment = parse_time(stamp) if stamp else datetime.now(UTC)
+        sdk = cloudevents.conversion.from_http(Received, headers, body, as_is)
+    except MalformedEventError:
+        raise
+    except UNREADABLE as exc:
+        raise MalformedEventError(f"not a readable CloudEvent ({type(exc).__name__})") from None
+    data = sdk.get_data()
+    if isinstance(data, str):  # a structured event's `data`: the SDK hands it over as JSON text
+        data = json.loads(data)
+    return _event(sdk, data, None, headers.get("traceparent"))
+
+
+def _event(sdk: AnyCloudEvent, data: Any, key: bytes | None, traceparent: str | None) -> Event:
+    stamp = sdk.get("time")
+    try:
+        moment = parse_time(stamp) if isinstance(stamp, str) else datetime.now(UTC)
     except ValueError as exc:
-        raise MalformedEventError("ce_time is not RFC 3339") from exc
+        raise MalformedEventError("the CloudEvent's time is not RFC 3339") from exc
+    subject = sdk.get("subject")
+    content_type = sdk.get("datacontenttype")
+    content_type = content_type if isinstance(content_type, str) and content_type else "application/json"
     return Event(
-        id=str(attributes["id"]),
-        source=str(attributes["source"]),
-        type=str(attributes["type"]),
-        data=value or b"",
+        id=sdk["id"],
+        source=sdk["source"],
+        type=sdk["type"],
+        data=_bytes(data, content_type),
         time=moment,
         key=key,
-        subject=attributes.get("subject"),
+        subject=subject if isinstance(subject, str) else None,
         traceparent=traceparent,
-        content_type=content_type or "application/json",
+        content_type=content_type,
     )
+
+
+def _bytes(data: Any, content_type: str) -> bytes:
+    """An event's data as bytes: as it came in binary mode (and from a structured event's `data_base64`); a
+    structured event's `data` encoded again, as JSON unless its content type says text."""
+    if data is None:
+        return b""
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    if isinstance(data, str) and "json" not in content_type:
+        return data.encode()
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 MAX_LINKS = 64  # a span links to at most this many producers: a batch of a thousand events needs no more
@@ -282,7 +342,11 @@ class KafkaPublisher:
             try:
                 producer = self._ensure()
                 for e in events:
-                    futures.append(producer.send(topic, key=e.key, value=e.data, headers=kafka_headers(e)))
+                    message = kafka_message(e)
+                    headers = list(message.headers.items())
+                    futures.append(
+                        producer.send(topic, key=message.key, value=message.value, headers=headers)
+                    )
                 producer.flush(timeout=self.delivery_timeout_seconds + self.timeout_seconds)
             except Exception as exc:
                 failure = exc
@@ -379,12 +443,13 @@ class HttpEventSender:
 
     def _post(self, url: str, event: Event) -> tuple[str, bool]:
         """One POST: ("", False) on a 2xx, else (reason, whether the failure is permanent)."""
+        headers, body = http_request(event)
         try:
             response = self._pool.request(
                 "POST",
                 url,
-                body=event.data,
-                headers=http_headers(event),
+                body=body,
+                headers=headers,
                 redirect=False,
                 preload_content=True,
             )

@@ -64,8 +64,9 @@ def event_of(
     headers: Sequence[tuple[str, bytes | None]],
     timestamp_ms: int = -1,
 ) -> Event:
-    """The CloudEvent a record stands for: its binary-mode headers, or, for a record without them, the
-    wrapping KafkaSource applies (id `partition:<p>/offset:<o>`, source `/kafka/<topic>`)."""
+    """The CloudEvent a record stands for: the one it holds (binary or structured mode, read by the
+    `cloudevents` SDK), or, for a record that holds none, the wrapping KafkaSource applies (id
+    `partition:<p>/offset:<o>`, source `/kafka/<topic>`)."""
     try:
         return from_kafka(headers, value, key)
     except MalformedEventError:

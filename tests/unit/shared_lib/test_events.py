@@ -3,11 +3,14 @@ headers, and the HTTP sender's retry policy (against a closed local port: no ser
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import socket
 import threading
 from datetime import UTC, datetime
 
+import cloudevents.http
 import pytest
 
 from shared_lib.errors import TransientError
@@ -20,7 +23,9 @@ from shared_lib.events import (
     from_http,
     from_kafka,
     http_headers,
+    http_request,
     kafka_headers,
+    kafka_message,
 )
 from shared_lib.eventsource import KAFKA_EVENT_TYPE, dead_letter_headers, event_of
 
@@ -54,6 +59,97 @@ def test_an_event_survives_an_http_round_trip_except_its_key() -> None:
 def test_a_record_without_cloudevent_headers_is_malformed_for_from_kafka() -> None:
     with pytest.raises(MalformedEventError):
         from_kafka([("content-type", b"application/json")], b"{}", None)
+
+
+def test_the_record_carries_the_headers_its_consumers_read() -> None:
+    assert EVENT.traceparent is not None
+    assert dict(kafka_headers(EVENT)) == {
+        "ce_specversion": b"1.0",
+        "ce_id": b"17",
+        "ce_source": b"/loms/orders",
+        "ce_type": b"loms.order.status-changed",
+        "ce_time": b"2026-11-22T08:00:00Z",
+        "ce_subject": b"order/1",
+        "content-type": b"application/json",
+        "traceparent": EVENT.traceparent.encode(),
+    }
+    assert len(kafka_headers(EVENT)) == 8  # each once
+    message = kafka_message(EVENT)
+    assert (message.key, message.value) == (EVENT.key, EVENT.data)  # the bytes as they are, the order's key
+
+
+def test_the_http_delivery_is_what_the_sdk_and_functions_framework_read() -> None:
+    headers, body = http_request(EVENT)
+    assert headers["traceparent"] == EVENT.traceparent  # the W3C header, not a ce- attribute
+    assert "ce-key" not in headers and "ce-partitionkey" not in headers
+    read = cloudevents.http.from_http(headers, body)  # as functions-framework reads it
+    assert (read["id"], read["source"], read["type"], read["subject"], read["time"]) == (
+        "17",
+        "/loms/orders",
+        "loms.order.status-changed",
+        "order/1",
+        "2026-11-22T08:00:00Z",
+    )
+    assert read.get_data() == json.loads(EVENT.data)
+
+
+STRUCTURED = {
+    "specversion": "1.0",
+    "id": "17",
+    "source": "/loms/orders",
+    "type": "loms.order.status-changed",
+    "time": "2026-11-22T08:00:00Z",
+    "subject": "order/1",
+    "datacontenttype": "application/json",
+    "data": {"order_id": 1, "status": "new"},
+}
+
+
+def test_a_structured_mode_record_and_request_are_read_too() -> None:
+    envelope = json.dumps(STRUCTURED).encode()
+    headers = [("content-type", b"application/cloudevents+json"), ("traceparent", b"00-ab-cd-01")]
+    expected = dataclasses.replace(EVENT, data=b'{"order_id":1,"status":"new"}', traceparent="00-ab-cd-01")
+    assert from_kafka(headers, envelope, EVENT.key) == expected
+    http = {"Content-Type": "application/cloudevents+json", "traceparent": "00-ab-cd-01"}
+    assert from_http(http, envelope) == dataclasses.replace(expected, key=None)
+    as_bytes = {**STRUCTURED, "data_base64": base64.b64encode(b"\x00\x01").decode()}
+    del as_bytes["data"]
+    assert from_kafka(headers, json.dumps(as_bytes).encode(), None).data == b"\x00\x01"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("ce_id", b"17"), ("ce_source", b"/s"), ("ce_type", b"t")],  # the SDK would assume 1.0
+        [("ce_specversion", b"1.0"), ("ce_source", b"/s"), ("ce_type", b"t")],  # the SDK would make up an id
+        [("ce_specversion", b"0.3"), ("ce_id", b"17"), ("ce_source", b"/s"), ("ce_type", b"t")],
+        [("ce_specversion", b"1.0"), ("ce_id", b""), ("ce_source", b"/s"), ("ce_type", b"t")],
+        [("ce_specversion", b"1.0"), ("ce_id", b"\xff"), ("ce_source", b"/s"), ("ce_type", b"t")],
+        [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", b"1"),
+            ("ce_source", b"/s"),
+            ("ce_type", b"t"),
+            ("ce_time", b"x"),
+        ],
+    ],
+    ids=["no-specversion", "no-id", "0.3", "empty-id", "not-utf8", "bad-time"],
+)
+def test_a_record_that_is_not_a_whole_cloudevent_1_0_is_malformed(headers: list[tuple[str, bytes]]) -> None:
+    with pytest.raises(MalformedEventError):
+        from_kafka(headers, b"{}", None)
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [b"[1]", b"not json", json.dumps({**STRUCTURED, "id": 17}).encode(), b'{"data": ' + b"1" * 5000 + b"}"],
+    ids=["array", "not-json", "numeric-id", "huge-number"],
+)
+def test_an_unreadable_structured_record_is_malformed(envelope: bytes) -> None:
+    with pytest.raises(MalformedEventError):
+        from_kafka([("content-type", b"application/cloudevents+json")], envelope, None)
+    with pytest.raises(MalformedEventError):
+        from_http({"Content-Type": "application/cloudevents+json"}, envelope)
 
 
 def test_a_cloudevent_record_is_delivered_as_it_is() -> None:
