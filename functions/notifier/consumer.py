@@ -1,20 +1,24 @@
-"""The `loms.order-events` consumer: parse and validate the binary-mode CloudEvent, then call the service.
+"""The `loms.order-events` consumer: validate the CloudEvent functions-framework read (with the `cloudevents`
+SDK), then call the service.
 
 Handled, duplicate, out-of-order and poison events return normally (acknowledged); a TransientError
 propagates, so functions-framework answers 500 and the source delivers the event again. An event whose
-ce-source is not one of NOTIFIER_EVENT_SOURCES is refused first, whatever it holds: logged, counted
-(`untrusted_source`) and answered 403, a status the event source does not retry but dead-letters.
+source is not one of NOTIFIER_EVENT_SOURCES is refused first, whatever it holds: logged, counted
+(`untrusted_source`) and answered 403, a status the event source does not retry but dead-letters. A request
+whose data the SDK could not decode (JSON Python cannot hold: a number of thousands of digits, deep nesting)
+never reaches the handler: it is answered 400, logged and counted as poison, and the event source
+dead-letters it with its bytes (`unreadable`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import flask
 import pydantic
+from cloudevents.abstract import AnyCloudEvent
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from functions.notifier.domain import (
@@ -24,8 +28,9 @@ from functions.notifier.domain import (
     parse_instant,
 )
 from functions.notifier.service import NotifierService
-from shared_lib import events, web
+from shared_lib import web
 from shared_lib.errors import ForbiddenError, InvalidInputError
+from shared_lib.events import SPECVERSION
 from shared_lib.ints import INT64_MAX, NotAnInteger, OutOfRange, parse_int
 
 if TYPE_CHECKING:
@@ -69,26 +74,24 @@ class OrderStatusChanged(BaseModel):
     moment: Annotated[Any, BeforeValidator(_instant)]
 
 
-def parse(headers: Any, body: bytes) -> StatusChange:
-    """The status change an HTTP delivery carries, or PoisonEventError saying why it can never be handled."""
+def parse(event: AnyCloudEvent) -> StatusChange:
+    """The status change a CloudEvent carries, or PoisonEventError saying why it can never be handled. Its
+    data is what the SDK made of the body: decoded JSON, or the bytes as they came when they are not JSON."""
+    if event["specversion"] != SPECVERSION:  # the SDK reads CloudEvents 0.3 too
+        raise PoisonEventError("not a CloudEvents 1.0 event")
     try:
-        event = events.from_http(headers, body)
-    except events.MalformedEventError as exc:
-        raise PoisonEventError(str(exc)) from None
-    try:
-        event_id = web.parse_id(event.id, "ce-id")
+        event_id = web.parse_id(str(event["id"]), "ce-id")
     except InvalidInputError:
         raise PoisonEventError("ce-id is not a positive integer (an outbox row id)") from None
-    try:
-        payload = json.loads(event.data)
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, a huge number, deep nesting
-        raise PoisonEventError("the event's data is not JSON") from None
+    payload = event.get_data()
+    if payload is None or isinstance(payload, bytes):  # empty, or not JSON (not even UTF-8): kept as bytes
+        raise PoisonEventError("the event's data is not JSON")
     try:
         value = OrderStatusChanged.model_validate(payload)
     except pydantic.ValidationError as exc:
         raise PoisonEventError(web.describe(exc)) from None
     return StatusChange(
-        event=EventKey(event.source, event_id),
+        event=EventKey(event["source"], event_id),
         order_id=value.order_id,
         user_id=value.user_id,
         status=value.status,
@@ -97,19 +100,18 @@ def parse(headers: Any, body: bytes) -> StatusChange:
 
 
 def refuse_untrusted(
-    service: Callable[[], NotifierService], settings: Callable[[], NotifierSettings], headers: Any
+    service: Callable[[], NotifierService],
+    settings: Callable[[], NotifierSettings],
+    event_id: Any,
+    source: Any,
 ) -> None:
-    """Raises UntrustedSourceError, logged and counted, unless the event's ce-source is a configured one."""
-    source = headers.get("ce-source")
+    """Raises UntrustedSourceError, logged and counted, unless the event's source is a configured one."""
     accepted = settings().accepted_sources
     if source in accepted:
         return
     service().counters.increment("untrusted_source")
     log.warning(
-        "event %r refused: untrusted source %r (accepted: %s)",
-        headers.get("ce-id"),
-        source,
-        ", ".join(sorted(accepted)),
+        "event %r refused: untrusted source %r (accepted: %s)", event_id, source, ", ".join(sorted(accepted))
     )
     raise UntrustedSourceError()
 
@@ -122,22 +124,21 @@ def refused(error: UntrustedSourceError) -> flask.Response:
 def notify_status(
     service: Callable[[], NotifierService],
     settings: Callable[[], NotifierSettings],
-    headers: Any,
-    body: bytes,
+    event: AnyCloudEvent,
 ) -> None:
-    refuse_untrusted(service, settings, headers)
+    refuse_untrusted(service, settings, event.get("id"), event.get("source"))
     notifier = service()
     try:
-        change = parse(headers, body)
+        change = parse(event)
     except PoisonEventError as exc:
-        notifier.reject(headers.get("ce-id"), exc.message)
+        notifier.reject(event.get("id"), exc.message)
         return
     notifier.notify(change)
 
 
-def reject_unreadable(service: Callable[[], NotifierService], headers: Any, error: Exception) -> None:
-    """The CloudEvents SDK could not read the request (raised before notify_status ran): poison."""
-    service().reject(headers.get("ce-id"), f"the event could not be read ({type(error).__name__})")
+class UnreadableEventError(InvalidInputError):
+    def __init__(self) -> None:
+        super().__init__("the event's data could not be decoded")
 
 
 def unreadable(
@@ -145,12 +146,18 @@ def unreadable(
     settings: Callable[[], NotifierSettings],
     headers: Any,
     error: Exception,
-) -> flask.typing.ResponseReturnValue:
-    """The answer to a request the CloudEvents SDK could not read: refused when its source is not trusted,
-    else poison (acknowledged)."""
+) -> flask.Response:
+    """The answer to a request whose data the CloudEvents SDK could not decode (raised before notify_status
+    ran, so only the request's headers are there to read): 403 when its source is not trusted, else 400,
+    logged and counted as poison. Never a 200: the event source dead-letters it, its bytes kept."""
     try:
-        refuse_untrusted(service, settings, headers)
+        refuse_untrusted(service, settings, headers.get("ce-id"), headers.get("ce-source"))
     except UntrustedSourceError as exc:
         return refused(exc)
-    reject_unreadable(service, headers, error)
-    return "OK", 200
+    service().counters.increment("poison")
+    log.error(
+        "poison event %s refused with 400 (the event source dead-letters it): data not decodable (%s)",
+        headers.get("ce-id") or "without an id",
+        type(error).__name__,
+    )
+    return web.to_flask(web.error_reply(UnreadableEventError()))

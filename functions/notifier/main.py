@@ -2,8 +2,8 @@
 
 import flask
 import functions_framework
-from cloudevents.exceptions import GenericException
-from cloudevents.http.event import CloudEvent
+from cloudevents.exceptions import DataUnmarshallerError
+from cloudevents.http import CloudEvent
 
 from functions import table
 from functions.notifier import api, bootstrap, consumer
@@ -12,17 +12,13 @@ from shared_lib import web
 
 @functions_framework.cloud_event
 def notify_status(event: CloudEvent) -> None:
-    # the raw request, not the SDK's event: shared_lib.events reads binary-mode CloudEvents the same way
-    # everywhere, and a body that is not JSON must reach the consumer as it came (poison, acknowledged)
-    consumer.notify_status(
-        bootstrap.notifier_service, bootstrap.settings, flask.request.headers, flask.request.get_data()
-    )
+    consumer.notify_status(bootstrap.notifier_service, bootstrap.settings, event)
 
 
-@functions_framework.errorhandler(GenericException)  # type: ignore[untyped-decorator]
-def unreadable_event(error: GenericException) -> flask.typing.ResponseReturnValue:
-    # the SDK reads the request before notify_status runs and raises on data it cannot decode (a number of
-    # thousands of digits, deep nesting): poison like any other, acknowledged instead of retried forever
+@functions_framework.errorhandler(DataUnmarshallerError)  # type: ignore[untyped-decorator]
+def unreadable_event(error: DataUnmarshallerError) -> flask.Response:
+    # the SDK decodes the data before notify_status runs and raises on JSON it cannot hold (a number of
+    # thousands of digits, deep nesting): no event to take, so the request's headers say who sent it
     return consumer.unreadable(bootstrap.notifier_service, bootstrap.settings, flask.request.headers, error)
 
 
