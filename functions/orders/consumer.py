@@ -10,12 +10,15 @@ subject `partition:<p>#<o>`, source `/kafka/<topic>` (local) or `…/kafkasource
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import flask
 import pydantic
+from cloudevents.abstract import AnyCloudEvent
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -40,6 +43,9 @@ from functions.orders.domain import (
 )
 from functions.orders.service import OrdersService
 from shared_lib import web
+from shared_lib.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
 
 INT64_MAX = 2**63 - 1
 MAX_RECORD_BYTES = 1024 * 1024
@@ -236,26 +242,27 @@ def ingest(service: OrdersService, records: Sequence[SourceRecord]) -> list[Verd
 
 _ID = re.compile(r"^partition:(\d+)/offset:(\d+)$")
 _SUBJECT = re.compile(r"^partition:(\d+)#(\d+)$")
-_KAFKA_HEADER = "ce-kafkaheader"  # Knative's KafkaSource: a record's own headers as extension attributes
+_KAFKA_HEADER = "kafkaheader"  # Knative's KafkaSource: a record's own headers as extension attributes
 
 
-def record_of(headers: Any, body: bytes, default_topic: str = "orders") -> SourceRecord:
-    """The Kafka record an HTTP delivery stands for: its bytes, and where it came from when the delivery
-    says so (KafkaSource's id or subject for records without CloudEvent headers)."""
-    where = _ID.match(headers.get("ce-id") or "") or _SUBJECT.match(headers.get("ce-subject") or "")
+def record_of(event: AnyCloudEvent, body: bytes, default_topic: str = "orders") -> SourceRecord:
+    """The Kafka record a delivery stands for: its bytes (the body of a binary-mode request, as KafkaSource
+    sends a record), and where it came from when the event says so (KafkaSource's id or subject for records
+    without CloudEvent headers, its `key` and `kafkaheader…` attributes)."""
+    where = _ID.match(_text(event.get("id"))) or _SUBJECT.match(_text(event.get("subject")))
     partition, offset = (int(where.group(1)), int(where.group(2))) if where else (None, None)
-    source = headers.get("ce-source") or ""
+    source = _text(event.get("source"))
     if "#" in source:
         topic = source.rsplit("#", 1)[1]
     elif source.startswith("/kafka/"):
         topic = source[len("/kafka/") :]
     else:
         topic = default_topic
-    key = headers.get("ce-key")
+    key = _text(event.get("key"))
     original = tuple(
-        (name[len(_KAFKA_HEADER) :], value.encode())
-        for name, value in _items(headers)
-        if name.lower().startswith(_KAFKA_HEADER)
+        (name[len(_KAFKA_HEADER) :], _text(event[name]).encode())
+        for name in event
+        if name.startswith(_KAFKA_HEADER)
     )
     return SourceRecord(
         value=body,
@@ -267,21 +274,33 @@ def record_of(headers: Any, body: bytes, default_topic: str = "orders") -> Sourc
     )
 
 
-def _items(headers: Any) -> list[tuple[str, str]]:
-    items = getattr(headers, "items", None)
-    return list(items()) if items is not None else []
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
-def ingest_order(service: Callable[[], OrdersService], headers: Any, body: bytes) -> None:
+def ingest_order(service: Callable[[], OrdersService], event: AnyCloudEvent, body: bytes) -> None:
     """One delivery: stored, duplicate, dead-lettered (acknowledged) or TransientError (retried)."""
-    ingest(service(), [record_of(headers, body)])
+    ingest(service(), [record_of(event, body)])
 
 
-def ingest_unreadable(service: Callable[[], OrdersService], headers: Any, body: bytes) -> None:
-    """The CloudEvents SDK could not read the request's data (it decodes JSON itself before the function
-    runs): the record is not JSON, and goes to the dead-letter topic like any other invalid one."""
-    orders = service()
-    orders.ingest([Submission(record_of(headers, body), None, "invalid: not JSON")])
+class UnreadableRecordError(InvalidInputError):
+    def __init__(self) -> None:
+        super().__init__("the record could not be decoded")
+
+
+def unreadable(service: Callable[[], OrdersService], headers: Any, error: Exception) -> flask.Response:
+    """The answer to a delivery whose data the CloudEvents SDK could not decode (it decodes JSON before the
+    function runs, and fails on a number of thousands of digits or deep nesting): 400, logged and counted
+    (`unreadable`). Never a 200: the event source dead-letters the record, its bytes kept, to the same
+    dead-letter topic."""
+    service().counters.increment("unreadable")
+    log.warning(
+        "record %s of %s refused with 400 (the event source dead-letters it): data not decodable (%s)",
+        headers.get("ce-id") or "without an id",
+        headers.get("ce-source") or "an unknown source",
+        type(error).__name__,
+    )
+    return web.to_flask(web.error_reply(UnreadableRecordError()))
 
 
 def describe(verdicts: Sequence[Verdict]) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 import flask
 import functions_framework
-from cloudevents.exceptions import GenericException
-from cloudevents.http.event import CloudEvent
+from cloudevents.exceptions import DataUnmarshallerError
+from cloudevents.http import CloudEvent
 
 from functions import table
 from functions.orders import api, bootstrap, consumer
@@ -12,16 +12,16 @@ from shared_lib import web
 
 @functions_framework.cloud_event
 def ingest_order(event: CloudEvent) -> None:
-    # the raw request, not the SDK's event: the dead-letter topic gets the record's original bytes
-    consumer.ingest_order(bootstrap.orders_service, flask.request.headers, flask.request.get_data())
+    # the event's data is the SDK's JSON decoding of the record, and functions-framework keeps no bytes of it:
+    # a dead letter must hold the record's own bytes, the body functions-framework read (flask keeps it)
+    consumer.ingest_order(bootstrap.orders_service, event, flask.request.get_data())
 
 
-@functions_framework.errorhandler(GenericException)  # type: ignore[untyped-decorator]
-def unreadable_order(error: GenericException) -> tuple[str, int]:
-    # the SDK decodes a JSON body before ingest_order runs and raises when it is not JSON: an invalid
-    # record like any other, dead-lettered and acknowledged instead of retried forever
-    consumer.ingest_unreadable(bootstrap.orders_service, flask.request.headers, flask.request.get_data())
-    return "OK", 200
+@functions_framework.errorhandler(DataUnmarshallerError)  # type: ignore[untyped-decorator]
+def unreadable_order(error: DataUnmarshallerError) -> flask.Response:
+    # the SDK decodes the data before ingest_order runs and raises on JSON it cannot hold (a number of
+    # thousands of digits, deep nesting): a 400, which the event source dead-letters (never a silent 200)
+    return consumer.unreadable(bootstrap.orders_service, flask.request.headers, error)
 
 
 @functions_framework.http

@@ -91,13 +91,30 @@ def test_an_order_is_stored_and_acknowledged_and_a_redelivery_too(viewer: Viewer
 
 @pytest.mark.function("ingest_order")
 def test_a_body_that_is_not_json_is_dead_lettered_with_its_bytes_and_offset(viewer: Viewer) -> None:
-    assert ingest(b'{"order_uid": ') == 200  # the SDK cannot decode it: the error handler takes it
+    assert ingest(b'{"order_uid": ') == 200  # not JSON: the SDK hands the bytes over as they came
     assert ingest(json.dumps(sample(sm_id="99")).encode()) == 200
     first, second = viewer.dead_letters.letters
     assert (first.record.value, first.record.partition, first.record.offset) == (b'{"order_uid": ', 1, 17)
     assert first.reason == "invalid: not JSON"
     assert second.reason.startswith("invalid: sm_id")
     assert viewer.orders.orders == {}
+
+
+@pytest.mark.function("ingest_order")
+@pytest.mark.parametrize(
+    "body", [b'{"sm_id": ' + b"1" * 5000 + b"}", b"[" * 100_000], ids=["huge-number", "deep"]
+)
+def test_a_record_the_sdk_cannot_decode_is_a_400_for_the_source_to_dead_letter(
+    viewer: Viewer, body: bytes
+) -> None:
+    """JSON Python cannot hold fails in the CloudEvents SDK before ingest_order runs: never a 200 (nothing
+    would keep the record), a 400 in the shop's error shape, which the event source dead-letters."""
+    response = app("ingest_order").post("/", headers=CE, data=body)
+    assert response.status_code == 400
+    assert response.mimetype == "application/json"
+    assert (json_of(response)["code"], json_of(response)["details"]) == (3, [])
+    assert viewer.dead_letters.letters == [] and viewer.orders.orders == {}
+    assert viewer.counters.snapshot() == {"unreadable": 1}
 
 
 @pytest.mark.function("ingest_order")
