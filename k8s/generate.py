@@ -4,8 +4,10 @@ and k8s/openfaas/ (OpenFaaS: stack.yml and generated/).
 `python -m k8s.generate` writes them; `python -m k8s.generate --check` exits 1 when the committed files differ
 from a fresh generation. One Knative Service per function, a KafkaTopic per topic, a KafkaSource per
 CloudEvent function (ordered, retried, dead-lettered to a KafkaSink), a PingSource per cron function, the
-migration Job and loms' always-on outbox relay (a Deployment). Hand-written infrastructure (PostgreSQL,
-Memcached, Kafka itself) lives beside, in k8s/base.
+migration Job, loms' always-on outbox relay (a Deployment) and the network policy around the internal
+functions. For OpenFaaS: stack.yml (every function), an event-source Deployment per CloudEvent function, the
+public gateway and the functions' network policy. Hand-written infrastructure (PostgreSQL, Memcached, Kafka
+itself) lives beside, in k8s/base.
 """
 
 from __future__ import annotations
