@@ -228,3 +228,39 @@ def test_a_near_limit_record_is_dead_lettered_as_an_envelope_and_valid_orders_af
     assert body["reason"].startswith("invalid: ")
     assert body["source_topic"] == topic and body["value_size"] == len(huge)
     assert 0 < body["prefix_bytes"] <= 4096
+
+
+def test_a_record_the_sdk_cannot_decode_is_dead_lettered_by_the_source_with_its_bytes(
+    configured: tuple[str, Callable[..., Any]], kafka_bootstrap: str, orders_pool: ConnectionPool
+) -> None:
+    """ingest_order never answers 200 for data the CloudEvents SDK cannot decode (JSON with a number of
+    thousands of digits): its 400 makes the event source dead-letter the record to the same topic with its
+    key, bytes and offset, and the valid order after it under the same key is stored."""
+    topic, build = configured
+    build()
+    app = functions_framework.create_app(target="ingest_order", source=MAIN)
+    order = generator.make_order(random.Random(uuid.uuid4().int))
+    key = order["order_uid"].encode()
+    unreadable = b'{"order_uid": "' + key + b'", "sm_id": ' + b"9" * 5000 + b"}"
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    try:
+        first = producer.send(topic, key=key, value=unreadable).get(timeout=30)
+        producer.send(topic, key=key, value=generator.encode(order)).get(timeout=30)
+    finally:
+        producer.close(5)
+    with serve_in_thread(app) as url:
+        source = KafkaEventSource(
+            kafka_bootstrap, topic, f"test-{uuid.uuid4().hex[:8]}", url + "/events/ingest_order", retries=2
+        )
+        with source:
+            wait_until(lambda: stored(orders_pool, {order["order_uid"]}) == 1, timeout=60)
+            [letter] = read_topic(kafka_bootstrap, f"{topic}.dlq", expected=1, timeout=30)
+        assert source.stats.dead_lettered == 1
+    assert (letter.key, letter.value) == (key, unreadable)
+    headers = {name: value.decode() for name, value in letter.headers}
+    assert (headers["source_partition"], headers["source_offset"]) == (
+        str(first.partition),
+        str(first.offset),
+    )
+    assert headers["reason"] == "permanent: HTTP 400 after 1 attempt"
+    assert bootstrap.counters().snapshot() == {"unreadable": 1, "stored": 1}
