@@ -27,7 +27,7 @@ BOOK, PEN = 1076963, 1148162
 
 
 def client(url: str) -> HttpClient:
-    return HttpClient(url, name="loms", timeout=2)
+    return HttpClient(url, name="loms", timeout=30)
 
 
 def test_available_stock_is_total_minus_reserved_and_unknown_is_none(loms_url: str) -> None:

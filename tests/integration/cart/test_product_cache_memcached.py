@@ -138,7 +138,7 @@ def test_concurrent_lists_on_several_replicas_fetch_each_product_once(
     replicas = [
         CachedProductCatalog(
             HttpProductCatalog(
-                HttpClient(url, headers={"X-API-KEY": "testToken"}, timeout=2), InProcessRateLimiter(10_000)
+                HttpClient(url, headers={"X-API-KEY": "testToken"}, timeout=30), InProcessRateLimiter(10_000)
             ),
             MemcachedCache(memcached_address, prefix=prefix),
             60,

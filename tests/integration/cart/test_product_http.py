@@ -46,7 +46,7 @@ def catalog(
     tries: int = 3,
     backoff: Backoff = NO_BACKOFF,
 ) -> HttpProductCatalog:
-    client = HttpClient(url, name="the product service", timeout=2, headers={"X-API-KEY": key})
+    client = HttpClient(url, name="the product service", timeout=30, headers={"X-API-KEY": key})
     return HttpProductCatalog(
         client, limiter or InProcessRateLimiter(10_000), workers=workers, tries=tries, backoff=backoff
     )

@@ -198,7 +198,7 @@ def test_relay_forever_delivers_over_http_as_soon_as_events_commit(
 def worker_get(port: int, path: str) -> tuple[int, bytes]:
     """(0, b"") while nothing listens yet."""
     try:
-        return fetch(f"http://127.0.0.1:{port}{path}", timeout=2)
+        return fetch(f"http://127.0.0.1:{port}{path}", timeout=30)
     except OSError:
         return 0, b""
 
