@@ -1,10 +1,11 @@
-"""Small pieces the benchmarks share: free ports, scratch directories, percentiles and printing figures."""
+"""Small pieces the benchmarks share: free ports, scratch directories, percentiles and printing figures.
+
+CPU time from /proc and the alternation of what is compared are bench/cpu.py's."""
 
 from __future__ import annotations
 
 import atexit
 import json
-import os
 import shutil
 import socket
 import tempfile
@@ -26,23 +27,6 @@ def scratch_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its children (a gunicorn arbiter and its workers), from
-    /proc; children that exited are not counted."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
 
 
 def topic_size(bootstrap: str, topic: str) -> int:
