@@ -55,10 +55,15 @@ from tests.polling import wait_for
 pytestmark = pytest.mark.e2e
 
 OUTAGE_SECONDS = 60.0  # the notifier's database down: ten times the old retry budget (~6 s)
-ORDERS = 600  # orders per scenario, each created and paid: three status events each
-BEFORE = 100  # orders before the fault
-DURING = 550  # orders at most by the fault's end (the backlog it leaves: 450 orders, 1,350 events)
-AFTER = 50  # orders at least after the fault
+# Orders are created and paid (three status events each): BEFORE before the fault, up to <scenario>_DURING
+# by the fault's end, at least AFTER more after it, <scenario>_ORDERS in all.
+BEFORE = 100
+AFTER = 50
+OUTAGE_ORDERS, OUTAGE_DURING = 500, 450  # at most 350 orders while the notifier's database is down
+# The broker stays dead while 900 orders are created: the relay then hands their 2,700 events over at once,
+# over twice the event source's max_backlog (500) per partition - the backlog the old flow control stalled on.
+# (With half as many, the old source got through in a trial run: the stall needs the fetch to run ahead.)
+KILL_ORDERS, KILL_DURING = 1050, 1000
 THREADS = 4  # the stream's concurrent clients (each order is created, then paid, by one of them)
 STREAM_BOUND = 240.0  # seconds to wait for the stream to reach a count
 RECOVERY_BOUND = 180.0  # seconds to wait for every event to be notified
@@ -204,8 +209,8 @@ def settled(shop: FaultShop, orders: list[int]) -> Delivery:
     return last[0]
 
 
-def assert_nothing_lost(shop: FaultShop, stream: OrderStream, dlq_start: dict[int, int]) -> None:
-    assert len(stream.orders) >= ORDERS and stream.failures == [], stream.failures[:10]
+def assert_nothing_lost(shop: FaultShop, stream: OrderStream, dlq_start: dict[int, int], orders: int) -> None:
+    assert len(stream.orders) >= orders and stream.failures == [], stream.failures[:10]
     figures = settled(shop, stream.orders)
     detail = f"{figures.summary()}\nsupervisor: {shop.supervision}"
     assert figures.expected == 3 * len(stream.orders), detail  # new, awaiting payment, paid
@@ -220,15 +225,13 @@ def dead_letter_offsets(shop: FaultShop) -> dict[int, int]:
     return end_offsets(shop.kafka.bootstrap, ORDER_EVENTS_DLQ)
 
 
-def _during_fault(stream: OrderStream, fault: Callable[[], None]) -> int:
-    """Orders before the fault, the fault (`fault` returns when it is over), orders after it; the count of
-    orders created by the fault's end."""
+def _during_fault(stream: OrderStream, fault: Callable[[], None], during: int, orders: int) -> None:
+    """BEFORE orders, then the fault (`fault` returns when it is over) while the stream goes on up to `during`
+    orders, then at least AFTER more and `orders` in all."""
     reach(stream, BEFORE, "before the fault")
-    stream.allow(DURING)
+    stream.allow(during)
     fault()
-    at_end = stream.count
-    reach(stream, max(ORDERS, at_end + AFTER), "after the fault")
-    return at_end
+    reach(stream, max(orders, stream.count + AFTER), "after the fault")
 
 
 def test_the_notifier_database_down_for_a_minute_loses_nothing(
@@ -252,8 +255,8 @@ def test_the_notifier_database_down_for_a_minute_loses_nothing(
             shop.notifier_pg.start()
 
     with stream.running():
-        _during_fault(stream, outage)
-    assert_nothing_lost(shop, stream, dlq_start)
+        _during_fault(stream, outage, OUTAGE_DURING, OUTAGE_ORDERS)
+    assert_nothing_lost(shop, stream, dlq_start, OUTAGE_ORDERS)
     # the outage was real to the event path: orders kept coming and deliveries to the notifier failed
     assert seen["orders during"] > seen["orders before"], seen
     assert seen["failed during"] > seen["failed before"], seen
@@ -272,10 +275,10 @@ def test_the_broker_sigkilled_and_restarted_loses_nothing(
         shop.kafka.kill()
         assert not shop.kafka.running(), "the broker survived SIGKILL"
         try:
-            wait_for(lambda: stream.count >= DURING or stream.failures, timeout=STREAM_BOUND, interval=0.2)
+            reach(stream, KILL_DURING, "while the broker is dead")
             # the relay could not publish them: their events wait in the outbox
             with shop.pools() as (shards, _):
-                after_kill = stream.orders[first:DURING]
+                after_kill = stream.orders[first:KILL_DURING]
                 unsent.append(
                     sum(
                         int(
@@ -292,6 +295,6 @@ def test_the_broker_sigkilled_and_restarted_loses_nothing(
             shop.kafka.start()
 
     with stream.running():
-        _during_fault(stream, crash)
+        _during_fault(stream, crash, KILL_DURING, KILL_ORDERS)
     assert unsent and unsent[0] > 0, "no event waited for the broker: the fault did not hit the stream"
-    assert_nothing_lost(shop, stream, dlq_start)
+    assert_nothing_lost(shop, stream, dlq_start, KILL_ORDERS)
