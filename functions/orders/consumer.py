@@ -1,6 +1,7 @@
-"""The `orders` consumer: validate each record against the strict model of data/wb-order-sample.json, then let
-the service store or dead-letter the batch. Both delivery paths end here: the CloudEvent function (one
-record per HTTP request, from KafkaSource) and the batch worker (many records per poll, straight from Kafka).
+"""The `orders` consumer: validate each record against the strict model of data/wb-order-sample.json
+(generated from the domain's Order, each field validated by its rule), then let the service store or
+dead-letter the batch. Both delivery paths end here: the CloudEvent function (one record per HTTP request,
+from KafkaSource) and the batch worker (many records per poll, straight from Kafka).
 
 Where the record came from (partition, offset) is read from the CloudEvent attributes that KafkaSource and
 shared_lib.eventsource give a record without CloudEvent headers of its own: id `partition:<p>/offset:<o>`,
@@ -12,33 +13,34 @@ from __future__ import annotations
 import json
 import logging
 import re
+import typing
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import flask
 import pydantic
 from cloudevents.abstract import AnyCloudEvent
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationInfo,
-    field_validator,
     model_validator,
 )
 
 from functions.orders.domain import (
     CURRENCIES,
+    MAX_ITEMS,
     ORDER_UID,
-    Delivery,
-    Item,
     Order,
-    Payment,
+    Rule,
     SourceRecord,
     Submission,
     Verdict,
+    instant,
     sum_problems,
 )
 from functions.orders.service import OrdersService
@@ -49,11 +51,6 @@ log = logging.getLogger(__name__)
 
 INT64_MAX = 2**63 - 1
 MAX_RECORD_BYTES = 1024 * 1024
-MAX_ITEMS = 1000
-
-Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)]  # may be empty
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
-Count = Annotated[int, Field(ge=0, le=INT64_MAX)]  # counts, ids and money: non-negative integers
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)*\.[A-Za-z]{2,63}$")
@@ -61,8 +58,59 @@ _PHONE = re.compile(r"^\+?[0-9][0-9 ()-]*[0-9]$")
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
 
 
-def instant(text: str) -> datetime:
-    return datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(UTC)
+def _phone(value: str) -> str:
+    digits = sum(c.isdigit() for c in value)
+    if not _PHONE.match(value) or not 7 <= digits <= 15:
+        raise ValueError("not a plausible phone number (7 to 15 digits, an optional leading +)")
+    return value
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError("not a plausible email address")
+    return value
+
+
+def _currency(value: str) -> str:
+    if value not in CURRENCIES:
+        raise ValueError("not an ISO 4217 currency code")
+    return value
+
+
+def _date(value: str, info: ValidationInfo) -> str:
+    if not _RFC3339.match(value):
+        raise ValueError("not an RFC 3339 date-time such as 2021-11-26T06:22:19Z")
+    try:
+        moment = instant(value)
+    except (ValueError, OverflowError):
+        raise ValueError("not a valid date-time") from None
+    context = info.context or {}
+    latest = context.get("latest")
+    if latest is not None and moment > latest:
+        raise ValueError("in the future")
+    return value
+
+
+_Trimmed = StringConstraints(strip_whitespace=True)
+_Text = StringConstraints(strip_whitespace=True, max_length=1000)
+
+# how each rule of the domain's order model is validated (pydantic types with the same constraints)
+_VALIDATED: dict[Rule, Any] = {
+    Rule.TEXT: Annotated[str, _Text],
+    Rule.NAME: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)],
+    Rule.COUNT: Annotated[int, Field(ge=0, le=INT64_MAX)],
+    Rule.PERCENT: Annotated[int, Field(ge=0, le=100)],
+    Rule.PHONE: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000), AfterValidator(_phone)
+    ],
+    Rule.EMAIL: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254), AfterValidator(_email)
+    ],
+    Rule.CURRENCY: Annotated[str, _Trimmed, AfterValidator(_currency)],
+    Rule.ORDER_UID: Annotated[str, StringConstraints(strip_whitespace=True, pattern=ORDER_UID.pattern)],
+    Rule.LOCALE: Annotated[str, StringConstraints(strip_whitespace=True, pattern=_LOCALE.pattern)],
+    Rule.INSTANT: Annotated[str, _Trimmed, AfterValidator(_date)],  # kept as text: the domain converts it
+}
 
 
 class _Strict(BaseModel):
@@ -70,147 +118,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-class DeliveryModel(_Strict):
-    name: Name
-    phone: Name
-    zip: Text
-    city: Name
-    address: Name
-    region: Text
-    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254)]
-
-    @field_validator("phone")
-    @classmethod
-    def _phone(cls, value: str) -> str:
-        digits = sum(c.isdigit() for c in value)
-        if not _PHONE.match(value) or not 7 <= digits <= 15:
-            raise ValueError("not a plausible phone number (7 to 15 digits, an optional leading +)")
-        return value
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        if not _EMAIL.match(value):
-            raise ValueError("not a plausible email address")
-        return value
+def _items_belong(model: Any) -> Any:
+    if any(item.track_number != model.track_number for item in model.items):
+        raise ValueError("every item's track_number must be the order's track_number")
+    return model
 
 
-class PaymentModel(_Strict):
-    transaction: Name
-    request_id: Text
-    currency: Annotated[str, StringConstraints(strip_whitespace=True)]
-    provider: Name
-    amount: Count
-    payment_dt: Count
-    bank: Text
-    delivery_cost: Count
-    goods_total: Count
-    custom_fee: Count
-
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, value: str) -> str:
-        if value not in CURRENCIES:
-            raise ValueError("not an ISO 4217 currency code")
-        return value
-
-
-class ItemModel(_Strict):
-    chrt_id: Count
-    track_number: Name
-    price: Count
-    rid: Name
-    name: Name
-    sale: Annotated[int, Field(ge=0, le=100)]
-    size: Text
-    total_price: Count
-    nm_id: Count
-    brand: Text
-    status: Count
-
-
-class OrderModel(_Strict):
-    order_uid: Annotated[str, StringConstraints(strip_whitespace=True, pattern=ORDER_UID.pattern)]
-    track_number: Name
-    entry: Name
-    delivery: DeliveryModel
-    payment: PaymentModel
-    items: Annotated[list[ItemModel], Field(min_length=1, max_length=MAX_ITEMS)]
-    locale: Annotated[str, StringConstraints(strip_whitespace=True, pattern=_LOCALE.pattern)]
-    internal_signature: Text
-    customer_id: Name
-    delivery_service: Name
-    shardkey: Text
-    sm_id: Count
-    date_created: Annotated[str, StringConstraints(strip_whitespace=True)]
-    oof_shard: Text
-
-    @field_validator("date_created")
-    @classmethod
-    def _date(cls, value: str, info: ValidationInfo) -> str:
-        if not _RFC3339.match(value):
-            raise ValueError("not an RFC 3339 date-time such as 2021-11-26T06:22:19Z")
-        try:
-            moment = instant(value)
-        except (ValueError, OverflowError):
-            raise ValueError("not a valid date-time") from None
-        context = info.context or {}
-        latest = context.get("latest")
-        if latest is not None and moment > latest:
-            raise ValueError("in the future")
-        return value
-
-    @model_validator(mode="after")
-    def _items_belong(self) -> OrderModel:
-        if any(item.track_number != self.track_number for item in self.items):
-            raise ValueError("every item's track_number must be the order's track_number")
-        return self
-
-
-def to_order(model: OrderModel) -> Order:
-    d, p = model.delivery, model.payment
-    return Order(
-        order_uid=model.order_uid,
-        track_number=model.track_number,
-        entry=model.entry,
-        delivery=Delivery(d.name, d.phone, d.zip, d.city, d.address, d.region, d.email),
-        payment=Payment(
-            p.transaction,
-            p.request_id,
-            p.currency,
-            p.provider,
-            p.amount,
-            p.payment_dt,
-            p.bank,
-            p.delivery_cost,
-            p.goods_total,
-            p.custom_fee,
-        ),
-        items=tuple(
-            Item(
-                i.chrt_id,
-                i.track_number,
-                i.price,
-                i.rid,
-                i.name,
-                i.sale,
-                i.size,
-                i.total_price,
-                i.nm_id,
-                i.brand,
-                i.status,
-            )
-            for i in model.items
-        ),
-        locale=model.locale,
-        internal_signature=model.internal_signature,
-        customer_id=model.customer_id,
-        delivery_service=model.delivery_service,
-        shardkey=model.shardkey,
-        sm_id=model.sm_id,
-        date_created=instant(model.date_created),
-        oof_shard=model.oof_shard,
+def _model_of(cls: type[Any], validators: dict[str, Any] | None = None) -> type[BaseModel]:
+    """The strict pydantic model of one of the domain's dataclasses: the same fields in the same order, each
+    validated by its rule; a nested dataclass by its own model."""
+    fields: dict[str, Any] = {}
+    for name, hint in typing.get_type_hints(cls, include_extras=True).items():
+        rule = next((m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Rule)), None)
+        if rule is Rule.ITEMS:
+            item = typing.get_args(typing.get_args(hint)[0])[0]  # Annotated[tuple[Item, ...], …]
+            items: Any = list[_model_of(item)]  # type: ignore[misc]  # a model made at import time
+            validated: Any = Annotated[items, Field(min_length=1, max_length=MAX_ITEMS)]
+        elif rule is not None:
+            validated = _VALIDATED[rule]
+        else:
+            validated = _model_of(hint)
+        fields[name] = (validated, ...)
+    return pydantic.create_model(
+        f"{cls.__name__}Model", __base__=_Strict, __validators__=validators or {}, **fields
     )
+
+
+OrderModel = _model_of(Order, {"_items_belong": model_validator(mode="after")(_items_belong)})
 
 
 def parse(record: SourceRecord, now: datetime, future_skew: timedelta) -> Submission:
@@ -225,7 +159,7 @@ def parse(record: SourceRecord, now: datetime, future_skew: timedelta) -> Submis
         model = OrderModel.model_validate(data, context={"latest": now + future_skew})
     except pydantic.ValidationError as exc:
         return Submission(record, None, "invalid: " + web.describe(exc))
-    order = to_order(model)
+    order = Order.from_json(model.model_dump())
     problems = sum_problems(order)
     if problems:
         return Submission(record, None, "invalid: " + "; ".join(problems))

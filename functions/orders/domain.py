@@ -7,13 +7,16 @@ the same order (nothing changes) from a different body under a stored uid (a con
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import json
 import re
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from shared_lib.errors import InvalidInputError, NotFoundError, ShopError
 
@@ -209,121 +212,190 @@ CURRENCIES = frozenset(
 )
 
 
+# --- the order: one model ------------------------------------------------------------------------------
+# Each field is declared once, here: its name, its type and the rule its value obeys (the Annotated marker).
+# Declaration order is the order of the JSON keys of data/wb-order-sample.json. The consumer's validation is
+# generated from these declarations, the JSON shape (to_json, from_json) is derived from them, and so are the
+# PostgreSQL rows (a table's columns are the JSON keys of its part of the order).
+
+
+class Rule(enum.Enum):
+    """What a field's value must be. Enforced by the consumer's validation (strict types: "1" is not 1);
+    nothing is checked here."""
+
+    TEXT = "text"  # a string, trimmed, at most 1,000 characters; may be empty
+    NAME = "name"  # TEXT that is not empty
+    COUNT = "count"  # an integer from 0 to 2**63 - 1: counts, ids and money
+    PERCENT = "percent"  # an integer from 0 to 100
+    PHONE = "phone"  # 7 to 15 digits, an optional leading +
+    EMAIL = "email"
+    CURRENCY = "currency"  # one of CURRENCIES
+    ORDER_UID = "order_uid"  # ORDER_UID: a path segment of GET /order/{order_uid}
+    LOCALE = "locale"
+    INSTANT = "instant"  # an RFC 3339 date-time with an offset, not in the future; held in UTC
+    ITEMS = "items"  # 1 to MAX_ITEMS items, each of the order's track_number
+
+
+MAX_ITEMS = 1000
+
+Text = Annotated[str, Rule.TEXT]
+Name = Annotated[str, Rule.NAME]
+Count = Annotated[int, Rule.COUNT]
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    name: str
-    phone: str
-    zip: str
-    city: str
-    address: str
-    region: str
-    email: str
+    name: Name
+    phone: Annotated[str, Rule.PHONE]
+    zip: Text
+    city: Name
+    address: Name
+    region: Text
+    email: Annotated[str, Rule.EMAIL]
 
 
 @dataclass(frozen=True, slots=True)
 class Payment:
-    transaction: str
-    request_id: str
-    currency: str
-    provider: str
-    amount: int
-    payment_dt: int  # unix seconds
-    bank: str
-    delivery_cost: int
-    goods_total: int
-    custom_fee: int
+    transaction: Name
+    request_id: Text
+    currency: Annotated[str, Rule.CURRENCY]
+    provider: Name
+    amount: Count
+    payment_dt: Count  # unix seconds
+    bank: Text
+    delivery_cost: Count
+    goods_total: Count
+    custom_fee: Count
 
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    chrt_id: int
-    track_number: str
-    price: int
-    rid: str
-    name: str
-    sale: int  # percent
-    size: str
-    total_price: int
-    nm_id: int
-    brand: str
-    status: int
+    chrt_id: Count
+    track_number: Name
+    price: Count
+    rid: Name
+    name: Name
+    sale: Annotated[int, Rule.PERCENT]
+    size: Text
+    total_price: Count
+    nm_id: Count
+    brand: Text
+    status: Count
 
 
 @dataclass(frozen=True, slots=True)
 class Order:
-    order_uid: str
-    track_number: str
-    entry: str
+    order_uid: Annotated[str, Rule.ORDER_UID]
+    track_number: Name
+    entry: Name
     delivery: Delivery
     payment: Payment
-    items: tuple[Item, ...]
-    locale: str
-    internal_signature: str
-    customer_id: str
-    delivery_service: str
-    shardkey: str
-    sm_id: int
-    date_created: datetime  # timezone-aware, UTC
-    oof_shard: str
+    items: Annotated[tuple[Item, ...], Rule.ITEMS]
+    locale: Annotated[str, Rule.LOCALE]
+    internal_signature: Text
+    customer_id: Name
+    delivery_service: Name
+    shardkey: Text
+    sm_id: Count
+    date_created: Annotated[datetime, Rule.INSTANT]  # timezone-aware, UTC
+    oof_shard: Text
 
     def to_json(self) -> dict[str, Any]:
         """The order exactly in the shape of data/wb-order-sample.json: same keys, same order, same types."""
-        d, p = self.delivery, self.payment
-        return {
-            "order_uid": self.order_uid,
-            "track_number": self.track_number,
-            "entry": self.entry,
-            "delivery": {
-                "name": d.name,
-                "phone": d.phone,
-                "zip": d.zip,
-                "city": d.city,
-                "address": d.address,
-                "region": d.region,
-                "email": d.email,
-            },
-            "payment": {
-                "transaction": p.transaction,
-                "request_id": p.request_id,
-                "currency": p.currency,
-                "provider": p.provider,
-                "amount": p.amount,
-                "payment_dt": p.payment_dt,
-                "bank": p.bank,
-                "delivery_cost": p.delivery_cost,
-                "goods_total": p.goods_total,
-                "custom_fee": p.custom_fee,
-            },
-            "items": [
-                {
-                    "chrt_id": i.chrt_id,
-                    "track_number": i.track_number,
-                    "price": i.price,
-                    "rid": i.rid,
-                    "name": i.name,
-                    "sale": i.sale,
-                    "size": i.size,
-                    "total_price": i.total_price,
-                    "nm_id": i.nm_id,
-                    "brand": i.brand,
-                    "status": i.status,
-                }
-                for i in self.items
-            ],
-            "locale": self.locale,
-            "internal_signature": self.internal_signature,
-            "customer_id": self.customer_id,
-            "delivery_service": self.delivery_service,
-            "shardkey": self.shardkey,
-            "sm_id": self.sm_id,
-            "date_created": rfc3339(self.date_created),
-            "oof_shard": self.oof_shard,
-        }
+        return _ORDER_TO_JSON(self)
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> Order:
+        """The order a document of that shape describes, already validated (date_created: RFC 3339 text or an
+        aware datetime). Keys beyond the fields are ignored: a row may carry more columns."""
+        order: Order = _ORDER_FROM_JSON(document)
+        return order
 
     @property
     def fingerprint(self) -> str:
-        canonical = json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return fingerprint(self.to_json())
+
+
+def fingerprint(document: Mapping[str, Any]) -> str:
+    """SHA-256 of an order's canonical JSON (its to_json)."""
+    canonical = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# The two mappings below are generated once, as source, from the fields (as dataclasses generates __init__):
+# one dict display and one constructor call per dataclass, as fast as the hand-written mapping they replace.
+
+
+def _dumper(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+    """A dataclass's to_json: nested dataclasses become objects, tuples of them arrays, datetimes RFC 3339
+    text; the keys in declaration order."""
+    scope: dict[str, Any] = {"rfc3339": rfc3339}
+    entries = []
+    for name, kind, part in _fields_of(cls):
+        value = f"value.{name}"
+        if kind == "part":
+            scope[f"dump_{name}"] = _dumper(part)
+            value = f"dump_{name}({value})"
+        elif kind == "parts":
+            scope[f"dump_{name}"] = _dumper(part)
+            value = f"[dump_{name}(v) for v in {value}]"
+        elif kind == "instant":
+            value = f"rfc3339({value})"
+        entries.append(f"{name!r}: {value}")
+    dump: Callable[[Any], dict[str, Any]] = _compiled(
+        "def dump(value):\n    return {" + ", ".join(entries) + "}\n", scope, "dump"
+    )
+    return dump
+
+
+def _loader(cls: type[Any]) -> Callable[[Mapping[str, Any]], Any]:
+    """The inverse of _dumper: a dataclass from a document of its JSON shape (date-times as RFC 3339 text or
+    aware datetimes); keys beyond its fields are ignored."""
+    scope: dict[str, Any] = {"cls": cls, "utc": _utc}
+    arguments = []
+    for name, kind, part in _fields_of(cls):
+        value = f"document[{name!r}]"
+        if kind == "part":
+            scope[f"load_{name}"] = _loader(part)
+            value = f"load_{name}({value})"
+        elif kind == "parts":
+            scope[f"load_{name}"] = _loader(part)
+            value = f"tuple([load_{name}(v) for v in {value}])"
+        elif kind == "instant":
+            value = f"utc({value})"
+        arguments.append(value)
+    load: Callable[[Mapping[str, Any]], Any] = _compiled(
+        "def load(document):\n    return cls(" + ", ".join(arguments) + ")\n", scope, "load"
+    )
+    return load
+
+
+def _fields_of(cls: type[Any]) -> list[tuple[str, str, Any]]:
+    """(name, kind, part) per field in declaration order: kind "part" (a nested dataclass), "parts" (a tuple
+    of them), "instant" (a datetime) or "value"."""
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str, str, Any]] = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out.append((f.name, "part", hint))
+        elif typing.get_origin(hint) is tuple:
+            out.append((f.name, "parts", typing.get_args(hint)[0]))
+        elif hint is datetime:
+            out.append((f.name, "instant", None))
+        else:
+            out.append((f.name, "value", None))
+    return out
+
+
+def _compiled(source: str, scope: dict[str, Any], name: str) -> Any:
+    exec(compile(source, f"<order mapping {name}>", "exec"), scope)  # the source is built from field names
+    function: Any = scope[name]
+    return function
+
+
+def _utc(moment: str | datetime) -> datetime:
+    return instant(moment) if isinstance(moment, str) else moment.astimezone(UTC)
 
 
 def sum_problems(order: Order) -> list[str]:
@@ -344,6 +416,11 @@ def sum_problems(order: Order) -> list[str]:
 
 def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def instant(text: str) -> datetime:
+    """An RFC 3339 date-time (already checked to be one) as an aware datetime in UTC."""
+    return datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(UTC)
 
 
 def parse_uid(text: str) -> str:
@@ -436,3 +513,7 @@ class OrderNotFoundError(NotFoundError):
 
 class OrderRejectedError(ShopError):
     """The database refused an order the validation let through (a constraint): dead-lettered, not retried."""
+
+
+_ORDER_TO_JSON = _dumper(Order)  # after rfc3339 and instant, which they call
+_ORDER_FROM_JSON = _loader(Order)

@@ -1,14 +1,20 @@
 """Orders in PostgreSQL (sql/orders): a batch stored in one transaction, an order read back in its shape.
 
-The only module of the order viewer that speaks SQL. A batch is a handful of statements whatever its size:
-each table's rows travel as one JSON document expanded by jsonb_to_recordset, so a poll of a thousand
-orders costs the same few round trips as one.
+The only module of the order viewer that speaks SQL. The tables' columns are the order's JSON keys (the
+domain's field names), so the statements are derived from the domain's Order, and a row is a part of the
+order's to_json. A batch is a handful of statements whatever its size: each table's rows travel as one JSON
+document expanded by jsonb_to_recordset, so a poll of a thousand orders costs the same few round trips as one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
+import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pg8000.exceptions import DatabaseError
@@ -21,107 +27,100 @@ from functions.orders.domain import (
     OrderSummary,
     Payment,
     StoreResult,
-    rfc3339,
 )
+from functions.orders.domain import fingerprint as domain_fingerprint
 from shared_lib import postgres
 from shared_lib.postgres import ConnectionPool
 
-_ORDER_COLUMNS = (
-    "order_uid text, track_number text, entry text, locale text, internal_signature text, customer_id text,"
-    " delivery_service text, shardkey text, sm_id bigint, date_created timestamptz, oof_shard text,"
-    " fingerprint text"
-)
-_DELIVERY_COLUMNS = (
-    "order_uid text, name text, phone text, zip text, city text, address text, region text, email text"
-)
-_PAYMENT_COLUMNS = (
-    "order_uid text, transaction text, request_id text, currency text, provider text, amount bigint,"
-    " payment_dt bigint, bank text, delivery_cost bigint, goods_total bigint, custom_fee bigint"
-)
-_ITEM_COLUMNS = (
-    "order_uid text, position integer, chrt_id bigint, track_number text, price bigint, rid text, name text,"
-    " sale integer, size text, total_price bigint, nm_id bigint, brand text, status bigint"
-)
 
+@dataclass(frozen=True)
+class _Table:
+    """A table of one part of the order: its columns are the keys of that part's JSON (the domain's field
+    names), after the keys that place a row (`order_uid`, an item's `position`)."""
 
-def _names(columns: str) -> str:
-    return ", ".join(c.split()[0] for c in columns.split(","))
+    name: str
+    keys: tuple[tuple[str, str], ...]  # (column, SQL type) before the part's own fields
+    part: type[Any]
+    skip: tuple[str, ...] = ()  # fields stored elsewhere (the order's nested parts)
+    extra: tuple[tuple[str, str], ...] = ()  # columns after them (the order's fingerprint)
 
+    @functools.cached_property
+    def fields(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self.part) if f.name not in self.skip]
 
-def _insert(table: str, columns: str, conflict: str = "") -> str:
-    names = _names(columns)
-    return (
-        f"INSERT INTO {table} ({names}) SELECT {names}"
-        f" FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({columns}) {conflict}"
-    )
+    @functools.cached_property
+    def columns(self) -> list[tuple[str, str]]:
+        """(name, SQL type) of every column the rows carry, in order."""
+        hints = typing.get_type_hints(self.part)
+        typed = [(name, _SQL_TYPES[hints[name]]) for name in self.fields]
+        return [*self.keys, *typed, *self.extra]
 
-
-_INSERT_ORDERS = _insert("orders", _ORDER_COLUMNS, "ON CONFLICT (order_uid) DO NOTHING RETURNING order_uid")
-_INSERT_DELIVERIES = _insert("deliveries", _DELIVERY_COLUMNS)
-_INSERT_PAYMENTS = _insert("payments", _PAYMENT_COLUMNS)
-_INSERT_ITEMS = _insert("order_items", _ITEM_COLUMNS)
-
-
-def _rows(orders: Sequence[Order]) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
-    heads, deliveries, payments, items = [], [], [], []
-    for o in orders:
-        uid, d, p = o.order_uid, o.delivery, o.payment
-        heads.append(
-            [
-                uid,
-                o.track_number,
-                o.entry,
-                o.locale,
-                o.internal_signature,
-                o.customer_id,
-                o.delivery_service,
-                o.shardkey,
-                o.sm_id,
-                rfc3339(o.date_created),
-                o.oof_shard,
-                o.fingerprint,
-            ]
+    def insert(self, conflict: str = "") -> str:
+        names = ", ".join(name for name, _ in self.columns)
+        record = ", ".join(f"{name} {kind}" for name, kind in self.columns)
+        return (
+            f"INSERT INTO {self.name} ({names}) SELECT {names}"
+            f" FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({record}) {conflict}"
         )
-        deliveries.append([uid, d.name, d.phone, d.zip, d.city, d.address, d.region, d.email])
-        payments.append(
-            [
-                uid,
-                p.transaction,
-                p.request_id,
-                p.currency,
-                p.provider,
-                p.amount,
-                p.payment_dt,
-                p.bank,
-                p.delivery_cost,
-                p.goods_total,
-                p.custom_fee,
-            ]
-        )
-        for position, i in enumerate(o.items):
-            items.append(
-                [
-                    uid,
-                    position,
-                    i.chrt_id,
-                    i.track_number,
-                    i.price,
-                    i.rid,
-                    i.name,
-                    i.sale,
-                    i.size,
-                    i.total_price,
-                    i.nm_id,
-                    i.brand,
-                    i.status,
-                ]
+
+    def select(self, alias: str) -> str:
+        return ", ".join(f"{alias}.{name}" for name in self.fields)
+
+
+_SQL_TYPES = {str: "text", int: "bigint", datetime: "timestamptz"}
+_UID = (("order_uid", "text"),)
+_ORDERS = _Table(
+    "orders",
+    _UID,
+    Order,
+    skip=("order_uid", "delivery", "payment", "items"),
+    extra=(("fingerprint", "text"),),
+)
+_DELIVERIES = _Table("deliveries", _UID, Delivery)
+_PAYMENTS = _Table("payments", _UID, Payment)
+_ITEMS = _Table("order_items", (*_UID, ("position", "integer")), Item)
+
+_INSERT_ORDERS = _ORDERS.insert("ON CONFLICT (order_uid) DO NOTHING RETURNING order_uid")
+_INSERT_DELIVERIES = _DELIVERIES.insert()
+_INSERT_PAYMENTS = _PAYMENTS.insert()
+_INSERT_ITEMS = _ITEMS.insert()
+_HEAD_FIELDS = ["order_uid", *_ORDERS.fields]
+_SELECT_ORDER = (
+    f"SELECT o.order_uid, {_ORDERS.select('o')}, {_DELIVERIES.select('d')}, {_PAYMENTS.select('p')}"
+    " FROM orders o JOIN deliveries d USING (order_uid) JOIN payments p USING (order_uid)"
+    " WHERE o.order_uid = :u"
+)
+_SELECT_ITEMS = f"SELECT {_ITEMS.select('i')} FROM order_items i WHERE i.order_uid = :u ORDER BY i.position"
+
+
+class _Rows:
+    """A batch of orders as each table's rows: the order's JSON (to_json) split by table."""
+
+    def __init__(self, orders: Sequence[Order]) -> None:
+        self.heads: list[dict[str, Any]] = []
+        self.deliveries: list[dict[str, Any]] = []
+        self.payments: list[dict[str, Any]] = []
+        self.items: list[dict[str, Any]] = []
+        self.fingerprints: dict[str, str] = {}
+        for order in orders:
+            document = order.to_json()
+            uid = document["order_uid"]
+            fingerprint = self.fingerprints[uid] = domain_fingerprint(document)
+            head = {name: document[name] for name in _HEAD_FIELDS}
+            head["fingerprint"] = fingerprint
+            self.heads.append(head)
+            self.deliveries.append({"order_uid": uid, **document["delivery"]})
+            self.payments.append({"order_uid": uid, **document["payment"]})
+            self.items.extend(
+                {"order_uid": uid, "position": position, **item}
+                for position, item in enumerate(document["items"])
             )
-    return heads, deliveries, payments, items
 
 
-def _document(columns: str, rows: list[list[Any]]) -> str:
-    names = [c.split()[0] for c in columns.split(",")]
-    return json.dumps([dict(zip(names, row, strict=True)) for row in rows], ensure_ascii=False)
+def _json(rows: list[dict[str, Any]], only: frozenset[str] | None = None) -> str:
+    if only is not None:
+        rows = [row for row in rows if row["order_uid"] in only]
+    return json.dumps(rows, ensure_ascii=False)
 
 
 class PgOrderRepository:
@@ -131,21 +130,15 @@ class PgOrderRepository:
     def store(self, orders: Sequence[Order]) -> StoreResult:
         if not orders:
             return StoreResult(frozenset())
-        heads, deliveries, payments, items = _rows(orders)
+        rows = _Rows(orders)
         try:
             with self.pool.transaction() as conn:
-                inserted = frozenset(
-                    r[0] for r in conn.run(_INSERT_ORDERS, rows=_document(_ORDER_COLUMNS, heads)) or []
-                )
+                inserted = frozenset(r[0] for r in conn.run(_INSERT_ORDERS, rows=_json(rows.heads)) or [])
                 if inserted:
-
-                    def new(rows: list[list[Any]]) -> list[list[Any]]:
-                        return [row for row in rows if row[0] in inserted]
-
-                    conn.run(_INSERT_DELIVERIES, rows=_document(_DELIVERY_COLUMNS, new(deliveries)))
-                    conn.run(_INSERT_PAYMENTS, rows=_document(_PAYMENT_COLUMNS, new(payments)))
-                    conn.run(_INSERT_ITEMS, rows=_document(_ITEM_COLUMNS, new(items)))
-                fingerprints = {o.order_uid: o.fingerprint for o in orders if o.order_uid in inserted}
+                    conn.run(_INSERT_DELIVERIES, rows=_json(rows.deliveries, inserted))
+                    conn.run(_INSERT_PAYMENTS, rows=_json(rows.payments, inserted))
+                    conn.run(_INSERT_ITEMS, rows=_json(rows.items, inserted))
+                fingerprints = {uid: rows.fingerprints[uid] for uid in inserted}
                 others = [o.order_uid for o in orders if o.order_uid not in inserted]
                 if others:
                     found = conn.run(
@@ -162,54 +155,17 @@ class PgOrderRepository:
 
     def get(self, order_uid: str) -> Order | None:
         with self.pool.connection() as conn:
-            heads = conn.run(
-                "SELECT o.order_uid, o.track_number, o.entry, o.locale, o.internal_signature, o.customer_id,"
-                " o.delivery_service, o.shardkey, o.sm_id, o.date_created, o.oof_shard,"
-                " d.name, d.phone, d.zip, d.city, d.address, d.region, d.email,"
-                " p.transaction, p.request_id, p.currency, p.provider, p.amount, p.payment_dt, p.bank,"
-                " p.delivery_cost, p.goods_total, p.custom_fee"
-                " FROM orders o JOIN deliveries d USING (order_uid) JOIN payments p USING (order_uid)"
-                " WHERE o.order_uid = :u",
-                u=order_uid,
-            )
+            heads = conn.run(_SELECT_ORDER, u=order_uid)
             if not heads:
                 return None
-            items = conn.run(
-                f"SELECT {_names(_ITEM_COLUMNS)} FROM order_items WHERE order_uid = :u ORDER BY position",
-                u=order_uid,
-            )
-        h = heads[0]
-        return Order(
-            order_uid=h[0],
-            track_number=h[1],
-            entry=h[2],
-            locale=h[3],
-            internal_signature=h[4],
-            customer_id=h[5],
-            delivery_service=h[6],
-            shardkey=h[7],
-            sm_id=int(h[8]),
-            date_created=h[9],
-            oof_shard=h[10],
-            delivery=Delivery(*h[11:18]),
-            payment=Payment(h[18], h[19], h[20], h[21], int(h[22]), int(h[23]), h[24], *map(int, h[25:28])),
-            items=tuple(
-                Item(
-                    chrt_id=int(r[2]),
-                    track_number=r[3],
-                    price=int(r[4]),
-                    rid=r[5],
-                    name=r[6],
-                    sale=int(r[7]),
-                    size=r[8],
-                    total_price=int(r[9]),
-                    nm_id=int(r[10]),
-                    brand=r[11],
-                    status=int(r[12]),
-                )
-                for r in items or []
-            ),
-        )
+            items = conn.run(_SELECT_ITEMS, u=order_uid) or []
+        row = heads[0]
+        head, delivery = len(_HEAD_FIELDS), len(_HEAD_FIELDS) + len(_DELIVERIES.fields)
+        document: dict[str, Any] = dict(zip(_HEAD_FIELDS, row[:head], strict=True))
+        document["delivery"] = dict(zip(_DELIVERIES.fields, row[head:delivery], strict=True))
+        document["payment"] = dict(zip(_PAYMENTS.fields, row[delivery:], strict=True))
+        document["items"] = [dict(zip(_ITEMS.fields, item, strict=True)) for item in items]
+        return Order.from_json(document)
 
     def recent(self, limit: int) -> list[OrderSummary]:
         rows = self.pool.run(

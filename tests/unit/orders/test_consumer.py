@@ -12,7 +12,7 @@ from cloudevents.http import CloudEvent, from_http
 
 from functions.orders import generator
 from functions.orders.consumer import parse, record_of
-from functions.orders.domain import sum_problems
+from functions.orders.domain import Order, sum_problems
 from tests.unit.orders.fakes import NOW, SAMPLE_BYTES, record, sample
 
 pytestmark = pytest.mark.function("ingest_order")
@@ -170,3 +170,10 @@ def test_the_record_is_the_body_as_it_came_whatever_the_sdk_made_of_it() -> None
     )
     assert event.get_data() == {"order_uid": "x", "n": 100.0}
     assert record_of(event, body).value == body
+
+
+def test_the_json_shape_maps_back_to_the_same_order() -> None:
+    order = parse(record(SAMPLE_BYTES), NOW, SKEW).order
+    assert order is not None
+    assert Order.from_json(order.to_json()) == order
+    assert Order.from_json({**order.to_json(), "date_created": order.date_created}) == order  # a row's value
