@@ -203,9 +203,9 @@ def broker_kill(shop: Shop, outage: float, settle: float, bound: float) -> Figur
 
 def relay_kill(shop: Shop, outage: float, settle: float, bound: float) -> Figures:
     def fault() -> None:
-        before = shop.supervisor.restarts.get("relay", 0)
-        os.kill(shop.stack.pid("relay"), signal.SIGKILL)
-        _wait(lambda: shop.supervisor.restarts.get("relay", 0) > before, bound)
+        before = shop.supervisor.restarts.get("outbox_relay", 0)
+        os.kill(shop.stack.pid("outbox_relay"), signal.SIGKILL)
+        _wait(lambda: shop.supervisor.restarts.get("outbox_relay", 0) > before, bound)
 
     return _streamed(shop, "relay SIGKILL", 7_100_003, fault, settle, bound)
 

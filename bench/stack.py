@@ -89,7 +89,7 @@ def shop(
             environment,
             services=services,
             workers=workers,
-            relay=relay,
+            without=() if relay else ("outbox_relay",),
             port_offset=port_offset,
             log_dir=scratch_dir("shop-bench-logs-"),
         )

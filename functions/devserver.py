@@ -388,8 +388,9 @@ def _pump(name: str, stream: Any, log_file: Any, level: int) -> None:
 
 @dataclass
 class Stack:
-    """The shop as child processes: one `serve` per service on its contract port, plus the workers a cluster
-    runs for it — loms' outbox relay, a local KafkaSource per CloudEvent function (when Kafka is there) —
+    """The shop as child processes: one `serve` per service on its contract port, plus what a cluster runs
+    for it — the table's workers of those services (table.WORKERS, each under its name), a local KafkaSource
+    per CloudEvent function (when Kafka is there; `source-<function>`) unless a worker stands in for it —
     and a PingSource stand-in that POSTs to every cron function on its schedule.
 
     Each child runs in its own session: a Ctrl-C in the terminal reaches the dev server only, which stops
@@ -403,7 +404,8 @@ class Stack:
     echo_level: int | None = None  # with log_dir: lines at this level or above also go to the terminal
     port_offset: int = 0  # a second stack beside the first (tests): every port shifted by this much
     cron_seconds: float | None = 60.0  # how often the PingSource stand-in fires; None: never
-    relay: bool = True  # loms' outbox relay beside loms; False: events wait in the outbox (benchmarks)
+    # workers of the table left out, by name; ("outbox_relay",): events wait in the outbox (benchmarks)
+    without: tuple[str, ...] = ()
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _commands: dict[str, list[str]] = field(default_factory=dict)
     _stop_cron: threading.Event = field(default_factory=threading.Event)
@@ -431,45 +433,56 @@ class Stack:
             )
         for service in self.services:
             wait_healthy(f"http://127.0.0.1:{self.port(service)}/healthz", timeout, self.processes[service])
-        if "loms" in self.services and self.relay:
-            self._spawn("relay", ["-m", "functions.loms.relay_worker"])
-        kafka = self.environment.get("LOMS_KAFKA_BOOTSTRAP")
-        for function in table.FUNCTIONS:
-            if not (kafka and function.trigger == "cloudevent" and function.service in self.services):
-                continue
-            if function.batch_worker:  # the service's own batch consumer, in the source's consumer group
-                self._spawn(f"worker-{function.name}", ["-m", function.batch_worker])
-                continue
-            sink = f"http://127.0.0.1:{self.port(function.service)}{function.path}"
-            self._spawn(
-                f"source-{function.name}",
-                [
-                    "-m",
-                    "shared_lib.eventsource",
-                    "--bootstrap",
-                    kafka,
-                    "--topic",
-                    function.topic,
-                    "--group",
-                    f"shop-{function.name}",
-                    "--sink",
-                    sink,
-                ],
-            )
+        for name, args in self.children().items():
+            self._spawn(name, args)
         if self.cron_seconds is not None:
             threading.Thread(target=self._cron, name="pingsource", daemon=True).start()
 
+    def children(self) -> dict[str, list[str]]:
+        """What runs beside the services, by process name → `python` arguments: the table's workers of the
+        services this stack serves (table.WORKERS) but those in `without`, then, with Kafka, a local
+        KafkaSource per CloudEvent function (`source-<function>`) for which no worker stands in. A worker
+        standing in for a function's event source consumes Kafka: without Kafka it does not run (the relay
+        then posts to the function). No --port for the workers: their metrics show on their service's port."""
+        kafka = self.environment.get("LOMS_KAFKA_BOOTSTRAP", "")
+        workers = [
+            w
+            for w in table.WORKERS
+            if w.service in self.services and w.name not in self.without and (kafka or not w.stands_in_for)
+        ]
+        children = {w.name: ["-m", w.module, *w.args] for w in workers}
+        replaced = {w.stands_in_for for w in workers}
+        for function in table.FUNCTIONS:
+            if not (kafka and function.trigger == "cloudevent" and function.service in self.services):
+                continue
+            if function.name in replaced:
+                continue
+            sink = f"http://127.0.0.1:{self.port(function.service)}{function.path}"
+            children[f"source-{function.name}"] = [
+                "-m",
+                "shared_lib.eventsource",
+                "--bootstrap",
+                kafka,
+                "--topic",
+                function.topic,
+                "--group",
+                f"shop-{function.name}",
+                "--sink",
+                sink,
+            ]
+        return children
+
     def metrics_dir(self, name: str) -> str:
         """One prometheus-client multiprocess directory per service, shared by its gunicorn workers and by the
-        processes working for it (loms' relay, a function's event source or batch worker), so that the
-        service's GET /metrics shows theirs too."""
+        processes working for it (its workers, a function's event source), so that the service's GET /metrics
+        shows theirs too."""
         if self._metrics_root is None:
             self._metrics_root = Path(tempfile.mkdtemp(prefix="shop-metrics-"))
         service = name
-        if name == "relay":
-            service = "loms"
-        elif name.startswith(("source-", "worker-")):
-            service = table.BY_NAME[name.split("-", 1)[1]].service
+        if name in table.WORKER_BY_NAME:
+            service = table.WORKER_BY_NAME[name].service
+        elif name.startswith("source-"):
+            service = table.BY_NAME[name.removeprefix("source-")].service
         directory = self._metrics_root / service
         directory.mkdir(exist_ok=True)
         return str(directory)

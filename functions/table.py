@@ -1,7 +1,9 @@
-"""The one table of functions: name, service, target, trigger (HTTP route, topic or schedule).
+"""The one table of functions and workers: name, service, target, trigger (HTTP route, topic, schedule, or
+`worker`: a long-running process).
 
-The dev server, the tests, the docs and the Knative manifests all read this table. Data only: no imports of
-handlers, no side effects. Adding a function is one row here plus its handler in functions/<service>/main.py.
+The dev server, the tests, the docs and the manifests (Knative and OpenFaaS) all read this table. Data only:
+no imports of handlers, no side effects. Adding a function is one row here plus its handler in
+functions/<service>/main.py; adding a worker is one row of WORKERS plus its module.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from typing import Literal
 
 from shared_lib.web import Route
 
-Trigger = Literal["http", "cloudevent", "cron"]
+FunctionTrigger = Literal["http", "cloudevent", "cron"]  # a functions-framework target's
+Trigger = Literal[FunctionTrigger, "worker"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,20 +29,42 @@ class Service:
 class Function:
     name: str  # the functions-framework target, unique across the shop
     service: str
-    trigger: Trigger
+    trigger: FunctionTrigger
     method: str = ""  # http only
     path: str = ""  # http only; {name:id} is a positive int64, {name} any non-empty segment
     idempotent: bool = False  # honours the Idempotency-Key header
     topic: str = ""  # cloudevent only
     schedule: str = ""  # cron only
     public: bool = True  # False: reachable inside the cluster only
-    # cloudevent only: a module the dev server runs instead of the generic local KafkaSource, for a function
-    # whose service also consumes its topic in batches (same consumer group, same service code)
-    batch_worker: str = ""
 
     @property
     def source(self) -> str:
         return f"functions/{self.service}/main.py"
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """A long-running process of a service (`python -m <module> <args>`), not a functions-framework target.
+
+    The dev server runs it beside its service (its metrics show on the service's port through the shared
+    metrics directory); the cluster runs it as the Deployment `<service>-<name>` (k8s/generate.py), with
+    `--port <port>` added: GET /healthz there is its liveness and readiness probe, GET /metrics is scraped.
+    """
+
+    name: str  # unique across the table (functions and workers); DNS-1123 once "_" becomes "-"
+    service: str
+    module: str  # what `python -m` runs, in dev and in the cluster
+    args: tuple[str, ...] = ()  # its arguments everywhere (the cluster adds --port)
+    port: int = 0  # the cluster only: where it serves /healthz and /metrics; a deployed worker needs one
+    replicas: int = 1
+    # A CloudEvent function whose topic this worker consumes in batches, in the consumer group of that
+    # function's event source and through the same service code: the dev server (with Kafka) runs it instead
+    # of the function's local event source, and without Kafka not at all (the relay then posts to the
+    # function over HTTP).
+    stands_in_for: str = ""
+    # False: the dev server only; the cluster delivers to `stands_in_for` record by record (its KafkaSource)
+    deployed: bool = True
+    trigger: Literal["worker"] = "worker"
 
 
 SERVICES: dict[str, Service] = {
@@ -102,10 +127,25 @@ FUNCTIONS: tuple[Function, ...] = (
         "/events/ingest_order",
         topic="orders",
         public=False,
-        batch_worker="functions.orders.ingest_worker",
     ),
     Function("get_order", "orders", "http", "GET", "/order/{order_uid}"),
     Function("order_page", "orders", "http", "GET", "/"),
+)
+
+WORKERS: tuple[Worker, ...] = (
+    # loms' outbox relay, always running: LISTEN/NOTIFY wakes it as soon as an event commits, where the
+    # relay_outbox cron function alone would leave events waiting up to a minute (it stays as the backstop).
+    # One replica: a second would only wait for the per-shard advisory lock.
+    Worker("outbox_relay", "loms", "functions.loms.relay_worker", port=9090),
+    # the order viewer's batch consumer of `orders` (the group of ingest_order's event source), in dev only:
+    # the cluster ingests record by record through ingest_order's KafkaSource
+    Worker(
+        "ingest_worker",
+        "orders",
+        "functions.orders.ingest_worker",
+        stands_in_for="ingest_order",
+        deployed=False,
+    ),
 )
 
 # Kafka topics: name -> partitions. Every topic a function reads or writes, and each one's dead-letter topic.
@@ -116,7 +156,8 @@ TOPICS: dict[str, int] = {
     "orders.dlq": 1,
 }
 
-BY_NAME: dict[str, Function] = {f.name: f for f in FUNCTIONS}
+BY_NAME: dict[str, Function] = {f.name: f for f in FUNCTIONS}  # the functions-framework targets
+WORKER_BY_NAME: dict[str, Worker] = {w.name: w for w in WORKERS}
 
 
 def route(name: str) -> Route:
@@ -146,3 +187,12 @@ def routes_of(service: str) -> list[Route]:
 
 def functions_of(service: str) -> list[Function]:
     return [f for f in FUNCTIONS if f.service == service]
+
+
+def workers_of(service: str) -> list[Worker]:
+    return [w for w in WORKERS if w.service == service]
+
+
+def row(name: str) -> Function | Worker:
+    """A function's or a worker's row, by its name."""
+    return BY_NAME.get(name) or WORKER_BY_NAME[name]

@@ -4,10 +4,11 @@ and k8s/openfaas/ (OpenFaaS: stack.yml and generated/).
 `python -m k8s.generate` writes them; `python -m k8s.generate --check` exits 1 when the committed files differ
 from a fresh generation. One Knative Service per function, a KafkaTopic per topic, a KafkaSource per
 CloudEvent function (ordered, retried, dead-lettered to a KafkaSink), a PingSource per cron function, the
-migration Job, loms' always-on outbox relay (a Deployment) and the network policy around the internal
-functions. For OpenFaaS: stack.yml (every function), an event-source Deployment per CloudEvent function, the
-public gateway and the functions' network policy. Hand-written infrastructure (PostgreSQL, Memcached, Kafka
-itself) lives beside, in k8s/base.
+migration Job, a Deployment per long-running worker the table deploys (table.WORKERS: loms' outbox relay) and
+the network policy around the internal functions (the OpenFaaS overlay takes the workers from the base too).
+For OpenFaaS: stack.yml (every function), an event-source Deployment per CloudEvent function, the public
+gateway and the functions' network policy. Hand-written infrastructure (PostgreSQL, Memcached, Kafka itself)
+lives beside, in k8s/base.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class Scaling:
 
 # Base values: HTTP keeps one warm pod (the dev overlay lets it scale to zero); event consumers keep one
 # (ordered delivery, no cold start per event); cron functions wake once a minute and may sleep between.
-SCALING: dict[table.Trigger, Scaling] = {
+SCALING: dict[table.FunctionTrigger, Scaling] = {
     "http": Scaling(min_scale=1, max_scale=10, target=10, concurrency=THREADS, timeout_seconds=60),
     "cloudevent": Scaling(min_scale=1, max_scale=3, target=10, concurrency=THREADS, timeout_seconds=120),
     "cron": Scaling(min_scale=0, max_scale=2, target=1, concurrency=2, timeout_seconds=120),
@@ -94,8 +95,9 @@ SCALING: dict[table.Trigger, Scaling] = {
 
 
 def service_name(function: str) -> str:
-    """The Knative Service of a function: `<service>-<function>`, DNS-1123 (add_item → cart-add-item)."""
-    f = table.BY_NAME[function]
+    """The Knative Service of a function, or the Deployment of a worker: `<service>-<name>`, DNS-1123
+    (add_item → cart-add-item, outbox_relay → loms-outbox-relay)."""
+    f = table.row(function)
     return f"{f.service}-{f.name}".replace("_", "-").lower()
 
 
@@ -164,12 +166,13 @@ SECURITY_CONTEXT: dict[str, Any] = {
 }
 
 
-def labels(function: table.Function) -> dict[str, str]:
+def labels(function: table.Function | table.Worker) -> dict[str, str]:
+    kind = "shop/worker" if isinstance(function, table.Worker) else "shop/function"
     return {
         "app.kubernetes.io/name": service_name(function.name),
         "app.kubernetes.io/part-of": "shop",
         "shop/service": function.service,
-        "shop/function": function.name,
+        kind: function.name,
         "shop/trigger": function.trigger,
     }
 
@@ -297,60 +300,58 @@ def migration_job() -> dict[str, Any]:
     }
 
 
-RELAY = "loms-outbox-relay"
-RELAY_PORT = 9090
+RELAY = "loms-outbox-relay"  # the outbox relay's Deployment (the table's worker outbox_relay)
 
 
-def relay_deployment() -> dict[str, Any]:
-    """loms' outbox relay, always running (functions.loms.relay_worker): LISTEN/NOTIFY wakes it as soon as
-    an event commits, where the relay_outbox PingSource alone would leave events waiting up to a minute.
-    One replica: a second would only wait for the per-shard advisory lock. The cron function stays as the
-    backstop while the relay is down."""
-    selector = {"app.kubernetes.io/name": RELAY}
-    pod_labels = {**selector, "shop/service": "loms", "shop/worker": "relay"}
+def worker_deployment(worker: table.Worker) -> dict[str, Any]:
+    """A long-running worker of the table (functions.table.WORKERS) as a Deployment of `worker.replicas`:
+    `python -m <module> <args> --port <port>`, probed on GET /healthz and scraped on GET /metrics there, with
+    its service's settings, after its service's migrations."""
+    if not worker.deployed:
+        raise ValueError(f"worker {worker.name} runs in the dev server only: it has no Deployment")
+    if worker.port <= 0:
+        raise ValueError(f"worker {worker.name} needs a port for its probes and metrics to be deployed")
+    name = service_name(worker.name)
+    selector = {"app.kubernetes.io/name": name}
+    pod_labels = {**selector, "shop/service": worker.service, "shop/worker": worker.name}
     probe = {"httpGet": {"path": "/healthz", "port": "metrics"}, "timeoutSeconds": 2}
+    spec: dict[str, Any] = {"enableServiceLinks": False, "terminationGracePeriodSeconds": 30}
+    if worker.service in MIGRATED:
+        spec["initContainers"] = [migration_wait(worker.service)]
+    spec["containers"] = [
+        {
+            "name": worker.name.replace("_", "-"),
+            "image": IMAGE,
+            "command": ["python", "-m", worker.module],
+            "args": [*worker.args, "--port", str(worker.port)],
+            "ports": [{"name": "metrics", "containerPort": worker.port, "protocol": "TCP"}],
+            "env": settings_env(worker.service),
+            "resources": {
+                "requests": {"cpu": "20m", "memory": "96Mi"},
+                "limits": {"cpu": "500m", "memory": "192Mi"},
+            },
+            "readinessProbe": {**probe, "periodSeconds": 10},
+            "livenessProbe": {**probe, "periodSeconds": 20, "failureThreshold": 3},
+            "securityContext": SECURITY_CONTEXT,
+        }
+    ]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {
-            "name": RELAY,
-            "namespace": NAMESPACE,
-            "labels": {**selector, "app.kubernetes.io/part-of": "shop", **pod_labels},
-        },
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels(worker)},
         "spec": {
-            "replicas": 1,
+            "replicas": worker.replicas,
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {
                     "labels": pod_labels,
                     "annotations": {
                         "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(RELAY_PORT),
+                        "prometheus.io/port": str(worker.port),
                         "prometheus.io/path": "/metrics",
                     },
                 },
-                "spec": {
-                    "enableServiceLinks": False,
-                    "terminationGracePeriodSeconds": 30,
-                    "initContainers": [migration_wait("loms")],
-                    "containers": [
-                        {
-                            "name": "relay",
-                            "image": IMAGE,
-                            "command": ["python", "-m", "functions.loms.relay_worker"],
-                            "args": ["--port", str(RELAY_PORT)],
-                            "ports": [{"name": "metrics", "containerPort": RELAY_PORT, "protocol": "TCP"}],
-                            "env": settings_env("loms"),
-                            "resources": {
-                                "requests": {"cpu": "20m", "memory": "96Mi"},
-                                "limits": {"cpu": "500m", "memory": "192Mi"},
-                            },
-                            "readinessProbe": {**probe, "periodSeconds": 10},
-                            "livenessProbe": {**probe, "periodSeconds": 20, "failureThreshold": 3},
-                            "securityContext": SECURITY_CONTEXT,
-                        }
-                    ],
-                },
+                "spec": spec,
             },
         },
     }
@@ -795,7 +796,7 @@ def documents() -> dict[str, list[dict[str, Any]]]:
         "dead-letter-sinks.yaml": [dead_letter_sink(t) for t in consumed],
         "ping-sources.yaml": [ping_source(f) for f in table.FUNCTIONS if f.trigger == "cron"],
         "migrate-job.yaml": [migration_job()],
-        "workers.yaml": [relay_deployment()],
+        "workers.yaml": [worker_deployment(w) for w in table.WORKERS if w.deployed],
         "network-policies.yaml": [internal_function_policy()],
     }
 

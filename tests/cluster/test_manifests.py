@@ -382,41 +382,94 @@ def test_the_check_notices_a_stale_file(tmp_path: Path) -> None:
     assert "partitions: 3" in problem
 
 
-def test_the_outbox_relay_runs_always_as_a_probed_scraped_deployment_of_loms(
+def worker_deployments(resources: list[Resource]) -> dict[str, Resource]:
+    """The Deployments of the table's workers, by worker name (their shop/worker label)."""
+    return {
+        d["metadata"]["labels"]["shop/worker"]: d
+        for d in of_kind(resources, "Deployment", "apps")
+        if d["metadata"]["labels"].get("shop/trigger") == "worker"
+    }
+
+
+def test_every_deployed_worker_of_the_table_runs_always_as_a_probed_scraped_deployment_of_its_service(
     rendered: dict[str, list[Resource]],
 ) -> None:
+    deployed = [w for w in table.WORKERS if w.deployed]
+    assert "outbox_relay" in {w.name for w in deployed}
     for overlay, resources in rendered.items():
-        (relay,) = [
-            r for r in of_kind(resources, "Deployment", "apps") if r["metadata"]["name"] == generate.RELAY
-        ]
-        assert relay["spec"]["replicas"] == 1, overlay
-        template = relay["spec"]["template"]
-        (container,) = template["spec"]["containers"]
-        command = container["command"]
-        assert command[:2] == ["python", "-m"] and importlib.util.find_spec(command[2]) is not None
-        assert command[2] == "functions.loms.relay_worker"
-        port = int(container["args"][container["args"].index("--port") + 1])
-        (named,) = container["ports"]
-        assert (named["name"], named["containerPort"]) == ("metrics", port)
-        for probe in ("livenessProbe", "readinessProbe"):
-            assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, overlay
-        annotations = template["metadata"]["annotations"]
-        assert annotations["prometheus.io/scrape"] == "true"
-        assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == (
-            str(port),
-            "/metrics",
-        )
-        assert [c["name"] for c in template["spec"]["initContainers"]] == ["wait-for-migrations"]
+        workers = worker_deployments(resources)
+        assert sorted(workers) == sorted(w.name for w in deployed), overlay
+        for worker in deployed:
+            deployment = workers[worker.name]
+            assert deployment["metadata"]["name"] == generate.service_name(worker.name)
+            assert deployment["metadata"]["labels"]["shop/service"] == worker.service
+            assert deployment["spec"]["replicas"] == worker.replicas, overlay
+            template = deployment["spec"]["template"]
+            selector = deployment["spec"]["selector"]["matchLabels"]
+            assert selector.items() <= template["metadata"]["labels"].items()
+            (container,) = template["spec"]["containers"]
+            command = container["command"]
+            assert command[:2] == ["python", "-m"] and importlib.util.find_spec(command[2]) is not None
+            assert command[2] == worker.module
+            assert container["args"] == [*worker.args, "--port", str(worker.port)]
+            (named,) = container["ports"]
+            assert (named["name"], named["containerPort"]) == ("metrics", worker.port)
+            for probe in ("livenessProbe", "readinessProbe"):
+                assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}, overlay
+            annotations = template["metadata"]["annotations"]
+            assert annotations["prometheus.io/scrape"] == "true"
+            assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == (
+                str(worker.port),
+                "/metrics",
+            )
+            assert [c["name"] for c in template["spec"]["initContainers"]] == ["wait-for-migrations"]
+            names = {env["name"] for env in container["env"]}
+            assert names - NOT_SETTINGS <= settings_variables(worker.service), overlay
+            # traces go where the functions' go
+            traced = {
+                e["name"]
+                for s in knative_services(resources)
+                for e in s["spec"]["template"]["spec"]["containers"][0]["env"]
+            }
+            otlp = "OTEL_EXPORTER_OTLP_ENDPOINT"
+            assert (otlp in names) == (otlp in traced), overlay
+
+
+def test_the_outbox_relay_is_the_loms_deployment_the_makefile_execs_into(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    assert generate.service_name("outbox_relay") == generate.RELAY
+    assert f"deploy/{generate.RELAY}" in (ROOT / "Makefile").read_text()
+    for overlay, resources in rendered.items():
+        relay = worker_deployments(resources)["outbox_relay"]
+        assert relay["metadata"]["name"] == generate.RELAY
+        (container,) = relay["spec"]["template"]["spec"]["containers"]
+        assert container["command"][2] == "functions.loms.relay_worker", overlay
         names = {env["name"] for env in container["env"]}
-        assert names - NOT_SETTINGS <= settings_variables("loms"), overlay
         assert "LOMS_SHARD_DSNS" in names and "LOMS_KAFKA_BOOTSTRAP" in names
-        # traces go where the functions' go
-        traced = {
-            e["name"]
-            for s in knative_services(resources)
-            for e in s["spec"]["template"]["spec"]["containers"][0]["env"]
-        }
-        assert ("OTEL_EXPORTER_OTLP_ENDPOINT" in names) == ("OTEL_EXPORTER_OTLP_ENDPOINT" in traced), overlay
+
+
+def test_a_dev_only_worker_has_no_deployment_and_its_function_keeps_its_kafka_source(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    dev_only = [w for w in table.WORKERS if not w.deployed]
+    assert "ingest_worker" in {w.name for w in dev_only}
+    for worker in dev_only:
+        with pytest.raises(ValueError, match="dev server only"):
+            generate.worker_deployment(worker)
+        for overlay in KNATIVE_OVERLAYS:
+            resources = rendered[overlay]
+            assert worker.name not in worker_deployments(resources)
+            assert generate.service_name(worker.name) not in {r["metadata"]["name"] for r in resources}
+            if worker.stands_in_for:  # the cluster delivers to the function record by record
+                sources = of_kind(resources, "KafkaSource", "sources.knative.dev")
+                assert generate.service_name(worker.stands_in_for) in {s["metadata"]["name"] for s in sources}
+
+
+def test_a_deployed_worker_without_a_port_is_refused() -> None:
+    unprobed = table.Worker("unprobed", "loms", "functions.loms.relay_worker")
+    with pytest.raises(ValueError, match="needs a port"):
+        generate.worker_deployment(unprobed)
 
 
 def selects(policy: Resource, labels: dict[str, str]) -> bool:

@@ -1,6 +1,7 @@
 """make run's supervision and configuration, without processes: a dead part is restarted with backoff and
 reported, a failing restart is tried again later, nothing restarts once stopping; the user's environment
-wins over the dev server's defaults; only warnings and errors reach the terminal."""
+wins over the dev server's defaults; only warnings and errors reach the terminal; the processes beside the
+services are the table's workers and the event sources no worker stands in for."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from functions import devserver
+from functions import devserver, table
 from shared_lib.retry import Backoff
 from tests.polling import wait_for
 
@@ -127,3 +129,46 @@ def test_only_warnings_errors_and_non_json_lines_reach_the_terminal() -> None:
 def test_an_exit_is_described_by_its_signal_or_status() -> None:
     assert devserver.describe_exit(-9) == "killed by SIGKILL"
     assert devserver.describe_exit(3) == "exited with status 3"
+
+
+# --- what the dev server runs beside the services: the table's workers and the local event sources ---------
+
+
+def _children(kafka: str = "", **stack: Any) -> dict[str, list[str]]:
+    return devserver.Stack({"LOMS_KAFKA_BOOTSTRAP": kafka}, **stack).children()
+
+
+def test_without_kafka_the_stack_runs_the_tables_workers_that_need_none_and_no_event_source() -> None:
+    children = _children()
+    assert children == {w.name: ["-m", w.module, *w.args] for w in table.WORKERS if not w.stands_in_for}
+    assert "outbox_relay" in children and "--port" not in children["outbox_relay"]
+
+
+def test_with_kafka_a_worker_standing_in_for_a_function_replaces_its_event_source() -> None:
+    children = _children("127.0.0.1:19092", port_offset=100)
+    assert {w.name for w in table.WORKERS} <= set(children)
+    assert children["ingest_worker"] == ["-m", "functions.orders.ingest_worker"]
+    assert "source-ingest_order" not in children
+    source = children["source-notify_status"]
+    assert source[:2] == ["-m", "shared_lib.eventsource"]
+    notifier = table.SERVICES["notifier"].port + 100
+    assert source[source.index("--sink") + 1] == f"http://127.0.0.1:{notifier}/events/notify_status"
+    assert source[source.index("--bootstrap") + 1] == "127.0.0.1:19092"
+
+
+def test_a_worker_left_out_or_of_a_service_not_served_does_not_run() -> None:
+    children = _children("127.0.0.1:19092", without=("outbox_relay", "ingest_worker"))
+    assert not set(children) & {"outbox_relay", "ingest_worker"}
+    assert "source-ingest_order" in children  # no worker stands in for it: its event source runs
+    only_loms = _children("127.0.0.1:19092", services=("loms",))
+    assert set(only_loms) == {"outbox_relay"}
+
+
+def test_a_workers_metrics_go_to_its_services_directory() -> None:
+    stack = devserver.Stack({})
+    try:
+        assert stack.metrics_dir("outbox_relay") == stack.metrics_dir("loms")
+        assert stack.metrics_dir("ingest_worker") == stack.metrics_dir("orders")
+        assert stack.metrics_dir("source-notify_status") == stack.metrics_dir("notifier")
+    finally:
+        stack.stop()
