@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -131,22 +130,25 @@ def test_the_profiler_refuses_a_wrong_token_and_bad_arguments(product: Client, t
     assert product.get("/debug/profile?seconds=1&format=pdf", headers=auth).status_code == 400
 
 
-def _busy_for(seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+def _busy_until(done: threading.Event) -> None:
+    while not done.is_set():
         sum(i * i for i in range(500))
 
 
 def test_the_profiler_samples_every_thread_of_the_running_function(product: Client, token: str) -> None:
-    worker = threading.Thread(target=_busy_for, args=(3.0,), daemon=True)
+    done = threading.Event()  # busy through the whole profile, however late the profiler starts
+    worker = threading.Thread(target=_busy_until, args=(done,), daemon=True)
     worker.start()
-    response = product.get("/debug/profile?seconds=1", headers={"Authorization": f"Bearer {token}"})
-    worker.join()
+    try:
+        response = product.get("/debug/profile?seconds=1", headers={"Authorization": f"Bearer {token}"})
+    finally:
+        done.set()
+        worker.join(60)
     assert response.status_code == 200, response.get_data(as_text=True)
     profile = json.loads(response.data)
     assert "speedscope" in profile["$schema"]
     frames = {frame["name"] for frame in profile["shared"]["frames"]}
-    assert "_busy_for" in frames
+    assert "_busy_until" in frames
 
 
 def test_a_workers_endpoints_answer_its_health_and_metrics_on_a_real_port() -> None:
