@@ -72,8 +72,8 @@ FAILED_ATTEMPTS = "shop_eventsource_failed_attempts_total"
 
 @dataclass
 class FaultShop:
-    stack: devserver.Stack
-    environment: dict[str, str]
+    stack: devserver.Stack = field(repr=False)
+    environment: dict[str, str] = field(repr=False)
     kafka: KafkaServer
     notifier_pg: PgServer
     log_dir: Path
@@ -96,11 +96,12 @@ class FaultShop:
             for pool in [*shards, notifier]:
                 pool.close()
 
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
-            for log in sorted(self.log_dir.glob("*.log"))
-        )
+
+def log_tails(log_dir: Path, pattern: str = "*.log") -> str:
+    """The end of each child's log in `log_dir` whose name matches `pattern`: what a failure shows."""
+    return "\n".join(
+        f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for log in sorted(log_dir.glob(pattern))
+    )
 
 
 def _ports(count: int) -> list[int]:
@@ -157,8 +158,7 @@ def fault_shop() -> Iterator[FaultShop]:
                 table.SERVICES,
             )
         except Exception:
-            for log_file in sorted(log_dir.glob("*.log")):
-                print(f"--- {log_file.name}\n{log_file.read_text(errors='replace')[-3000:]}")
+            print(log_tails(log_dir))
             raise
         cleanup.callback(stack.stop)
         shop = FaultShop(stack, environment(stack.port_offset), kafka, notifier_pg, log_dir)
@@ -179,8 +179,7 @@ def failed_attempts(shop: FaultShop) -> float:
         sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name == "shop_eventsource_failed_attempts_total"
-        and sample.labels.get("topic") == ORDER_EVENTS
+        if sample.name == FAILED_ATTEMPTS and sample.labels.get("topic") == ORDER_EVENTS
     )
 
 
@@ -212,7 +211,8 @@ def settled(shop: FaultShop, orders: list[int]) -> Delivery:
 def assert_nothing_lost(shop: FaultShop, stream: OrderStream, dlq_start: dict[int, int], orders: int) -> None:
     assert len(stream.orders) >= orders and stream.failures == [], stream.failures[:10]
     figures = settled(shop, stream.orders)
-    detail = f"{figures.summary()}\nsupervisor: {shop.supervision}"
+    source_log = log_tails(shop.log_dir, "source-notify_status.log")
+    detail = f"{figures.summary()}\nsupervisor: {shop.supervision}\n{source_log}"
     assert figures.expected == 3 * len(stream.orders), detail  # new, awaiting payment, paid
     assert figures.lost == [], f"{detail}\nlost events: {figures.lost[:20]}"
     assert figures.duplicated == 0, detail
