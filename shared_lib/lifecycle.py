@@ -11,10 +11,12 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], object]
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _hooks: list[Hook] = []
@@ -68,6 +70,30 @@ def run_shutdown_hooks() -> list[BaseException]:
             log.exception("shutdown hook %r failed", hook)
             errors.append(exc)
     return errors
+
+
+class Current(Generic[T]):
+    """The one composition root a process's handlers use: built by `make` on first use, or the one a test or
+    a worker put in place with `replace` (the root it replaces is closed with `close`)."""
+
+    def __init__(self, make: Callable[[], T], close: Callable[[T], object] | None = None) -> None:
+        self._make = make
+        self._close = close
+        self._lock = threading.Lock()
+        self._current: T | None = None
+
+    def get(self) -> T:
+        with self._lock:
+            if self._current is None:
+                self._current = self._make()
+            return self._current
+
+    def replace(self, new: T | None) -> None:
+        """Put `new` in place (None: the next `get` builds one from the environment as it is then)."""
+        with self._lock:
+            old, self._current = self._current, new
+        if old is not None and self._close is not None:
+            self._close(old)
 
 
 def reset() -> None:

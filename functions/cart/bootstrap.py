@@ -8,7 +8,6 @@ Migrations are not applied here: the dev server and the deployment apply sql/sha
 from __future__ import annotations
 
 import functools
-import threading
 
 from functions.cart.adapters.cache import CachedProductCatalog, InMemoryTtlProductCache
 from functions.cart.adapters.loms_http import HttpOrderPlacer, HttpStockLookup
@@ -17,6 +16,7 @@ from functions.cart.adapters.product_http import HttpProductCatalog
 from functions.cart.ports import CartRepository, OrderPlacer, ProductCache, ProductCatalog, StockLookup
 from functions.cart.service import CartService
 from functions.cart.settings import CartSettings
+from shared_lib import lifecycle
 from shared_lib.cache import MemcachedCache, shared_or_local
 from shared_lib.httpclient import HttpClient
 from shared_lib.idempotency import PgIdempotencyStore
@@ -136,8 +136,7 @@ class Root:
             store.pool.close()
 
 
-_current: Root | None = None
-_lock = threading.Lock()
+_roots: lifecycle.Current[Root] = lifecycle.Current(Root, Root.close)
 
 
 def bootstrap(
@@ -163,30 +162,18 @@ def bootstrap(
         idempotency=idempotency,
         memcached_prefix=memcached_prefix,
     )
-    _replace(made)
+    _roots.replace(made)
     return made
 
 
 def root() -> Root:
     """The root the handlers use: the last one `bootstrap` made, else one from the environment."""
-    global _current
-    with _lock:
-        if _current is None:
-            _current = Root()
-        return _current
+    return _roots.get()
 
 
 def reset() -> None:
     """Close and forget the current root: the next use builds one from the environment as it is then."""
-    _replace(None)
-
-
-def _replace(new: Root | None) -> None:
-    global _current
-    with _lock:
-        old, _current = _current, new
-    if old is not None:
-        old.close()
+    _roots.replace(None)
 
 
 def settings() -> CartSettings:

@@ -39,6 +39,7 @@ from functions.loms.service import (
     StaleOrderSweeper,
 )
 from functions.loms.settings import LomsSettings
+from shared_lib import lifecycle
 from shared_lib.events import HttpDeliveryPublisher, KafkaPublisher, count_by_field
 from shared_lib.idempotency import PgIdempotencyStore
 from shared_lib.observability import metrics
@@ -170,8 +171,7 @@ class Root:
             store.pool.close()
 
 
-_current: Root | None = None
-_lock = threading.Lock()
+_roots: lifecycle.Current[Root] = lifecycle.Current(Root, Root.close)
 
 
 def bootstrap(
@@ -199,30 +199,18 @@ def bootstrap(
         publisher=publisher,
         coordinator=coordinator,
     )
-    _replace(made)
+    _roots.replace(made)
     return made
 
 
 def root() -> Root:
     """The root in use: the last one `bootstrap` made, else one from the environment."""
-    global _current
-    with _lock:
-        if _current is None:
-            _current = Root()
-        return _current
+    return _roots.get()
 
 
 def reset() -> None:
     """Close and forget the current root: the next use builds one from the environment as it is then."""
-    _replace(None)
-
-
-def _replace(new: Root | None) -> None:
-    global _current
-    with _lock:
-        old, _current = _current, new
-    if old is not None:
-        old.close()
+    _roots.replace(None)
 
 
 def settings() -> LomsSettings:

@@ -8,7 +8,6 @@ settings. The handlers in main.py use the current root, built from the environme
 from __future__ import annotations
 
 import functools
-import threading
 from pathlib import Path
 
 from functions.notifier.adapters.postgres import PgNotificationHistory, PgNotificationStore
@@ -107,8 +106,7 @@ class Root:
             self.database.close()
 
 
-_current: Root | None = None
-_lock = threading.Lock()
+_roots: lifecycle.Current[Root] = lifecycle.Current(Root, Root.close)
 
 
 def bootstrap(
@@ -123,30 +121,18 @@ def bootstrap(
     """A root on these dependencies (the rest from `settings`, else the environment), made the one the
     handlers use; the previous one's pool is closed."""
     made = Root(settings, store=store, history=history, sink=sink, cache=cache, counters=counters)
-    _replace(made)
+    _roots.replace(made)
     return made
 
 
 def root() -> Root:
     """The root the handlers use: the last one `bootstrap` made, else one from the environment."""
-    global _current
-    with _lock:
-        if _current is None:
-            _current = Root()
-        return _current
+    return _roots.get()
 
 
 def reset() -> None:
     """Close and forget the current root: the next use builds one from the environment as it is then."""
-    _replace(None)
-
-
-def _replace(new: Root | None) -> None:
-    global _current
-    with _lock:
-        old, _current = _current, new
-    if old is not None:
-        old.close()
+    _roots.replace(None)
 
 
 def settings() -> NotifierSettings:

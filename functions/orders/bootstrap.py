@@ -134,8 +134,7 @@ class Root:
             letters.close()
 
 
-_current: Root | None = None
-_lock = threading.Lock()
+_roots: lifecycle.Current[Root] = lifecycle.Current(Root, Root.close)
 
 
 def bootstrap(
@@ -152,30 +151,18 @@ def bootstrap(
     made = Root(
         settings, orders=orders, dead_letters=dead_letters, cache=cache, counters=counters, clock=clock
     )
-    _replace(made)
+    _roots.replace(made)
     return made
 
 
 def root() -> Root:
     """The root in use: the last one `bootstrap` made, else one from the environment."""
-    global _current
-    with _lock:
-        if _current is None:
-            _current = Root()
-        return _current
+    return _roots.get()
 
 
 def reset() -> None:
     """Close and forget the current root: the next use builds one from the environment as it is then."""
-    _replace(None)
-
-
-def _replace(new: Root | None) -> None:
-    global _current
-    with _lock:
-        old, _current = _current, new
-    if old is not None:
-        old.close()
+    _roots.replace(None)
 
 
 def settings() -> OrdersSettings:

@@ -7,13 +7,13 @@ settings. The handlers in main.py use the current root, built from the environme
 from __future__ import annotations
 
 import functools
-import threading
 
 from functions.product.adapters.catalogue import GeneratedCatalogue
 from functions.product.adapters.pacing import SleepLatency, TokenBucket
 from functions.product.ports import Catalogue, Latency, RateLimiter
 from functions.product.service import ProductService
 from functions.product.settings import ProductSettings
+from shared_lib import lifecycle
 
 
 class Root:
@@ -44,8 +44,7 @@ class Root:
         )
 
 
-_current: Root | None = None
-_lock = threading.Lock()
+_roots: lifecycle.Current[Root] = lifecycle.Current(Root)
 
 
 def bootstrap(
@@ -57,26 +56,19 @@ def bootstrap(
 ) -> Root:
     """A root on these dependencies (the rest from `settings`, else the environment), made the one the
     handlers use."""
-    global _current
-    with _lock:
-        _current = Root(settings, catalogue=catalogue, limiter=limiter, latency=latency)
-        return _current
+    made = Root(settings, catalogue=catalogue, limiter=limiter, latency=latency)
+    _roots.replace(made)
+    return made
 
 
 def root() -> Root:
     """The root the handlers use: the last one `bootstrap` made, else one from the environment."""
-    global _current
-    with _lock:
-        if _current is None:
-            _current = Root()
-        return _current
+    return _roots.get()
 
 
 def reset() -> None:
     """Forget the current root: the next use builds one from the environment as it is then."""
-    global _current
-    with _lock:
-        _current = None
+    _roots.replace(None)
 
 
 def product_service() -> ProductService:
