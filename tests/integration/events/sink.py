@@ -49,7 +49,7 @@ class Sink:
         return self._answer(Request(environ))(environ, start_response)
 
     def _answer(self, request: Request) -> Response:
-        event = from_http(request.headers, request.get_data())
+        event = from_http({k.lower(): v for k, v in request.headers.items()}, request.get_data())
         lane = partition_of(event)
         with self.lock:
             self.received.append(event)

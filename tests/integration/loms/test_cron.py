@@ -141,7 +141,7 @@ class Sink:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
-        event = from_http(request.headers, request.get_data())
+        event = from_http({k.lower(): v for k, v in request.headers.items()}, request.get_data())
         with self.lock:
             self.events.append(event)
         return Response(status=204)(environ, start_response)
