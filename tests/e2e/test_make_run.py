@@ -93,7 +93,6 @@ def start(data: Path, log: Path, real_infrastructure: bool = False) -> RunningSh
             wait_for(functools.partial(up_or_exited, shop), timeout=240, what="the summary")
             assert process.poll() is None, f"make run {describe_exit(process.returncode)}:\n{log.read_text()}"
             prove_ours(shop)
-            warm(shop)
             return shop
         except AssertionError:
             if process.poll() is None:
@@ -102,27 +101,6 @@ def start(data: Path, log: Path, real_infrastructure: bool = False) -> RunningSh
             if not taken or attempt == ATTEMPTS:
                 raise
     raise AssertionError("unreachable")
-
-
-def warm(shop: RunningShop) -> None:
-    """Each service's first request builds its composition root (pools, prepared statements): on a loaded
-    2-core machine that can outlast cart's 5 s timeout for its calls to product and loms, which cart rightly
-    answers 503 (transient, retry). Reads with no side effect, repeated until each service has answered once,
-    so the tests' first calls meet services that are built, as a user's do a moment after the summary."""
-    reads = {
-        "product": ("/product/1076963", {"X-API-KEY": "testToken"}),
-        "loms": ("/stock/info?sku=1076963", {}),
-        "cart": ("/user/1/cart", {}),
-        "notifier": ("/notifications?user_id=1&from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z", {}),
-        "orders": ("/order/b563feb7b2b84b6test", {}),
-    }
-    for service, (path, headers) in reads.items():
-        answered = functools.partial(_answered, f"{shop.url(service)}{path}", headers)
-        wait_for(answered, timeout=120, what=f"{service} built")
-
-
-def _answered(url: str, headers: dict[str, str]) -> bool:
-    return call("GET", url, headers=headers)[0] != 503
 
 
 def up_or_exited(shop: RunningShop) -> bool:
