@@ -225,7 +225,11 @@ def test_sigterm_drains_the_request_in_flight_and_exits_cleanly(
 def test_openfaas_secret_files_become_the_variables_the_settings_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("CART_DATABASE_URL", raising=False)
+    # set first, so that teardown restores the environment as it was: the export below writes os.environ
+    # itself, and a CART_DATABASE_URL left behind reaches every later make run of the session (its
+    # environment wins over the dev server's)
+    monkeypatch.setenv("CART_DATABASE_URL", "unset-below")
+    monkeypatch.delenv("CART_DATABASE_URL")
     monkeypatch.setenv("CART_PRODUCT_API_KEY", "set-by-the-environment")
     (tmp_path / "CART_DATABASE_URL").write_text("postgresql://shop@postgres/cart\n")
     (tmp_path / "CART_PRODUCT_API_KEY").write_text("from-a-file")
