@@ -7,18 +7,15 @@ from __future__ import annotations
 import atexit
 import json
 import shutil
-import socket
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from shared_lib.devtools.ports import free_port
+
+__all__ = ["free_port"]
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scratch_dir(prefix: str) -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,18 +16,13 @@ from pathlib import Path
 import pytest
 
 from shared_lib.devtools.pg_server import PgServer
+from shared_lib.devtools.ports import free_port
 from shared_lib.postgres import Dsn, ensure_database, migrate
 
 # Session fixtures for the other real components live in their own plugin modules.
 pytest_plugins = ["tests.fixtures.kafka", "tests.fixtures.memcached"]
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

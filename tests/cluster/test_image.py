@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ import pytest
 
 from functions import entrypoint, table
 from k8s import generate
+from shared_lib.devtools.ports import free_port
 from tests.cluster.conftest import ROOT
 from tests.http_client import fetch
 from tests.polling import wait_for
@@ -113,12 +113,6 @@ def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
 
 
 # --- the command serves a function ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -46,8 +46,8 @@ from shared_lib.devtools.faults import (
 from shared_lib.devtools.kafka_server import KafkaServer
 from shared_lib.devtools.memcached_server import MemcachedServer
 from shared_lib.devtools.pg_server import PgServer
+from shared_lib.devtools.ports import free_ports
 from shared_lib.postgres import ConnectionPool, Dsn, ensure_database
-from tests.conftest import free_port
 from tests.fixtures.required import missing
 from tests.fixtures.stack import start_stacks
 from tests.polling import wait_for
@@ -104,14 +104,6 @@ def log_tails(log_dir: Path, pattern: str = "*.log") -> str:
     )
 
 
-def _ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        if (port := free_port()) not in ports:
-            ports.append(port)
-    return ports
-
-
 @pytest.fixture(scope="module")
 def fault_shop() -> Iterator[FaultShop]:
     for component, (ok, why) in (
@@ -124,7 +116,7 @@ def fault_shop() -> Iterator[FaultShop]:
     root = Path(tempfile.mkdtemp(prefix="shop-faults-"))
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(shutil.rmtree, root, True)
-        main_port, notifier_port, kafka_port, controller_port, memcached_port = _ports(5)
+        main_port, notifier_port, kafka_port, controller_port, memcached_port = free_ports(5)
         pg = PgServer(root / "pg", main_port, fast_unsafe=True)
         notifier_pg = PgServer(root / "notifier-pg", notifier_port, fast_unsafe=True)
         for server in (pg, notifier_pg):

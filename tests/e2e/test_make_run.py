@@ -28,7 +28,7 @@ import pytest
 from functions import table
 from functions.devserver import ROOT, describe_exit
 from shared_lib.devtools.pg_server import PgServer
-from tests.conftest import free_port
+from shared_lib.devtools.ports import free_port
 from tests.e2e.http import call, notifications
 from tests.fixtures.kafka import read_records
 from tests.fixtures.stack import free_port_offset, listens_on

@@ -27,8 +27,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from functions import devserver, table
+from shared_lib.devtools.ports import free_port
 from shared_lib.eventsource import KafkaEventSource
-from tests.conftest import ROOT, MakeDatabase, free_port
+from tests.conftest import ROOT, MakeDatabase
 from tests.fixtures.stack import start_stacks
 from tests.polling import wait_for
 

@@ -23,6 +23,7 @@ from werkzeug.test import Client
 
 from functions import entrypoint, table
 from shared_lib import lifecycle
+from shared_lib.devtools.ports import free_port
 from tests.polling import wait_for
 from tests.unit.notifier.fakes import Notifier
 
@@ -257,12 +258,6 @@ def test_the_worker_answers_gunicorns_refusals_in_json(error: Exception, status:
     assert "<" not in payload["message"]
     if status == 431:
         assert "100 header fields" in payload["message"] and "8190 bytes" in payload["message"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from functions.devserver import wait_healthy
-from tests.conftest import ROOT, MakeDatabase, free_port
+from shared_lib.devtools.ports import free_port
+from tests.conftest import ROOT, MakeDatabase
 
 BOOK, PEN = 1076963, 1148162
 LOMS_SEED = [{"sku": BOOK, "total_count": 300, "reserved": 35}, {"sku": PEN, "total_count": 5, "reserved": 0}]

@@ -15,8 +15,9 @@ from werkzeug.test import Client
 from functions import devserver
 from functions.cart import bootstrap
 from functions.product import bootstrap as product_bootstrap
+from shared_lib.devtools.ports import free_port
 from shared_lib.httpclient import HttpClient
-from tests.conftest import MakeDatabase, free_port
+from tests.conftest import MakeDatabase
 from tests.integration.cart.conftest import BOOK, PEN
 from tests.integration.shared_lib.serving import serve_in_thread
 

@@ -13,9 +13,9 @@ from werkzeug.wrappers import Request, Response
 
 from functions.cart.adapters.loms_http import HttpOrderPlacer, HttpStockLookup
 from functions.cart.domain import OrderRejectedError
+from shared_lib.devtools.ports import free_port
 from shared_lib.errors import TransientError
 from shared_lib.httpclient import HttpClient, UnexpectedResponseError
-from tests.conftest import free_port
 from tests.integration.shared_lib.serving import serve_in_thread
 
 if TYPE_CHECKING:

@@ -24,10 +24,11 @@ from functions.cart.settings import CartSettings
 from functions.product import bootstrap as product_bootstrap
 from shared_lib.cache import MemcachedCache
 from shared_lib.devtools.memcached_server import MemcachedServer
+from shared_lib.devtools.ports import free_port
 from shared_lib.httpclient import HttpClient
 from shared_lib.postgres import ConnectionPool
 from shared_lib.ratelimit import InProcessRateLimiter
-from tests.conftest import MakeDatabase, free_port
+from tests.conftest import MakeDatabase
 from tests.integration.shared_lib.serving import serve_in_thread
 
 if TYPE_CHECKING:

@@ -18,12 +18,13 @@ from werkzeug.wrappers import Request, Response
 from functions.cart.adapters.product_http import HttpProductCatalog, ProductThrottledError
 from functions.cart.domain import Product
 from functions.product import bootstrap as product_bootstrap
+from shared_lib.devtools.ports import free_port
 from shared_lib.errors import TransientError
 from shared_lib.httpclient import HttpClient, UnexpectedResponseError
 from shared_lib.postgres import ConnectionPool
 from shared_lib.ratelimit import InProcessRateLimiter, PgRateLimiter, RateLimiter
 from shared_lib.retry import Backoff
-from tests.conftest import MakeDatabase, free_port
+from tests.conftest import MakeDatabase
 from tests.integration.shared_lib.serving import serve_in_thread
 from tests.polling import wait_for
 

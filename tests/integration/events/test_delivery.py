@@ -15,9 +15,10 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from shared_lib.devtools.kafka_server import KafkaServer
+from shared_lib.devtools.ports import free_ports
 from shared_lib.events import Event, kafka_headers
 from shared_lib.eventsource import KafkaEventSource
-from tests.fixtures.kafka import MakeTopic, _free_ports
+from tests.fixtures.kafka import MakeTopic
 from tests.integration.events.sink import Answer, Sink, numbered, produce, read_all, serving
 from tests.polling import wait_for as eventually
 
@@ -202,7 +203,7 @@ def own_broker(tmp_path: Path) -> Iterator[KafkaServer]:
     ok, why = available()
     if not ok:
         pytest.fail(f"no Kafka broker can be started: {why}")
-    port, controller = _free_ports(2)
+    port, controller = free_ports(2)
     server = KafkaServer(tmp_path / "kafka", port, controller)
     server.start()
     try:

@@ -113,7 +113,7 @@ def test_a_record_that_always_fails_is_dead_lettered_and_the_stream_moves_on(
 def test_an_unreachable_sink_dead_letters_with_the_reason(
     kafka_bootstrap: str, fresh_topic: MakeTopic, running: list[KafkaEventSource]
 ) -> None:
-    from tests.conftest import free_port
+    from shared_lib.devtools.ports import free_port
 
     topic = fresh_topic(1)
     produce(kafka_bootstrap, topic, [(0, numbered(topic, 0, 0))])

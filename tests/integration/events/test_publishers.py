@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from shared_lib.devtools.ports import free_port
 from shared_lib.errors import TransientError
 from shared_lib.events import Event, HttpDeliveryPublisher, KafkaPublisher, from_kafka
-from tests.conftest import free_port
 from tests.fixtures.kafka import MakeTopic
 from tests.integration.events.sink import Answer, Sink, numbered, read_all, serving
 

@@ -27,8 +27,9 @@ from functions.loms import bootstrap
 from functions.loms.adapters.pg_shards import Shards
 from functions.loms.domain import Item, OrderStatus
 from functions.loms.settings import LomsSettings
+from shared_lib.devtools.ports import free_port
 from shared_lib.events import Event, from_http
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
 from tests.http_client import fetch
 from tests.integration.loms.conftest import MakeDatabase, PgLoms
 from tests.integration.loms.test_events_kafka import read_topic

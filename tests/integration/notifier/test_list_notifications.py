@@ -19,8 +19,8 @@ from functions.notifier.domain import Notification
 from functions.notifier.service import NotifierService
 from shared_lib.cache import LOCK_SUFFIX, Cache, MemcachedCache
 from shared_lib.devtools.memcached_server import MemcachedServer
+from shared_lib.devtools.ports import free_port
 from shared_lib.postgres import ConnectionPool
-from tests.conftest import free_port
 from tests.integration.notifier.conftest import MAIN, Apps
 from tests.polling import wait_for
 from tests.unit.notifier.fakes import CountingHistory, RecordingSink, cloud_event, order_events

@@ -13,8 +13,8 @@ import functions_framework
 import pytest
 
 from functions.notifier import bootstrap
+from shared_lib.devtools.ports import free_port
 from shared_lib.postgres import ConnectionPool
-from tests.conftest import free_port
 from tests.integration.notifier.conftest import MAIN, Apps, Webhook
 from tests.unit.notifier.fakes import cloud_event, order_events
 from tests.unit.notifier.test_service import interleave, three_times

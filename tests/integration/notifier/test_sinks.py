@@ -15,9 +15,9 @@ from moto import mock_aws
 from functions.notifier.adapters.sinks import WebhookSink
 from functions.notifier.adapters.sns import SnsSink
 from functions.notifier.domain import DeliveryRefusedError, notification_for
+from shared_lib.devtools.ports import free_port
 from shared_lib.errors import TransientError
 from shared_lib.retry import Backoff
-from tests.conftest import free_port
 from tests.integration.notifier.conftest import Apps, Webhook
 from tests.unit.notifier.fakes import change, cloud_event, order_events
 

@@ -29,13 +29,14 @@ from functions.cart import bootstrap as cart
 from functions.loms import bootstrap as loms
 from functions.notifier import bootstrap as notifier
 from functions.product import bootstrap as product
+from shared_lib.devtools.ports import free_port
 from shared_lib.errors import TransientError
 from shared_lib.events import Event, KafkaPublisher
 from shared_lib.eventsource import KafkaEventSource
 from shared_lib.httpclient import HttpClient
 from shared_lib.observability import logs, settings, tracing
 from shared_lib.postgres import ConnectionPool
-from tests.conftest import MakeDatabase, free_port
+from tests.conftest import MakeDatabase
 from tests.integration.shared_lib.serving import serve_in_thread
 from tests.polling import wait_for
 

@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from functions.orders import generator
 from shared_lib.devtools.memcached_server import MemcachedServer
-from tests.conftest import free_port
+from shared_lib.devtools.ports import free_port
 from tests.integration.orders.conftest import Apps
 from tests.polling import wait_for
 

@@ -156,7 +156,7 @@ def test_the_database_down_holds_the_batch_and_nothing_is_lost(
     orders_pool: ConnectionPool,
     orders_dsn: str,
 ) -> None:
-    from tests.conftest import free_port
+    from shared_lib.devtools.ports import free_port
 
     topic, build = configured
     build(ORDERS_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/orders")

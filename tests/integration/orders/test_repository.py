@@ -16,9 +16,9 @@ from functions.orders.domain import Order, OrderRejectedError, Outcome
 from functions.orders.service import OrdersService
 from shared_lib.cache import InProcessCache
 from shared_lib.counters import InProcessCounters
+from shared_lib.devtools.ports import free_port
 from shared_lib.errors import TransientError
 from shared_lib.postgres import ConnectionPool
-from tests.conftest import free_port
 from tests.unit.orders.fakes import NOW, SAMPLE_BYTES, RecordingDeadLetters, record, sample
 
 pytestmark = [pytest.mark.integration, pytest.mark.function("ingest_order")]

@@ -13,7 +13,7 @@ import pytest
 
 from shared_lib.cache import Cache, MemcachedCache, load_through, parse_servers
 from shared_lib.devtools.memcached_server import MemcachedServer
-from tests.conftest import free_port
+from shared_lib.devtools.ports import free_port
 from tests.polling import wait_for
 from tests.unit.shared_lib.test_cache import CacheContract, CountingLoader, Spy, run_concurrently
 

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from shared_lib.devtools.memcached_server import MemcachedServer, answers, available
-from tests.conftest import ROOT, free_port
+from shared_lib.devtools.ports import free_port
+from tests.conftest import ROOT
 from tests.fixtures.required import missing
 
 pytestmark = pytest.mark.integration

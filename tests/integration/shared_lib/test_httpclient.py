@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from werkzeug.wrappers import Request, Response
 
+from shared_lib.devtools.ports import free_port
 from shared_lib.errors import TransientError
 from shared_lib.httpclient import HttpClient, UnexpectedResponseError
-from tests.conftest import free_port
 from tests.integration.shared_lib.serving import serve_in_thread
 
 pytestmark = pytest.mark.integration

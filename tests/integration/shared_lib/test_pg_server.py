@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from shared_lib.devtools.pg_server import PgServer
+from shared_lib.devtools.ports import free_port
 from shared_lib.postgres import ConnectionPool
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import socket
 import threading
 from datetime import UTC, datetime
 
 import cloudevents.http
 import pytest
 
+from shared_lib.devtools.ports import free_port
 from shared_lib.errors import TransientError
 from shared_lib.events import (
     DeliveryOutcome,
@@ -42,9 +42,8 @@ EVENT = Event(
 
 
 def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, below the ephemeral range: a client cannot connect to itself there."""
+    return free_port()
 
 
 def test_an_event_survives_a_kafka_record_round_trip() -> None:
