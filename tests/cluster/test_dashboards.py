@@ -152,3 +152,4 @@ def test_prometheus_scrapes_each_functions_own_metrics(rendered: dict[str, list[
         assert re.fullmatch(container_rule["regex"], f"{container['name']};{port['containerPort']}")
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("http://jaeger.observability")
+        assert env["SHOP_TRACE_SAMPLE_RATIO"] == "0.1", "the documented production default: 1 trace in 10"

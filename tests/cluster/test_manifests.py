@@ -49,7 +49,14 @@ THIRD_PARTY_IMAGES = (
     "docker.io/jaegertracing/",
     "quay.io/prometheus/",
 )
-NOT_SETTINGS = {"FUNCTION_TARGET", "GUNICORN_THREADS", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER"}
+# shared_lib.observability reads these (and the functions' own settings do not)
+NOT_SETTINGS = {
+    "FUNCTION_TARGET",
+    "GUNICORN_THREADS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_TRACES_EXPORTER",
+    "SHOP_TRACE_SAMPLE_RATIO",
+}
 
 
 def settings_variables(service: str) -> set[str]:
