@@ -1,7 +1,9 @@
 """Caches for any function: a Memcached client, an in-process twin, and `load_through` (stampede-safe).
 
 A cache is never the source of truth and never breaks a request: every Memcached failure is logged and
-becomes a miss or a no-op. Values are JSON, stored serialised, so a hit returns a fresh copy.
+becomes a miss or a no-op. Values are JSON, stored serialised, so a hit returns a fresh copy; an
+`EncodedCache` also hands out and takes the serialised bytes themselves (`get_encoded`, `set_encoded`,
+`load_through_encoded`), for a caller that answers with them as they are.
 Each cache has a name: its lookups are counted as hits and misses under it, and each call is a span when
 tracing is on. Nothing service-specific here.
 """
@@ -53,6 +55,16 @@ class Cache(Protocol):
 
     def incr(self, key: str, delta: int = 1) -> int | None:
         """Add `delta` (≥ 0) to an integer value; None when the key is absent or the cache did not answer."""
+        ...
+
+
+class EncodedCache(Cache, Protocol):
+    """A Cache that also serves a value as the bytes it stores: `encode(value)`, never decoded on the way."""
+
+    def get_encoded(self, key: str) -> bytes | None: ...
+
+    def set_encoded(self, key: str, data: bytes, ttl: float) -> None:
+        """Store `data`, which must be `encode(value)` of a value (the caller encoded it)."""
         ...
 
 
@@ -116,9 +128,12 @@ def traced(operation: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
 
 
 class InProcessCache:
-    """A thread-safe TTL cache in this process: the fallback when there is no Memcached, and the tests' twin.
+    """A thread-safe TTL cache in this process: the fallback when there is no Memcached, the tests' twin, and
+    a service's own tier in front of Memcached.
 
-    The oldest entries go first beyond `max_entries`. `clock` is injectable for tests.
+    Bounded by `max_entries` and by `max_bytes` of stored (encoded) values: beyond either, the least recently
+    used entries go first (a read or a write makes an entry the most recent); a value larger than `max_bytes`
+    alone is not kept. `clock` is injectable for tests.
     """
 
     system = "in-process"
@@ -128,12 +143,21 @@ class InProcessCache:
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
         name: str = "in-process",
+        max_bytes: int | None = None,
     ) -> None:
         self.name = name
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._bytes = 0  # the stored values' total length
         self._lock = threading.Lock()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(entries, bytes of values) held now, expired ones not yet dropped included."""
+        with self._lock:
+            return len(self._entries), self._bytes
 
     def _live(self, key: str) -> bytes | None:  # with the lock held
         entry = self._entries.get(key)
@@ -141,15 +165,30 @@ class InProcessCache:
             return None
         expires, data = entry
         if self._clock() >= expires:
-            del self._entries[key]
+            self._drop(key)
             return None
+        self._entries.move_to_end(key)
         return data
 
+    def _drop(self, key: str) -> None:  # with the lock held
+        _, data = self._entries.pop(key)
+        self._bytes -= len(data)
+
     def _store(self, key: str, data: bytes, ttl: float) -> None:  # with the lock held
+        if key in self._entries:
+            self._drop(key)
+        if self.max_bytes is not None and len(data) > self.max_bytes:
+            return
         self._entries[key] = (self._clock() + min(ttl, MAX_TTL_SECONDS), data)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._bytes += len(data)
+        self._evict()
+
+    def _evict(self) -> None:  # with the lock held
+        while len(self._entries) > self.max_entries or (
+            self.max_bytes is not None and self._bytes > self.max_bytes
+        ):
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self._bytes -= len(evicted)
 
     @traced("get")
     def get(self, key: str) -> Any | None:
@@ -158,6 +197,20 @@ class InProcessCache:
         if not key.endswith(LOCK_SUFFIX):
             count_lookups(self.name, int(data is not None), int(data is None))
         return None if data is None else decode(data)
+
+    @traced("get")
+    def get_encoded(self, key: str) -> bytes | None:
+        with self._lock:
+            data = self._live(key)
+        count_lookups(self.name, int(data is not None), int(data is None))
+        return data
+
+    @traced("set")
+    def set_encoded(self, key: str, data: bytes, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        with self._lock:
+            self._store(key, data, ttl)
 
     @traced("get_many")
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
@@ -187,7 +240,8 @@ class InProcessCache:
     @traced("delete")
     def delete(self, key: str) -> None:
         with self._lock:
-            self._entries.pop(key, None)
+            if key in self._entries:
+                self._drop(key)
 
     @traced("incr")
     def incr(self, key: str, delta: int = 1) -> int | None:
@@ -201,7 +255,10 @@ class InProcessCache:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"the value of {key!r} is not a non-negative integer")
             expires, _ = self._entries[key]
-            self._entries[key] = (expires, encode(value + delta))  # memcached keeps the expiry too
+            counted = encode(value + delta)
+            self._bytes += len(counted) - len(data)
+            self._entries[key] = (expires, counted)  # memcached keeps the expiry too
+            self._evict()
             return int(value + delta)
 
 
@@ -302,6 +359,22 @@ class MemcachedCache:
             count_lookups(self.name, int(value is not None), int(value is None))
         return value
 
+    @traced("get")
+    def get_encoded(self, key: str) -> bytes | None:
+        """The stored bytes, unchecked: only this shop's `set`/`set_encoded` write under its keys."""
+        mkey = self._key(key)
+        data = self._call("get", lambda c: c.get(mkey))
+        found = isinstance(data, bytes)
+        count_lookups(self.name, int(found), int(not found))
+        return data if found else None
+
+    @traced("set")
+    def set_encoded(self, key: str, data: bytes, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        mkey = self._key(key)
+        self._call("set", lambda c: c.set(mkey, data, expire=_expiry(ttl), noreply=False))
+
     @traced("get_many")
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
         wanted = {self._key(key): key for key in keys}
@@ -357,7 +430,7 @@ class _Flight:
     error: BaseException | None = None
 
 
-_flights: dict[tuple[int, str], _Flight] = {}
+_flights: dict[tuple[int, str, bool], _Flight] = {}
 _flights_lock = threading.Lock()
 
 
@@ -372,6 +445,33 @@ def shared_or_local(
     shared = MemcachedCache(servers, prefix=prefix)
     lifecycle.on_shutdown(shared.close)
     return shared
+
+
+@dataclass(frozen=True, slots=True)
+class _Way:
+    """How load_through reads a value and stores a loaded one: decoded, or as its encoded bytes."""
+
+    read: Callable[[str], Any]
+    store: Callable[[str, Any, float], Any]  # (key, loaded value, ttl) -> what the caller is given
+    encoded: bool  # a flight's followers get what its leader got: one kind of value per flight
+
+
+def _decoded(cache: Cache) -> _Way:
+    def store(key: str, loaded: Any, ttl: float) -> Any:
+        value = decode(encode(loaded))
+        cache.set(key, value, ttl)
+        return value
+
+    return _Way(cache.get, store, encoded=False)
+
+
+def _encoded(cache: EncodedCache) -> _Way:
+    def store(key: str, loaded: Any, ttl: float) -> bytes:
+        data = encode(loaded)
+        cache.set_encoded(key, data, ttl)
+        return data
+
+    return _Way(cache.get_encoded, store, encoded=True)
 
 
 def load_through(
@@ -393,10 +493,42 @@ def load_through(
     the cache does not answer. The value is returned JSON round-tripped, as a hit would return it; a None
     from the loader is returned and not cached.
     """
-    cached = cache.get(key)
+    return _load_through(cache, _decoded(cache), key, ttl, loader, lock_ttl, wait, poll, follower_timeout)
+
+
+def load_through_encoded(
+    cache: EncodedCache,
+    key: str,
+    ttl: float,
+    loader: Callable[[], Any],
+    *,
+    lock_ttl: float = 5.0,
+    wait: float = 0.5,
+    poll: float = 0.005,
+    follower_timeout: float = 30.0,
+) -> tuple[bytes | None, bool]:
+    """load_through, with the value as its encoded JSON bytes (`encode(value)`): a hit is the stored bytes,
+    never decoded; a load is encoded once, stored and returned. None when the loader returned None."""
+    way = _encoded(cache)
+    data, hit = _load_through(cache, way, key, ttl, loader, lock_ttl, wait, poll, follower_timeout)
+    return data, hit
+
+
+def _load_through(
+    cache: Cache,
+    way: _Way,
+    key: str,
+    ttl: float,
+    loader: Callable[[], Any],
+    lock_ttl: float,
+    wait: float,
+    poll: float,
+    follower_timeout: float,
+) -> tuple[Any, bool]:
+    cached = way.read(key)
     if cached is not None:
         return cached, True
-    ident = (id(cache), key)
+    ident = (id(cache), key, way.encoded)
     with _flights_lock:
         flight = _flights.get(ident)
         leader = flight is None
@@ -409,9 +541,9 @@ def load_through(
                 raise flight.error
             return flight.value, flight.hit
         log.warning("the load of cache key %s took over %.0fs; loading again", key, follower_timeout)
-        return _load_and_store(cache, key, ttl, loader), False
+        return _load_and_store(way, key, ttl, loader), False
     try:
-        flight.value, flight.hit = _load_across_replicas(cache, key, ttl, loader, lock_ttl, wait, poll)
+        flight.value, flight.hit = _load_across_replicas(cache, way, key, ttl, loader, lock_ttl, wait, poll)
         return flight.value, flight.hit
     except BaseException as exc:
         flight.error = exc
@@ -422,17 +554,20 @@ def load_through(
         flight.done.set()
 
 
-def _load_and_store(cache: Cache, key: str, ttl: float, loader: Callable[[], Any]) -> Any:
+def _load_and_store(way: _Way, key: str, ttl: float, loader: Callable[[], Any]) -> Any:
     loaded = loader()
-    if loaded is None:
-        return None
-    value = decode(encode(loaded))
-    cache.set(key, value, ttl)
-    return value
+    return None if loaded is None else way.store(key, loaded, ttl)
 
 
 def _load_across_replicas(
-    cache: Cache, key: str, ttl: float, loader: Callable[[], Any], lock_ttl: float, wait: float, poll: float
+    cache: Cache,
+    way: _Way,
+    key: str,
+    ttl: float,
+    loader: Callable[[], Any],
+    lock_ttl: float,
+    wait: float,
+    poll: float,
 ) -> tuple[Any, bool]:
     lock_key = key + LOCK_SUFFIX
     token = uuid.uuid4().hex
@@ -441,21 +576,21 @@ def _load_across_replicas(
     while True:
         taken = cache.add(lock_key, token, lock_ttl)
         if taken is None:  # the cache does not answer: nobody can coordinate, nothing to wait for
-            return _load_and_store(cache, key, ttl, loader), False
+            return _load_and_store(way, key, ttl, loader), False
         if taken:
             try:
-                cached = cache.get(key)  # stored by another replica between our miss and our lock
+                cached = way.read(key)  # stored by another replica between our miss and our lock
                 if cached is not None:
                     return cached, True
-                return _load_and_store(cache, key, ttl, loader), False
+                return _load_and_store(way, key, ttl, loader), False
             finally:
                 if cache.get(lock_key) == token:  # our lock may have expired and been taken by another
                     cache.delete(lock_key)
         if time.monotonic() >= deadline:
             log.info("cache key %s: another replica is slow to load it; loading here too", key)
-            return _load_and_store(cache, key, ttl, loader), False
+            return _load_and_store(way, key, ttl, loader), False
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
-        cached = cache.get(key)
+        cached = way.read(key)
         if cached is not None:
             return cached, True

@@ -123,7 +123,7 @@ def parse_id(value: str, name: str) -> int:
 @dataclass(frozen=True, slots=True)
 class Reply:
     status: int
-    body: Any = None  # JSON-serialisable, or None for an empty body
+    body: Any = None  # JSON-serialisable; or bytes of JSON already encoded (sent as they are); None: empty
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -333,6 +333,8 @@ def handle(
 def to_flask(reply: Reply) -> flask.Response:
     if reply.body is None:
         response = flask.Response(status=reply.status)
+    elif isinstance(reply.body, bytes):
+        response = flask.Response(reply.body, status=reply.status, content_type="application/json")
     else:
         payload = json.dumps(reply.body, ensure_ascii=False, separators=(",", ":"))
         response = flask.Response(payload, status=reply.status, content_type="application/json")

@@ -34,8 +34,9 @@ PAGE_HEADERS = {
 
 def get_order(service: OrdersService, call: web.Call) -> web.Reply:
     uid = parse_uid(call.text("order_uid"))
-    body, hit = service.get(uid)
-    # a public read: the page may be served from another origin (its own Knative Service in the cluster)
+    body, hit = service.get(uid)  # the JSON as cached, sent as it is
+    # X-Cache: hit when a cache answered (this process's or Memcached), miss when the database did.
+    # A public read: the page may be served from another origin (its own Knative Service in the cluster).
     return web.Reply(200, body, {"X-Cache": "hit" if hit else "miss", "Access-Control-Allow-Origin": "*"})
 
 

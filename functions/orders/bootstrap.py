@@ -24,7 +24,7 @@ from functions.orders.ports import DeadLetters, OrderRepository
 from functions.orders.service import OrdersService
 from functions.orders.settings import OrdersSettings
 from shared_lib import lifecycle, postgres
-from shared_lib.cache import Cache, shared_or_local
+from shared_lib.cache import EncodedCache, InProcessCache, shared_or_local
 from shared_lib.counters import InProcessCounters
 from shared_lib.observability import metrics
 from shared_lib.postgres import ConnectionPool
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SQL = Path(__file__).resolve().parents[2] / "sql"
 CACHE_PREFIX = "orders:"
+LOCAL_CACHE = "orders-local"  # the in-process tier's name in metrics (shop_cache_requests_total{cache})
 
 
 class ExportedCounters(InProcessCounters):
@@ -56,12 +57,14 @@ class Root:
         *,
         orders: OrderRepository | None = None,
         dead_letters: DeadLetters | None = None,
-        cache: Cache | None = None,
+        cache: EncodedCache | None = None,
         counters: InProcessCounters | None = None,
         clock: Callable[[], datetime] | None = None,
+        local_cache: EncodedCache | None = None,
     ) -> None:
         self._settings, self._orders, self._dead_letters = settings, orders, dead_letters
         self._cache, self._counters, self._clock = cache, counters, clock
+        self._local_cache = local_cache
 
     @functools.cached_property
     def settings(self) -> OrdersSettings:
@@ -74,10 +77,23 @@ class Root:
         return pool
 
     @functools.cached_property
-    def cache(self) -> Cache:
+    def cache(self) -> EncodedCache:
         return (
             self._cache if self._cache is not None else shared_or_local(self.settings.memcached, CACHE_PREFIX)
         )
+
+    @functools.cached_property
+    def local_cache(self) -> EncodedCache | None:
+        """Found orders kept in this process in front of the shared cache; None when the settings give it no
+        entries, or when the cache is itself in this process (no Memcached: a second copy would only cost
+        memory)."""
+        if self._local_cache is not None:
+            return self._local_cache
+        config = self.settings
+        if config.local_cache_entries == 0 or isinstance(self.cache, InProcessCache):
+            return None
+        entries, size = config.local_cache_entries, config.local_cache_bytes
+        return InProcessCache(entries, name=LOCAL_CACHE, max_bytes=size)
 
     @functools.cached_property
     def counters(self) -> InProcessCounters:
@@ -110,6 +126,7 @@ class Root:
             warm_cache=config.warm_cache,
             future_skew=timedelta(seconds=config.future_skew_seconds),
             recent_count=config.recent_count,
+            local=self.local_cache,
         )
         return service if self._clock is None else dataclasses.replace(service, clock=self._clock)
 
@@ -142,14 +159,21 @@ def bootstrap(
     *,
     orders: OrderRepository | None = None,
     dead_letters: DeadLetters | None = None,
-    cache: Cache | None = None,
+    cache: EncodedCache | None = None,
     counters: InProcessCounters | None = None,
     clock: Callable[[], datetime] | None = None,
+    local_cache: EncodedCache | None = None,
 ) -> Root:
     """A root on these dependencies (the rest from `settings`, else the environment), made the one the
     handlers and the batch worker use; what the previous one opened is closed."""
     made = Root(
-        settings, orders=orders, dead_letters=dead_letters, cache=cache, counters=counters, clock=clock
+        settings,
+        orders=orders,
+        dead_letters=dead_letters,
+        cache=cache,
+        counters=counters,
+        clock=clock,
+        local_cache=local_cache,
     )
     _roots.replace(made)
     return made

@@ -1,6 +1,11 @@
 """The order viewer's use cases: ingest a batch of records (store the new orders in one transaction,
-dead-letter the invalid and the conflicting ones), read an order through the cache, list the recent ones.
+dead-letter the invalid and the conflicting ones), read an order through the caches, list the recent ones.
 No Flask, no SQL, no Kafka, no environment.
+
+A read is answered with the order's JSON as the caches hold it, already encoded: a stored order never changes
+(a redelivery with another body is a CONFLICT, never an overwrite; nothing deletes orders), so its bytes are
+the answer for as long as they are cached. A found order is kept in this process too (`local`, in front of
+the shared cache that other replicas fill and read); a not-found one never is, as the order may arrive later.
 """
 
 from __future__ import annotations
@@ -9,7 +14,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from functions.orders.domain import (
     DeadLetter,
@@ -22,7 +26,7 @@ from functions.orders.domain import (
     Verdict,
 )
 from functions.orders.ports import Counters, DeadLetters, OrderRepository
-from shared_lib.cache import Cache, load_through
+from shared_lib.cache import EncodedCache, load_through_encoded
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +45,14 @@ def _now() -> datetime:
 class OrdersService:
     orders: OrderRepository
     dead_letters: DeadLetters
-    cache: Cache
+    cache: EncodedCache  # the shared tier (Memcached), or this process's only cache
     counters: Counters
     cache_ttl_seconds: float = 3600.0
     warm_cache: bool = True  # put each newly stored order in the cache, so its first read is a hit
     future_skew: timedelta = timedelta(minutes=5)  # how far in the future date_created may be (clock skew)
     recent_count: int = 8  # orders the page lists
     clock: Callable[[], datetime] = field(default=_now)
+    local: EncodedCache | None = None  # found orders in this process, read before `cache`; None: no such tier
 
     def ingest(self, submissions: Sequence[Submission]) -> list[Verdict]:
         """Store the batch's new orders in one transaction and dead-letter the rest; one verdict per record.
@@ -113,17 +118,25 @@ class OrdersService:
             refused.update(bad)
         return frozenset(inserted), fingerprints, refused
 
-    def get(self, order_uid: str) -> tuple[dict[str, Any], bool]:
-        """The order in the sample's shape and whether it came from the cache. Raises OrderNotFoundError,
-        TransientError (the database; the cache never fails a read: without it, reads go to the database)."""
+    def get(self, order_uid: str) -> tuple[bytes, bool]:
+        """The order in the sample's shape as encoded JSON (shared_lib.cache.encode), and whether it came
+        from a cache (this process's tier or the shared one). Raises OrderNotFoundError, TransientError (the
+        database; a cache never fails a read: without it, reads go to the database)."""
+        key = cache_key(order_uid)
+        if self.local is not None:
+            kept = self.local.get_encoded(key)
+            if kept is not None:
+                return kept, True
 
-        def load() -> dict[str, Any] | None:
+        def load() -> dict[str, object] | None:
             order = self.orders.get(order_uid)
             return None if order is None else order.to_json()
 
-        body, hit = load_through(self.cache, cache_key(order_uid), self.cache_ttl_seconds, load)
+        body, hit = load_through_encoded(self.cache, key, self.cache_ttl_seconds, load)
         if body is None:
             raise OrderNotFoundError(order_uid)
+        if self.local is not None:
+            self.local.set_encoded(key, body, self.cache_ttl_seconds)
         return body, hit
 
     def recent(self) -> list[OrderSummary]:

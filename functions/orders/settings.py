@@ -15,6 +15,10 @@ class OrdersSettings(BaseSettings):
     memcached: str = ""  # host:port,host:port; empty: a cache in this process only
     cache_ttl_seconds: float = Field(3600, gt=0)  # a stored order never changes: only memory bounds this
     warm_cache: bool = True  # cache each new order as it is stored, so its first read is a hit
+    # found orders also kept in this process, in front of Memcached (an order never changes; a 404 is never
+    # kept here): least recently read go first beyond either bound; 0 entries: no such tier
+    local_cache_entries: int = Field(10_000, ge=0)
+    local_cache_bytes: int = Field(32 * 1024 * 1024, ge=0)
 
     kafka_bootstrap: str = ""  # empty: dead letters go to the log (the dev server's embedded mode)
     topic: str = "orders"

@@ -121,6 +121,7 @@ class Viewer:
     cache: InProcessCache = field(default_factory=InProcessCache)
     counters: InProcessCounters = field(default_factory=InProcessCounters)
     warm_cache: bool = True
+    local: InProcessCache | None = None  # the service's tier in this process, in front of `cache`
 
     @property
     def service(self) -> OrdersService:
@@ -131,6 +132,7 @@ class Viewer:
             counters=self.counters,
             warm_cache=self.warm_cache,
             clock=lambda: NOW,
+            local=self.local,
         )
 
     def bootstrap(self) -> composition.Root:
@@ -143,4 +145,5 @@ class Viewer:
             cache=self.cache,
             counters=self.counters,
             clock=lambda: NOW,
+            local_cache=self.local,
         )

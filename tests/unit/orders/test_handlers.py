@@ -17,6 +17,9 @@ from werkzeug.test import TestResponse
 
 from functions import table
 from functions.orders import bootstrap
+from functions.orders.service import cache_key
+from shared_lib import web
+from shared_lib.cache import InProcessCache
 from tests.unit.orders.fakes import SAMPLE_BYTES, Viewer, sample
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -140,6 +143,39 @@ def test_get_order_answers_exactly_the_sample_with_x_cache(viewer: Viewer) -> No
     documented(first, "/order/{order_uid}")
     second = app("get_order").get(f"/order/{UID}")
     assert (second.headers["X-Cache"], second.get_data()) == ("hit", first.get_data())
+
+
+@pytest.mark.function("get_order")
+def test_get_order_answers_the_same_bytes_from_the_database_either_cache_tier_and_as_before() -> None:
+    """The answer of a miss, of a Memcached-tier hit and of a hit in this process: one status, one body, the
+    same headers (X-Cache aside: `hit` from either tier); and the body, its type and length are what Flask
+    answered when the order was decoded and encoded again per request (web.to_flask of the dict)."""
+    viewer = Viewer(warm_cache=False, local=InProcessCache(name="orders-local"))
+    viewer.bootstrap()
+    try:
+        named = sample(delivery={**sample()["delivery"], "name": "Тест Тестов", "city": "Кирьят-Моцкин"})
+        ingest(json.dumps(named, ensure_ascii=False).encode())
+        miss = app("get_order").get(f"/order/{UID}")  # the database; now in both tiers
+        local = app("get_order").get(f"/order/{UID}")
+        assert viewer.local is not None
+        viewer.local.delete(cache_key(UID))
+        shared = app("get_order").get(f"/order/{UID}")  # Memcached's stand-in; this process keeps it again
+        again = app("get_order").get(f"/order/{UID}")
+    finally:
+        bootstrap.reset()
+    assert [r.headers["X-Cache"] for r in (miss, local, shared, again)] == ["miss", "hit", "hit", "hit"]
+    assert viewer.orders.reads == 1
+
+    def answer(response: TestResponse) -> tuple[int, list[tuple[str, str]], bytes]:
+        headers = [(k, "…" if k == "X-Cache" else v) for k, v in response.headers.items()]
+        return response.status_code, headers, response.get_data()
+
+    assert answer(miss) == answer(local) == answer(shared) == answer(again)
+    before = web.to_flask(web.Reply(200, json.loads(miss.get_data()), {"X-Cache": "hit"}))
+    assert miss.get_data() == before.get_data()
+    assert json.loads(miss.get_data()) == named
+    assert (miss.content_type, miss.content_length) == (before.content_type, before.content_length)
+    documented(local, "/order/{order_uid}")
 
 
 @pytest.mark.function("get_order")

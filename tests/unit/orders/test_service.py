@@ -3,11 +3,14 @@ one-by-one fallback that isolates the order the database refuses; transient fail
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from functions.orders import consumer
-from functions.orders.domain import Outcome
+from functions.orders.domain import OrderNotFoundError, Outcome
 from functions.orders.service import cache_key
+from shared_lib.cache import InProcessCache, encode
 from shared_lib.errors import TransientError
 from tests.unit.orders.fakes import SAMPLE_BYTES, Viewer, record, sample
 
@@ -91,7 +94,7 @@ def test_get_is_a_miss_then_a_hit_and_reads_the_database_once() -> None:
     assert (hit, viewer.orders.reads) == (False, 1)
     again, hit = viewer.service.get(UID)
     assert (again, hit, viewer.orders.reads) == (body, True, 1)
-    assert list(body) == list(sample())  # the sample's keys, in its order
+    assert list(json.loads(body)) == list(sample())  # the sample's keys, in its order
 
 
 def test_a_warm_cache_makes_the_first_read_a_hit() -> None:
@@ -116,3 +119,77 @@ def test_recent_lists_the_newest_first() -> None:
     values = [sample(order_uid=f"r{i}") for i in range(10)]
     outcomes(viewer, *values)
     assert [s.order_uid for s in viewer.service.recent()] == [f"r{i}" for i in range(9, 1, -1)]
+
+
+# --- the tier in this process, in front of the shared cache ----------------------------------------------
+
+
+def tiered(entries: int = 100, max_bytes: int | None = None) -> Viewer:
+    """A viewer whose service keeps found orders in this process too; the shared cache left cold."""
+    return Viewer(warm_cache=False, local=InProcessCache(entries, name="orders-local", max_bytes=max_bytes))
+
+
+def test_a_found_order_is_served_from_this_process_after_its_first_read() -> None:
+    viewer = tiered()
+    outcomes(viewer, SAMPLE_BYTES)
+    body, hit = viewer.service.get(UID)
+    assert (hit, viewer.orders.reads) == (False, 1)
+    assert body == encode(viewer.orders.orders[UID].to_json())  # the JSON a hit of the shared cache holds
+    viewer.cache.delete(cache_key(UID))  # neither the shared cache …
+    viewer.orders.down = True  # … nor the database can answer it now
+    assert viewer.service.get(UID) == (body, True)
+    assert viewer.orders.reads == 1
+
+
+def test_a_hit_in_the_shared_cache_is_kept_in_this_process_as_the_same_bytes() -> None:
+    viewer = Viewer(local=InProcessCache(name="orders-local"))  # warm: ingest fills the shared cache only
+    outcomes(viewer, SAMPLE_BYTES)
+    assert viewer.local is not None and viewer.local.size == (0, 0)
+    shared = viewer.cache.get_encoded(cache_key(UID))
+    assert viewer.service.get(UID) == (shared, True)
+    assert viewer.local.get_encoded(cache_key(UID)) == shared
+    assert viewer.orders.reads == 0
+
+
+def test_an_unknown_order_is_never_kept_in_this_process_and_is_served_once_stored() -> None:
+    viewer = tiered()
+    for _ in range(2):
+        with pytest.raises(OrderNotFoundError):
+            viewer.service.get(UID)
+    assert viewer.local is not None and viewer.local.size == (0, 0)
+    assert viewer.orders.reads == 2  # each not-found read asked the database again
+    outcomes(viewer, SAMPLE_BYTES)  # the order arrives (the shared cache is not warmed: warm_cache off)
+    body, hit = viewer.service.get(UID)
+    assert (json.loads(body)["order_uid"], hit) == (UID, False)
+    assert viewer.service.get(UID) == (body, True)
+
+
+def test_the_tier_in_this_process_keeps_its_bounds_dropping_the_least_recently_read() -> None:
+    uids = [f"bound{i}" for i in range(6)]
+    viewer = tiered(entries=3)
+    outcomes(viewer, *[sample(order_uid=uid) for uid in uids])
+    for uid in uids[:3]:
+        viewer.service.get(uid)
+    viewer.service.get(uids[0])  # read again: the most recent now
+    viewer.service.get(uids[3])  # one over the bound: uids[1], the least recently read, goes
+    assert viewer.local is not None
+    kept = [uid for uid in uids if viewer.local.get_encoded(cache_key(uid)) is not None]
+    assert kept == [uids[0], uids[2], uids[3]]
+
+    one = len(encode(viewer.orders.orders[uids[0]].to_json()))
+    viewer = tiered(entries=100, max_bytes=2 * one + one // 2)  # room for two orders' bytes, not three
+    outcomes(viewer, *[sample(order_uid=uid) for uid in uids])
+    for uid in uids:
+        assert json.loads(viewer.service.get(uid)[0])["order_uid"] == uid
+    assert viewer.local is not None
+    entries, size = viewer.local.size
+    assert entries == 2 and size <= 2 * one + one // 2
+    assert [uid for uid in uids if viewer.local.get_encoded(cache_key(uid)) is not None] == uids[-2:]
+
+
+def test_an_order_larger_than_the_tier_is_served_and_not_kept() -> None:
+    viewer = tiered(max_bytes=100)
+    outcomes(viewer, SAMPLE_BYTES)
+    assert viewer.service.get(UID)[1] is False
+    assert viewer.local is not None and viewer.local.size == (0, 0)
+    assert viewer.service.get(UID)[1] is True  # from the shared cache, which holds it

@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from shared_lib.cache import Cache, InProcessCache, load_through, safe_key
+from shared_lib.cache import (
+    Cache,
+    EncodedCache,
+    InProcessCache,
+    encode,
+    load_through,
+    load_through_encoded,
+    safe_key,
+)
 from shared_lib.errors import TransientError
 
 
@@ -104,6 +112,30 @@ class CacheContract:
         with pytest.raises(ValueError):
             cache.set(fresh(), None, self.ttl)
 
+    def test_encoded_values_are_the_stored_bytes_either_way(self, cache: EncodedCache) -> None:
+        value = {"name": "Чайник", "price": 3379, "ok": True}
+        key, other = fresh(), fresh()
+        assert cache.get_encoded(key) is None
+        cache.set(key, value, self.ttl)
+        assert cache.get_encoded(key) == encode(value)
+        cache.set_encoded(other, encode(value), self.ttl)
+        assert (cache.get(other), cache.get_encoded(other)) == (value, encode(value))
+
+    def test_load_through_encoded_loads_once_and_serves_the_stored_bytes(self, cache: EncodedCache) -> None:
+        key, loads = fresh(), []
+
+        def loader() -> dict[str, Any]:
+            loads.append(1)
+            return {"order_uid": "ä", "n": 1}
+
+        data, hit = load_through_encoded(cache, key, self.ttl, loader)
+        assert (data, hit) == (encode({"order_uid": "ä", "n": 1}), False)
+        assert load_through_encoded(cache, key, self.ttl, loader) == (data, True)
+        assert (cache.get(key), len(loads)) == ({"order_uid": "ä", "n": 1}, 1)
+        nothing = fresh()
+        assert load_through_encoded(cache, nothing, self.ttl, lambda: None) == (None, False)
+        assert cache.get_encoded(nothing) is None  # a None from the loader is not cached
+
 
 class TestInProcessCache(CacheContract):
     @pytest.fixture
@@ -130,7 +162,35 @@ class TestInProcessCache(CacheContract):
     def test_a_zero_ttl_keeps_nothing(self) -> None:
         cache = InProcessCache()
         cache.set("k", 1, 0)
-        assert cache.get("k") is None
+        cache.set_encoded("e", b"1", 0)
+        assert (cache.get("k"), cache.get_encoded("e"), cache.size) == (None, None, (0, 0))
+
+    def test_the_least_recently_read_go_first(self) -> None:
+        cache = InProcessCache(max_entries=2)
+        cache.set("a", "a", 60)
+        cache.set("b", "b", 60)
+        assert cache.get("a") == "a"  # read: now more recent than b
+        cache.set("c", "c", 60)
+        assert cache.get_many(["a", "b", "c"]) == {"a": "a", "c": "c"}
+
+    def test_max_bytes_bounds_the_stored_values_and_a_value_over_it_is_not_kept(self) -> None:
+        cache = InProcessCache(max_bytes=10)
+        cache.set_encoded("a", b"1234", 60)
+        cache.set_encoded("b", b"5678", 60)
+        assert cache.size == (2, 8)
+        cache.set_encoded("c", b"90", 60)  # 10 bytes: both stay
+        cache.set_encoded("b", b"567", 60)  # replaced: its old length no longer counts
+        assert cache.size == (3, 9)
+        cache.set_encoded("d", b"xyz", 60)  # 12 bytes: the least recently used (a) goes
+        assert (cache.get_encoded("a"), cache.size) == (None, (3, 8))
+        cache.set_encoded("huge", b"x" * 11, 60)
+        assert (cache.get_encoded("huge"), cache.size) == (None, (3, 8))
+        cache.set("n", 7, 60)
+        assert cache.size == (4, 9)
+        assert cache.incr("n", 1000) == 1007  # 1 byte becomes 4: 12 bytes, so c (least recent) goes
+        assert (cache.get_encoded("c"), cache.size) == (None, (3, 10))
+        cache.delete("b")
+        assert ([cache.get_encoded(k) for k in "bdn"], cache.size) == ([None, b"xyz", b"1007"], (2, 7))
 
 
 def test_safe_keys_keep_plain_keys_and_hash_the_rest() -> None:
