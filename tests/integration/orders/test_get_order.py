@@ -1,5 +1,6 @@
 """get_order through the real functions-framework apps on real PostgreSQL and a real Memcached: a miss then a
-hit, warm on ingest, Memcached stopped mid-test (served from the database, quickly), never there at all."""
+hit, warm on ingest, Memcached stopped mid-test (served from the database, quickly), never there at all; and
+the tier in this process in front of Memcached (ORDERS_LOCAL_CACHE_ENTRIES): found orders kept, 404s not."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def test_an_order_is_warm_in_memcached_as_soon_as_it_is_stored(
 def test_memcached_stopped_mid_test_is_served_from_the_database(
     orders_apps: Apps, memcached_flap: MemcachedServer
 ) -> None:
-    apps = orders_apps(ORDERS_MEMCACHED=memcached_flap.address)
+    apps = orders_apps(ORDERS_MEMCACHED=memcached_flap.address, ORDERS_LOCAL_CACHE_ENTRIES="0")
     uid, _ = new_order(apps)
     status, cache, body = read(apps, uid)
     assert (status, cache) == (200, "hit")
@@ -74,7 +75,35 @@ def test_memcached_stopped_mid_test_is_served_from_the_database(
 
 
 def test_a_memcached_that_never_ran_is_served_from_the_database(orders_apps: Apps) -> None:
-    apps = orders_apps(ORDERS_MEMCACHED=f"127.0.0.1:{free_port()}")
+    apps = orders_apps(ORDERS_MEMCACHED=f"127.0.0.1:{free_port()}", ORDERS_LOCAL_CACHE_ENTRIES="0")
     uid, _ = new_order(apps)
     for _ in range(2):
         assert read(apps, uid)[:2] == (200, "miss")
+
+
+def test_an_order_read_once_is_served_from_this_process_while_memcached_is_down(
+    orders_apps: Apps, memcached_flap: MemcachedServer
+) -> None:
+    apps = orders_apps(ORDERS_MEMCACHED=memcached_flap.address)  # the tier in this process: on by default
+    uid, _ = new_order(apps)
+    status, cache, body = read(apps, uid)  # Memcached's (warm on ingest); now kept here too
+    assert (status, cache) == (200, "hit")
+    unread, _ = new_order(apps)
+    memcached_flap.stop()
+    assert read(apps, uid) == (200, "hit", body)  # without Memcached and without the database
+    assert read(apps, unread)[:2] == (200, "miss")  # never read here: from the database …
+    assert read(apps, unread)[:2] == (200, "hit")  # … and kept here from then on
+
+
+def test_a_404_is_never_kept_in_this_process_and_the_order_is_served_once_it_arrives(
+    orders_apps: Apps, memcached_address: str
+) -> None:
+    apps = orders_apps(ORDERS_MEMCACHED=memcached_address, ORDERS_WARM_CACHE="false")
+    order = generator.make_order(random.Random())
+    uid = order["order_uid"]
+    for _ in range(2):
+        assert read(apps, uid)[0] == 404
+    assert apps["ingest_order"].post("/", headers=CE, data=generator.encode(order)).status_code == 200
+    status, cache, body = read(apps, uid)
+    assert (status, cache) == (200, "miss") and json.loads(body)["order_uid"] == uid
+    assert read(apps, uid) == (200, "hit", body)
