@@ -47,7 +47,7 @@ test-deps: install
 N ?= 10000
 BAD ?= 5%
 orders: install
-	PYTHONPATH=. $(PY) -m functions.orders.generator --count $(N) --bad $(BAD) --bootstrap 127.0.0.1:19092 \
+	PYTHONPATH=. $(PY) -m functions.devtools.orders_generator --count $(N) --bad $(BAD) --bootstrap 127.0.0.1:19092 \
 	  --database-url postgresql://postgres@127.0.0.1:$${SHOP_PG_PORT:-15432}/orders
 
 ## Republish a dead-letter topic's letters to their source topic (progress kept in group redrive.<TOPIC>):

@@ -216,7 +216,7 @@ def near_limit(shop: Shop, count: int, bound: float) -> Figures:
 
     from kafka import KafkaProducer
 
-    from functions.orders import generator
+    from functions.devtools import orders_generator as generator
 
     bootstrap = shop.kafka.bootstrap
     dlq_start = end_offsets(bootstrap, "orders.dlq")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import report, topic_size  # noqa: E402
 from bench.cpu import cpu_of  # noqa: E402
 from bench.stack import kafka_broker, postgres  # noqa: E402
-from functions.orders import generator  # noqa: E402
+from functions.devtools import orders_generator as generator  # noqa: E402
 from shared_lib.devtools.kafka_server import available  # noqa: E402
 from shared_lib.postgres import ConnectionPool, Dsn, ensure_database, migrate  # noqa: E402
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from functions import entrypoint, table
 from k8s import generate
@@ -101,6 +103,159 @@ def test_the_build_context_is_an_allow_list() -> None:
     patterns = (ROOT / ".dockerignore").read_text().split()
     assert patterns[patterns.index("*")] == "*"
     assert {"!pyproject.toml", "!functions/", "!shared_lib/", "!sql/"} <= set(patterns)
+
+
+# --- what the image ships against what the cluster runs and the import contract ----------------------------
+
+RUNTIME_CONTRACT = "runtime code never imports what the image leaves out: the dev tooling, k8s, tests, bench"
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def pattern_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as Docker reads it: Go's filepath.Match (`*` and `?` stay within one path
+    segment, `[...]` a class) plus `**`, any number of directories."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        elif pattern[i] == "[":
+            end = pattern.index("]", i)
+            out, i = out + pattern[i : end + 1], end + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out)
+
+
+def in_image(path: str) -> bool:
+    """Whether the build context holds `path` ('/'-separated, relative to the repository): as in Docker, the
+    last pattern matching the path or one of its parent directories decides (`!`: kept)."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    kept = True
+    for pattern in dockerignore_patterns():
+        regex = pattern_regex(pattern.removeprefix("!").rstrip("/"))
+        if any(regex.fullmatch(prefix) for prefix in prefixes):
+            kept = pattern.startswith("!")
+    return kept
+
+
+def module_path(module: str) -> str:
+    """The file of a module of this repository, relative to it."""
+    base = Path(*module.split("."))
+    candidate = base.with_suffix(".py") if (ROOT / base.with_suffix(".py")).exists() else base / "__init__.py"
+    assert (ROOT / candidate).exists(), f"{module} has no file in the repository"
+    return candidate.as_posix()
+
+
+def python_modules(command: list[str]) -> list[str]:
+    """The module of a `python -m <module> …` command, if it is one."""
+    if command[:1] == ["python"] and "-m" in command[:-1]:
+        return [command[command.index("-m") + 1]]
+    return []
+
+
+def commands_in(document: Any) -> Iterator[list[str]]:
+    """Every container command of a manifest (any list under a `command` key)."""
+    if isinstance(document, dict):
+        for key, value in document.items():
+            if key == "command" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+                yield value
+            else:
+                yield from commands_in(value)
+    elif isinstance(document, list):
+        for item in document:
+            yield from commands_in(item)
+
+
+def what_the_image_runs() -> set[str]:
+    """The modules a container of the image starts: the ENTRYPOINT, every function's handlers (the entry point
+    loads their source), each `python -m` of the generated manifests (Knative and OpenFaaS), and the commands
+    the Makefile runs inside the cluster (`kubectl exec … -- python -m …`)."""
+    (entry,) = [json.loads(args) for keyword, args in final_stage() if keyword == "ENTRYPOINT"]
+    modules = set(python_modules(entry))
+    modules |= {function.source.removesuffix(".py").replace("/", ".") for function in table.FUNCTIONS}
+    manifests = [*sorted((ROOT / "k8s").rglob("*.yaml")), ROOT / "k8s" / "openfaas" / "stack.yml"]
+    for manifest in manifests:
+        for document in yaml.safe_load_all(manifest.read_text()):
+            for command in commands_in(document):
+                modules.update(python_modules(command))
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if "kubectl" in line and " exec " in line and "python -m " in line:
+            modules.add(line.split("python -m ", 1)[1].split()[0])
+    return modules
+
+
+def test_the_dockerignore_reading_matches_what_the_allow_list_says() -> None:
+    assert in_image("functions/cart/main.py") and in_image("shared_lib/web.py") and in_image("sql/cart")
+    assert in_image("pyproject.toml") and not in_image("README.md") and not in_image("k8s/generate.py")
+    assert not in_image("functions/__pycache__/table.cpython-311.pyc") and not in_image("functions/x.pyc")
+    assert not in_image("shared_lib/devtools/ports.py") and not in_image("functions/devserver.py")
+    assert not in_image("functions/devtools/orders_generator.py")
+
+
+def test_what_the_image_runs_and_everything_it_imports_is_in_the_image() -> None:
+    import grimp  # import-linter's graph builder (a dev dependency)
+
+    runs = what_the_image_runs()
+    deployed_workers = {worker.module for worker in table.WORKERS if worker.deployed}
+    # the manifests and the Makefile were read: the deployed workers, the migrations, the event sources
+    # (OpenFaaS) and the redrive (make redrive CLUSTER=1) are all started from the image
+    assert deployed_workers | {"functions.entrypoint", "functions.migrate", "shared_lib.redrive"} <= runs
+    assert "shared_lib.eventsource" in runs
+    graph = grimp.build_graph("functions", "shared_lib", "k8s", cache_dir=None)
+    missing = {
+        f"{module} (needed by {entry})": module_path(module)
+        for entry in sorted(runs)
+        for module in {entry} | graph.find_upstream_modules(entry)
+        if not in_image(module_path(module))
+    }
+    assert missing == {}, "the image would lack these (.dockerignore leaves them out)"
+
+
+def test_the_import_contract_forbids_exactly_what_the_image_leaves_out() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (contract,) = [c for c in config["contracts"] if c["name"] == RUNTIME_CONTRACT]
+    shipped_packages = {
+        p.removeprefix("!").rstrip("/")
+        for p in dockerignore_patterns()
+        if p.startswith("!") and (ROOT / p.removeprefix("!") / "__init__.py").exists()
+    }
+    assert shipped_packages == {"functions", "shared_lib"}
+    assert set(contract["source_modules"]) == {f"{package}.*" for package in shipped_packages}
+    forbidden = set(contract["forbidden_modules"])
+    # every other package the linter knows is outside the image, and so are the tests and benchmarks
+    assert set(config["root_packages"]) - shipped_packages | {"tests", "bench"} <= forbidden
+
+    def module_of(path: Path) -> str:
+        relative = path.relative_to(ROOT).with_suffix("")
+        return ".".join(relative.parts[:-1] if relative.name == "__init__" else relative.parts)
+
+    left_out = {
+        module_of(path)
+        for package in shipped_packages
+        for path in (ROOT / package).rglob("*.py")
+        if "__pycache__" not in path.parts and not in_image(path.relative_to(ROOT).as_posix())
+    }
+    forbidden_inside = {m for m in forbidden if m.split(".")[0] in shipped_packages}
+    # what .dockerignore leaves out of functions/ and shared_lib/ is forbidden to runtime code ...
+    unforbidden = {m for m in left_out if not any(m == f or m.startswith(f + ".") for f in forbidden_inside)}
+    assert unforbidden == set(), "left out of the image, yet runtime code may import them"
+    # ... and each forbidden module is left out whole (one the image ships is a stale entry of the contract)
+    for module in forbidden_inside:
+        path = ROOT / module_path(module)
+        files = sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
+        shipped = [f for f in files if in_image(f.relative_to(ROOT).as_posix())]
+        assert shipped == [], f"{module} is forbidden to runtime code but the image ships it"
 
 
 def test_hadolint_finds_nothing_in_the_dockerfile() -> None:

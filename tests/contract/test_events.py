@@ -25,7 +25,7 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 from schemathesis.core.transport import Response
 
-from functions.orders import generator
+from functions.devtools import orders_generator as generator
 from tests.contract import steering
 from tests.http_client import fetch
 

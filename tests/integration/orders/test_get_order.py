@@ -10,7 +10,7 @@ import random
 import pytest
 from flask.testing import FlaskClient
 
-from functions.orders import generator
+from functions.devtools import orders_generator as generator
 from shared_lib.devtools.memcached_server import MemcachedServer
 from shared_lib.devtools.ports import free_port
 from tests.integration.orders.conftest import Apps

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cloudevents.http import CloudEvent, from_http
 
-from functions.orders import generator
+from functions.devtools import orders_generator as generator
 from functions.orders.consumer import parse, record_of
 from functions.orders.domain import Order, sum_problems
 from tests.unit.orders.fakes import NOW, SAMPLE_BYTES, record, sample

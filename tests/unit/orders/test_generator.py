@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from functions.orders import generator
+from functions.devtools import orders_generator as generator
 
 
 def _plan() -> generator.Plan:

@@ -1,5 +1,6 @@
-"""`python -m functions.orders.generator --count 10000 --bad 5% --bootstrap 127.0.0.1:19092`: realistic orders
-and a share of bad records to the `orders` topic, then how many were ingested and dead-lettered.
+"""`python -m functions.devtools.orders_generator --count 10000 --bad 5% --bootstrap 127.0.0.1:19092`:
+realistic orders and a share of bad records to the `orders` topic, then how many were ingested and
+dead-lettered.
 
 A dev tool (make orders), not a function: it speaks Kafka and reads the orders database itself. Bad records
 come in every kind the consumer must refuse (malformed JSON, wrong types, missing fields, dates in the
