@@ -13,7 +13,14 @@ from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Protocol
 
-from functions.loms.domain import Item, Order, OrderStatus, OrderStatusChanged, StockLevel
+from functions.loms.domain import (
+    InsufficientStockError,
+    Item,
+    Order,
+    OrderStatus,
+    OrderStatusChanged,
+    StockLevel,
+)
 from shared_lib.events import Event
 
 
@@ -79,6 +86,14 @@ class UnitOfWork(Protocol):
 
     def for_shard(self, index: int) -> AbstractContextManager[OrderUnit]:
         """A unit over the orders of shard `index` (0 ≤ index < shard_count) and the stock."""
+        ...
+
+    def place_order(
+        self, user_id: int, items: tuple[Item, ...]
+    ) -> tuple[Order, InsufficientStockError | None]:
+        """Create an order as one unit and commit it: what service.place_in does in a unit for a new order of
+        this user (an adapter may do the same in fewer round trips). `items`: merged, ascending by SKU.
+        Returns the order in its final status, and the refusal (naming the order) when it `failed`."""
         ...
 
 

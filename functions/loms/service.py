@@ -58,17 +58,7 @@ class LomsService:
         Raises EmptyOrderError, ItemCountOutOfRangeError, InsufficientStockError (the order is then stored as
         `failed`, nothing reserved), TransientError.
         """
-        merged = merge_items(items)
-        refused: InsufficientStockError | None = None
-        with self.units.for_new_order(user_id) as unit:
-            order = unit.orders.add(user_id, merged)
-            try:
-                unit.stock.reserve(order.order_id, order.items)
-            except InsufficientStockError as exc:
-                unit.orders.change_status(order, OrderStatus.FAILED)
-                refused = exc.of_order(order.order_id)
-            else:
-                unit.orders.change_status(order, OrderStatus.AWAITING_PAYMENT)
+        order, refused = self.units.place_order(user_id, merge_items(items))
         if refused is not None:  # raised only after the commit: the failed order must stay stored
             raise refused
         return order.order_id
@@ -113,6 +103,20 @@ class LomsService:
         if level is None:
             raise UnknownSkuError(sku)
         return level.available
+
+
+def place_in(
+    unit: OrderUnit, user_id: int, items: tuple[Item, ...]
+) -> tuple[Order, InsufficientStockError | None]:
+    """The one create path, step by step inside `unit` (what UnitOfWork.place_order does): store the order,
+    reserve all its items or none, and move it to `awaiting payment`, or to `failed` with the refusal (naming
+    the order) returned, not raised: the unit must commit the failed order."""
+    order = unit.orders.add(user_id, items)
+    try:
+        unit.stock.reserve(order.order_id, order.items)
+    except InsufficientStockError as exc:
+        return unit.orders.change_status(order, OrderStatus.FAILED), exc.of_order(order.order_id)
+    return unit.orders.change_status(order, OrderStatus.AWAITING_PAYMENT), None
 
 
 def cancel_in(unit: OrderUnit, order: Order) -> bool:

@@ -4,7 +4,8 @@ no relay, no sweep coordination: those are pg_readers', pg_outbox's and pg_sweep
 
 Transactions. A unit of work is one transaction on the order's shard. The stock lives in shard 0:
 - order in shard 0: the stock work runs on the same connection, so create, pay and cancel are each one
-  transaction and fully atomic;
+  transaction and fully atomic. A create there (place_order) is one statement, so one round trip: without
+  BEGIN and COMMIT, which would be two more, and without a round trip per step;
 - order in another shard: the stock work runs in its own transaction on shard 0, opened on first use while the
   order's transaction is open, and committed just before it. Residual window: a crash (or a lost connection)
   between the two commits leaves the stock side committed and the order side not:
@@ -33,6 +34,7 @@ from typing import Any
 
 from functions.loms.adapters.pg_shards import Shards
 from functions.loms.domain import InsufficientStockError, Item, Order, OrderStatus, StockLevel
+from functions.loms.service import place_in
 from shared_lib.observability.tracing import current_traceparent
 from shared_lib.postgres import Connection
 
@@ -63,6 +65,30 @@ class PgUnitOfWork:
         if not 0 <= index < self.shards.count:
             raise ValueError(f"no shard {index} of {self.shards.count}")
         return self._unit(index)
+
+    def place_order(
+        self, user_id: int, items: tuple[Item, ...]
+    ) -> tuple[Order, InsufficientStockError | None]:
+        index = user_id % self.shards.count
+        if index != 0:  # the order apart from the stock: two transactions, step by step (see the module doc)
+            with self._unit(index) as unit:
+                return place_in(unit, user_id, items)
+        # The order with the stock: the whole create is one statement, so one transaction without BEGIN and
+        # COMMIT, and one round trip.
+        with self.shards.stock.connection() as conn:
+            rows = conn.run(
+                _PLACE,
+                u=user_id,
+                n=self.shards.count,
+                i=index,
+                t=current_traceparent(),
+                new=OrderStatus.NEW.value,
+                awaiting=OrderStatus.AWAITING_PAYMENT.value,
+                failed=OrderStatus.FAILED.value,
+                **_arrays(items),
+            )
+        order_id, status, short = int(rows[0][0]), OrderStatus(rows[0][1]), _shortfall(rows[0][2:])
+        return Order(order_id, user_id, status, items), None if short is None else short.of_order(order_id)
 
     @contextlib.contextmanager
     def _unit(self, index: int) -> Iterator[PgOrderUnit]:
@@ -125,16 +151,17 @@ class PgOrderRepository:
 
     def change_status(self, order: Order, status: OrderStatus) -> Order:
         changed = order.moved_to(status)
-        self.conn.run(
+        # RETURNING: a statement that returns rows is prepared once per connection (shared_lib.postgres)
+        rows = self.conn.run(
             "WITH changed AS (UPDATE orders SET status = :s, updated_at = now() WHERE order_id = :o"
-            " RETURNING order_id, user_id, status) " + _OUTBOX_INSERT + " FROM changed",
+            " RETURNING order_id, user_id, status) " + _OUTBOX_INSERT + " FROM changed RETURNING event_id",
             s=status.value,
             o=order.order_id,
             n=self.shard_count,
             i=self.shard_index,
             t=current_traceparent(),
         )
-        if self.conn.row_count != 1:  # the unit holds the order's row lock: it cannot have gone
+        if len(rows) != 1:  # the unit holds the order's row lock: it cannot have gone
             raise RuntimeError(f"order {order.order_id} vanished while its status changed")
         return changed
 
@@ -184,27 +211,21 @@ class PgStockRepository:
         self._conn = conn
 
     def reserve(self, order_id: int, items: tuple[Item, ...]) -> None:
-        conn = self._conn()
-        # All-or-nothing without a savepoint: every row is locked and checked before anything is written, so
-        # a refusal leaves nothing to undo; a failure after the first write fails (rolls back) the whole unit.
-        levels = _lock(conn, [item.sku for item in items])
-        for item in items:
-            level = levels.get(item.sku)
-            if level is None or level.total_count - level.reserved < item.count:
-                raise InsufficientStockError(item.sku, item.count, None if level is None else level.available)
-        rows = conn.run(
-            "WITH wanted AS (SELECT * FROM unnest(CAST(:skus AS bigint[]), CAST(:counts AS bigint[]))"
-            " AS t(sku, count)),"
-            " taken AS (UPDATE stocks SET reserved = stocks.reserved + wanted.count FROM wanted"
-            " WHERE stocks.sku = wanted.sku AND stocks.total_count - stocks.reserved >= wanted.count"
-            " RETURNING stocks.sku, wanted.count),"
+        # One round trip: lock, check, reserve (see _RESERVE). Nothing written when it refuses, so the unit
+        # goes on; a failure after a write fails (rolls back) the whole unit.
+        rows = self._conn().run(
+            "WITH " + _RESERVE + ","
             " held AS (INSERT INTO reservations (order_id, sku, count) SELECT :o, sku, count FROM taken)"
-            " SELECT count(*) FROM taken",
+            " SELECT short.sku, short.count, short.total_count, short.reserved, (SELECT count(*) FROM taken)"
+            " FROM (SELECT) AS one LEFT JOIN short ON true",
             o=order_id,
             **_arrays(items),
         )
-        if int(rows[0][0]) != len(items):  # cannot happen under the row locks; never half-reserve if it does
-            raise RuntimeError(f"reserved {rows[0][0]} of {len(items)} stock rows of order {order_id}")
+        short = _shortfall(rows[0][:4])
+        if short is not None:
+            raise short
+        if int(rows[0][4]) != len(items):  # cannot happen under the row locks; never half-reserve if it does
+            raise RuntimeError(f"reserved {rows[0][4]} of {len(items)} stock rows of order {order_id}")
 
     def consume(self, order_id: int) -> None:
         self._settle(
@@ -222,10 +243,10 @@ class PgStockRepository:
             return
         items = tuple(sorted((Item(int(sku), int(count)) for sku, count in rows), key=lambda i: i.sku))
         _lock(conn, [item.sku for item in items])
-        conn.run(
+        conn.run(  # RETURNING: prepared once per connection, then one round trip (shared_lib.postgres)
             f"UPDATE stocks SET {assignments}"
             " FROM unnest(CAST(:skus AS bigint[]), CAST(:counts AS bigint[])) AS t(sku, count)"
-            " WHERE stocks.sku = t.sku",
+            " WHERE stocks.sku = t.sku RETURNING stocks.sku",
             **_arrays(items),
         )
 
@@ -252,6 +273,62 @@ def _lock(conn: Connection, skus: list[int]) -> dict[int, StockLevel]:
         skus=skus,
     )
     return {int(sku): StockLevel(int(sku), int(total), int(reserved)) for sku, total, reserved in rows}
+
+
+# Reserving all of the items (:skus, :counts; one per SKU) or none, as CTEs of one statement:
+# - `locked` locks the stock rows of the SKUs in ascending SKU order (the lock order of every unit) and reads
+#   them as they are once locked (under READ COMMITTED, a row lock that waited returns the latest version);
+# - `short` is the first SKU without a row or without enough available, from those locked rows;
+# - `taken` reserves every SKU only when none is short. It depends on `short`, so PostgreSQL has taken every
+#   lock before it writes, and it writes the rows this statement locked and checked, which nothing else can
+#   change meanwhile (an UPDATE re-reads a row changed since the statement's snapshot: EvalPlanQual).
+# So a refusal writes nothing, and a success reserves every SKU.
+_RESERVE = (
+    "wanted AS (SELECT * FROM unnest(CAST(:skus AS bigint[]), CAST(:counts AS bigint[])) AS t(sku, count)),"
+    " locked AS MATERIALIZED (SELECT sku, total_count, reserved FROM stocks"
+    " WHERE sku = ANY(CAST(:skus AS bigint[])) ORDER BY sku FOR UPDATE),"
+    " short AS MATERIALIZED (SELECT wanted.sku, wanted.count, locked.total_count, locked.reserved"
+    " FROM wanted LEFT JOIN locked ON locked.sku = wanted.sku"
+    " WHERE locked.sku IS NULL OR locked.total_count - locked.reserved < wanted.count"
+    " ORDER BY wanted.sku LIMIT 1),"
+    " taken AS (UPDATE stocks SET reserved = stocks.reserved + wanted.count FROM wanted"
+    " WHERE stocks.sku = wanted.sku AND NOT EXISTS (SELECT FROM short) RETURNING stocks.sku, wanted.count)"
+)
+
+# The whole create of an order in the stock's shard, one statement: reserve (as above) and store the order in
+# its final status (`failed` when a SKU is short, else `awaiting payment`) with its items, its reservations,
+# and its two events, `new` and then the final status. The second event is made from the first's row, so its
+# id comes from the sequence after the first's and its moment is strictly later, as two statements give.
+# One statement is one transaction: all of it commits, or none.
+_PLACE = (
+    "WITH " + _RESERVE + ","
+    " added AS (INSERT INTO orders (order_id, user_id, status)"
+    " SELECT nextval('order_seq') * :n + :i, :u,"
+    " CASE WHEN EXISTS (SELECT FROM short) THEN :failed ELSE :awaiting END"
+    " RETURNING order_id, user_id, status),"
+    " lines AS (INSERT INTO order_items (order_id, sku, count)"
+    " SELECT added.order_id, wanted.sku, wanted.count FROM added, wanted),"
+    " held AS (INSERT INTO reservations (order_id, sku, count)"
+    " SELECT added.order_id, taken.sku, taken.count FROM added, taken),"
+    " created AS (INSERT INTO outbox (event_id, order_id, user_id, status, moment, traceparent)"
+    " SELECT nextval('outbox_seq') * :n + :i, order_id, user_id, :new, clock_timestamp(), CAST(:t AS text)"
+    " FROM added RETURNING order_id, user_id, moment),"
+    " moved AS (INSERT INTO outbox (event_id, order_id, user_id, status, moment, traceparent)"
+    " SELECT nextval('outbox_seq') * :n + :i, created.order_id, created.user_id, added.status,"
+    " greatest(clock_timestamp(), created.moment + interval '1 microsecond'), CAST(:t AS text)"
+    " FROM created, added)"
+    " SELECT added.order_id, added.status, short.sku, short.count, short.total_count, short.reserved"
+    " FROM added LEFT JOIN short ON true"
+)
+
+
+def _shortfall(row: Sequence[Any]) -> InsufficientStockError | None:
+    """The refusal that `short`'s row (sku, wanted, total, reserved; all NULL: none short) stands for."""
+    sku, wanted, total, reserved = row
+    if sku is None:
+        return None
+    level = None if total is None else StockLevel(int(sku), int(total), int(reserved)).available
+    return InsufficientStockError(int(sku), int(wanted), level)
 
 
 def _arrays(items: Sequence[Item]) -> dict[str, Any]:

@@ -116,6 +116,41 @@ def test_a_refused_reservation_reserves_nothing_and_the_unit_goes_on(
     assert world.reservations(order.order_id) == {a: 1}
 
 
+def test_place_order_reserves_every_item_or_stores_a_failed_order_holding_nothing(
+    world: World, unique_id: UniqueId
+) -> None:
+    user, a, b, unknown = world.user(unique_id()), unique_id(), unique_id(), unique_id()
+    world.put_stock(a, 10, 3)
+    world.put_stock(b, 5)
+    placed, refused = world.units.place_order(user, (Item(a, 7), Item(b, 5)))
+    assert refused is None
+    assert (placed.user_id, placed.status, placed.items) == (
+        user,
+        OrderStatus.AWAITING_PAYMENT,
+        (Item(a, 7), Item(b, 5)),
+    )
+    assert world.service.order_info(placed.order_id) == placed
+    assert world.reservations(placed.order_id) == {a: 7, b: 5}
+    assert (world.level(a), world.level(b)) == (StockLevel(a, 10, 10), StockLevel(b, 5, 5))
+    assert world.statuses_of(placed.order_id) == [OrderStatus.NEW, OrderStatus.AWAITING_PAYMENT]
+
+    world.put_stock(b, 6, 5)
+    for items, short, available in (
+        ((Item(a, 1), Item(b, 1)), a, 0),  # the first short SKU is named, and nothing else is taken
+        ((Item(b, 1), Item(unknown, 1)), unknown, None),  # no stock record
+        ((Item(b, 2),), b, 1),
+    ):
+        failed, refused = world.units.place_order(user, items)
+        assert refused is not None
+        assert (refused.order_id, refused.sku, refused.available) == (failed.order_id, short, available)
+        assert refused.wanted == next(item.count for item in items if item.sku == short)
+        assert (failed.status, failed.items) == (OrderStatus.FAILED, items)
+        assert world.service.order_info(failed.order_id) == failed
+        assert world.reservations(failed.order_id) == {}
+        assert world.statuses_of(failed.order_id) == [OrderStatus.NEW, OrderStatus.FAILED]
+    assert (world.level(a), world.level(b)) == (StockLevel(a, 10, 10), StockLevel(b, 6, 5))
+
+
 def test_settling_twice_changes_nothing(world: World, unique_id: UniqueId) -> None:
     user, sku = world.user(unique_id()), unique_id()
     world.put_stock(sku, 10, 1)

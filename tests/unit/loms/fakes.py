@@ -25,7 +25,7 @@ from functions.loms.domain import (
     StockLevel,
 )
 from functions.loms.ports import EventPublisher
-from functions.loms.service import LomsService, OutboxRelay, StaleOrderSweeper
+from functions.loms.service import LomsService, OutboxRelay, StaleOrderSweeper, place_in
 from functions.loms.settings import LomsSettings
 from shared_lib.errors import TransientError
 from shared_lib.events import Event
@@ -138,6 +138,12 @@ class InMemoryUnitOfWork:
         if index != 0:
             raise ValueError(f"no shard {index} of 1")
         return self._unit()
+
+    def place_order(
+        self, user_id: int, items: tuple[Item, ...]
+    ) -> tuple[Order, InsufficientStockError | None]:
+        with self._unit() as unit:
+            return place_in(unit, user_id, items)
 
     @contextlib.contextmanager
     def _unit(self) -> Iterator[InMemoryOrderUnit]:
