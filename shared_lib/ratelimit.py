@@ -1,8 +1,8 @@
 """Client-side rate limiting: callers block until they may send the next request.
 
-PgRateLimiter keeps the schedule in PostgreSQL so every replica of a function shares one limit;
-InProcessRateLimiter is the same algorithm for one process (tests, fakes). Both use GCRA with strict spacing
-of 1/rate seconds and no burst, so a peer enforcing the same rate with a token bucket never refuses us.
+PgRateLimiter keeps the schedule in PostgreSQL so every replica of a function shares one limit. It uses GCRA
+with strict spacing of 1/rate seconds and no burst, so a peer enforcing the same rate with a token bucket
+never refuses us.
 Every acquire's wait is a metric per limiter.
 """
 
@@ -25,23 +25,6 @@ class RateLimiter(Protocol):
         ...
 
 
-def _interval(rate: float) -> float:
-    if rate <= 0:
-        raise ValueError("rate must be positive (requests per second)")
-    return 1.0 / rate
-
-
-def _pause(seconds: float, cancel: threading.Event | None, sleep: Callable[[float], None]) -> None:
-    if cancel is not None and cancel.is_set():
-        raise CancelledError()
-    if seconds <= 0:
-        return
-    if cancel is None:
-        sleep(seconds)
-    elif cancel.wait(seconds):
-        raise CancelledError()  # the reserved slot is simply not used
-
-
 # One atomic statement per acquire: the row holds the theoretical arrival time (TAT) of the next request.
 # A caller is granted max(TAT, now) and moves the TAT one interval past that; it waits until its grant.
 # The row lock of ON CONFLICT DO UPDATE serialises replicas; the database clock is the one clock they share.
@@ -58,7 +41,7 @@ RETURNING extract(epoch FROM (r.tat - make_interval(secs => CAST(:interval AS fl
 @dataclass(frozen=True, slots=True)
 class Grant:
     """A slot the limiter handed out: `at` on the limiter's clock (PgRateLimiter: the database's, as Unix
-    seconds; InProcessRateLimiter: its own clock), and `wait`, the seconds from now until then (≤ 0: at once).
+    seconds), and `wait`, the seconds from now until then (≤ 0: at once).
     Consecutive grants under one name are exactly one interval apart or more."""
 
     at: float
@@ -77,7 +60,9 @@ class PgRateLimiter:
     ) -> None:
         self.pool = pool
         self.name = name
-        self.interval = _interval(rate)
+        if rate <= 0:
+            raise ValueError("rate must be positive (requests per second)")
+        self.interval = 1.0 / rate
         self._sleep = sleep
 
     def take(self) -> Grant:
@@ -85,49 +70,16 @@ class PgRateLimiter:
         rows = self.pool.run(_RESERVE, name=self.name, interval=self.interval)
         return Grant(at=float(rows[0][0]), wait=float(rows[0][1]))
 
-    def reserve(self) -> float:
-        """Take the next slot; seconds to wait before using it (≤ 0: now)."""
-        return self.take().wait
-
     def acquire(self, cancel: threading.Event | None = None) -> None:
         if cancel is not None and cancel.is_set():
             raise CancelledError()
-        wait = self.reserve()
+        wait = self.take().wait
         metrics.RATELIMIT_WAIT.labels(self.name).observe(max(0.0, wait))
-        _pause(wait, cancel, self._sleep)
-
-
-class InProcessRateLimiter:
-    """The same GCRA on this process's monotonic clock; thread-safe."""
-
-    def __init__(
-        self,
-        rate: float,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        name: str = "in-process",
-    ) -> None:
-        self.name = name
-        self.interval = _interval(rate)
-        self._clock = clock
-        self._sleep = sleep
-        self._tat = float("-inf")
-        self._lock = threading.Lock()
-
-    def take(self) -> Grant:
-        """Take the next slot, without waiting for it."""
-        with self._lock:
-            now = self._clock()
-            grant = max(self._tat, now)
-            self._tat = grant + self.interval
-            return Grant(at=grant, wait=grant - now)
-
-    def reserve(self) -> float:
-        return self.take().wait
-
-    def acquire(self, cancel: threading.Event | None = None) -> None:
         if cancel is not None and cancel.is_set():
             raise CancelledError()
-        wait = self.reserve()
-        metrics.RATELIMIT_WAIT.labels(self.name).observe(max(0.0, wait))
-        _pause(wait, cancel, self._sleep)
+        if wait <= 0:
+            return
+        if cancel is None:
+            self._sleep(wait)
+        elif cancel.wait(wait):
+            raise CancelledError()  # the reserved slot is simply not used

@@ -27,9 +27,9 @@ from shared_lib.devtools.memcached_server import MemcachedServer
 from shared_lib.devtools.ports import free_port
 from shared_lib.httpclient import HttpClient
 from shared_lib.postgres import ConnectionPool
-from shared_lib.ratelimit import InProcessRateLimiter
 from tests.conftest import MakeDatabase
 from tests.integration.shared_lib.serving import serve_in_thread
+from tests.ratelimit_fake import InProcessRateLimiter
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment

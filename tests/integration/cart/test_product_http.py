@@ -22,11 +22,12 @@ from shared_lib.devtools.ports import free_port
 from shared_lib.errors import TransientError
 from shared_lib.httpclient import HttpClient, UnexpectedResponseError
 from shared_lib.postgres import ConnectionPool
-from shared_lib.ratelimit import InProcessRateLimiter, PgRateLimiter, RateLimiter
+from shared_lib.ratelimit import PgRateLimiter, RateLimiter
 from shared_lib.retry import Backoff
 from tests.conftest import MakeDatabase
 from tests.integration.shared_lib.serving import serve_in_thread
 from tests.polling import wait_for
+from tests.ratelimit_fake import InProcessRateLimiter
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment

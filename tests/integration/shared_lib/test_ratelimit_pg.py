@@ -87,3 +87,19 @@ def test_a_cancelled_wait_gives_up(make_database: MakeDatabase) -> None:
     threading.Timer(0.05, cancel.set).start()
     with pytest.raises(CancelledError):
         limiter.acquire(cancel)
+
+
+def test_an_already_cancelled_caller_does_not_take_a_slot(make_database: MakeDatabase) -> None:
+    limiter = PgRateLimiter(ConnectionPool(make_database("cart"), size=1), "cancelled", 0.001)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(CancelledError):
+        limiter.acquire(cancel)
+    assert limiter.take().wait <= 0  # the first slot is still free: the cancelled caller took none
+
+
+def test_a_rate_must_be_positive(make_database: MakeDatabase) -> None:
+    pool = ConnectionPool(make_database("cart"), size=1)
+    for rate in (0, -1):
+        with pytest.raises(ValueError):
+            PgRateLimiter(pool, "nonsense", rate)

@@ -1,4 +1,5 @@
-"""InProcessRateLimiter: strict spacing of 1/rate, no burst, cancellation while waiting."""
+"""tests.ratelimit_fake.InProcessRateLimiter, PgRateLimiter's GCRA in one process: strict spacing of 1/rate,
+no burst, cancellation while waiting."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from concurrent.futures import CancelledError
 
 import pytest
 
-from shared_lib.ratelimit import InProcessRateLimiter
+from tests.ratelimit_fake import InProcessRateLimiter
 
 
 class FakeTime:
