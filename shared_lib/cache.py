@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from pymemcache.client.hash import HashClient
+from pymemcache.client.rendezvous import RendezvousHash
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
 from shared_lib import lifecycle
@@ -282,6 +283,16 @@ def parse_servers(servers: str | Iterable[str]) -> list[tuple[str, int]]:
 _MISSED = object()  # what _call returns when memcached did not answer
 
 
+def node_score(text: str, seed: int) -> int:
+    """The rendezvous score of one "node-key" pair (RendezvousHash's hash_function): BLAKE2b, in C, about
+    1 µs. pymemcache's default, murmur3 in pure Python, cost ~55 µs per node on every lookup (a get_order hit
+    spent more CPU choosing its server than waiting for it). A change of score moves keys between servers:
+    during a rollout, old and new replicas miss each other's entries for a while, nothing worse (a cache is
+    never the source of truth)."""
+    digest = hashlib.blake2b(text.encode(), digest_size=8, person=seed.to_bytes(8, "big"))
+    return int.from_bytes(digest.digest(), "big")
+
+
 class MemcachedCache:
     """Memcached through pymemcache's HashClient: a pooled client per server, keys spread by rendezvous
     hashing.
@@ -314,6 +325,7 @@ class MemcachedCache:
         self.retry_after = retry_after
         self._client = HashClient(
             addresses,
+            hasher=functools.partial(RendezvousHash, hash_function=node_score),
             connect_timeout=connect_timeout,
             timeout=timeout,
             no_delay=True,

@@ -304,7 +304,7 @@ def handle(
             method=request.method,
             path=request.path,
             params=route.params(request.path),
-            query=single_valued(request.args),
+            query=single_valued(request.args) if request.query_string else {},  # parsed only when given
             headers=cast(Mapping[str, str], request.headers),  # werkzeug Headers: a case-insensitive mapping
             body=read_body(request),
         )

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from pymemcache.client.rendezvous import RendezvousHash
 
 from shared_lib.cache import (
     Cache,
@@ -21,6 +22,7 @@ from shared_lib.cache import (
     encode,
     load_through,
     load_through_encoded,
+    node_score,
     safe_key,
 )
 from shared_lib.errors import TransientError
@@ -425,3 +427,15 @@ def test_a_replica_that_gave_up_its_lock_without_a_value_lets_the_next_one_load(
     assert cache.locks_taken == 2  # the other replica's, then this caller's: it took the freed lock
     assert loader.calls == 1
     assert cache.get("k:loading") is None  # released after loading
+
+
+def test_the_rendezvous_score_spreads_keys_and_a_removed_server_moves_only_its_own() -> None:
+    nodes = ["10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211"]
+    ring = RendezvousHash(list(nodes), hash_function=node_score)
+    keys = [f"orders:order:f1:{i}" for i in range(3000)]
+    placed = {key: ring.get_node(key) for key in keys}
+    assert all(800 < list(placed.values()).count(node) < 1200 for node in nodes)
+    assert placed == {key: ring.get_node(key) for key in keys}  # stable
+    ring.remove_node(nodes[1])
+    moved = {key for key in keys if ring.get_node(key) != placed[key]}
+    assert moved == {key for key in keys if placed[key] == nodes[1]}
