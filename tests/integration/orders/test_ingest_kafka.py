@@ -17,7 +17,8 @@ import functions_framework
 import pytest
 from kafka import KafkaProducer
 
-from functions.orders import bootstrap, generator
+from functions.devtools import orders_generator as generator
+from functions.orders import bootstrap
 from shared_lib.eventsource import KafkaEventSource
 from shared_lib.postgres import ConnectionPool
 from tests.fixtures.kafka import MakeTopic
