@@ -323,6 +323,9 @@ class KafkaPublisher:
                     acks="all",
                     linger_ms=2,
                     max_in_flight_requests_per_connection=5,
+                    # kafka-python's own metrics (sensors recorded per record and per request) are read by
+                    # nobody here: the shop counts and times publishes itself (shared_lib.observability)
+                    metrics_enabled=False,
                     request_timeout_ms=int(self.timeout_seconds * 1000),
                     delivery_timeout_ms=int(self.delivery_timeout_seconds * 1000),
                     max_block_ms=int(self.timeout_seconds * 1000),

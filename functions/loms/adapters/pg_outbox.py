@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from functions.loms.adapters.pg_shards import LOCK_SPACE, RELAY_LOCK
@@ -17,6 +18,22 @@ from shared_lib.errors import TransientError
 from shared_lib.postgres import Connection, Dsn, connect, is_transient, wait_readable
 
 NOTIFY_CHANNEL = "loms_outbox"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+STATUSES = {status.value: status for status in OrderStatus}
+# An event's moment as whole microseconds since the epoch (exact: PostgreSQL's extract gives a numeric, and a
+# timestamptz holds microseconds): made a datetime by one addition, where pg8000 parses the text of every
+# timestamptz with strptime. The same instant to the microsecond, so the same RFC 3339 time on the wire.
+PENDING = (
+    "SELECT event_id, order_id, user_id, status, CAST(extract(epoch FROM moment) * 1000000 AS bigint),"
+    " traceparent FROM outbox WHERE sent_at IS NULL ORDER BY event_id LIMIT :n"
+)
+# One row back (how many were marked), so the connection prepares it once (shared_lib.postgres prepares
+# statements that return rows) instead of parsing and describing the UPDATE at every batch.
+MARK_SENT = (
+    "WITH marked AS (UPDATE outbox SET sent_at = now()"
+    " WHERE event_id = ANY(CAST(:ids AS bigint[])) AND sent_at IS NULL RETURNING 1)"
+    " SELECT count(*) FROM marked"
+)
 
 
 class PgOutbox:
@@ -80,24 +97,14 @@ class PgOutbox:
                     self._run(shard, "SELECT pg_advisory_unlock(:a, :k)", a=LOCK_SPACE, k=RELAY_LOCK)
 
     def pending(self, shard: int, limit: int) -> list[OrderStatusChanged]:
-        rows = self._run(
-            shard,
-            "SELECT event_id, order_id, user_id, status, moment, traceparent FROM outbox"
-            " WHERE sent_at IS NULL ORDER BY event_id LIMIT :n",
-            n=limit,
-        )
+        rows = self._run(shard, PENDING, n=limit)
         return [
-            OrderStatusChanged(int(e), int(o), int(u), OrderStatus(s), moment, traceparent)
-            for e, o, u, s, moment, traceparent in rows
+            OrderStatusChanged(e, o, u, STATUSES[s], EPOCH + timedelta(microseconds=us), traceparent)
+            for e, o, u, s, us, traceparent in rows
         ]
 
     def mark_sent(self, shard: int, event_ids: Sequence[int]) -> None:
-        self._run(
-            shard,
-            "UPDATE outbox SET sent_at = now()"
-            " WHERE event_id = ANY(CAST(:ids AS bigint[])) AND sent_at IS NULL",
-            ids=list(event_ids),
-        )
+        self._run(shard, MARK_SENT, ids=list(event_ids))
 
     def wait(self, timeout: float) -> bool:
         """Notifications that came with earlier replies count; else wait on the connections
