@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from shared_lib.errors import TransientError
@@ -62,9 +62,8 @@ def _where(value: int | None) -> bytes:
 
 def annotated_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
     """The original headers (minus any earlier dead-letter annotations) plus why and where from."""
-    kept = [(name, raw or b"") for name, raw in letter.headers if name.lower() not in ANNOTATIONS]
     return [
-        *kept,
+        *original_headers(letter.headers),
         (REASON, letter.reason[:MAX_REASON].encode()),
         (SOURCE_TOPIC, letter.topic.encode()),
         (SOURCE_PARTITION, _where(letter.partition)),
@@ -122,9 +121,7 @@ def permanent_publish_error(exc: BaseException) -> bool:
 
 @dataclass
 class PublishedLetters:
-    whole: int = 0
-    envelopes: int = 0
-    reasons: list[str] = field(default_factory=list)  # why each envelope was needed
+    envelopes: int = 0  # letters published as envelopes (too large to copy whole)
 
 
 class KafkaDeadLetterPublisher:
@@ -180,8 +177,8 @@ class KafkaDeadLetterPublisher:
             for letter, future in zip(letters, futures, strict=True):
                 error = self._outcome(future)
                 if error is None:
-                    result.whole += 1
-                elif permanent_publish_error(error):
+                    continue
+                if permanent_publish_error(error):
                     too_large.append((letter, error))
                 else:
                     raise error
@@ -203,7 +200,6 @@ class KafkaDeadLetterPublisher:
                         producer, letter.key[:ENVELOPE_PREFIX_BYTES] if letter.key else None, value, headers
                     )
                 )
-                result.reasons.append(why)
             if envelopes:
                 producer.flush(timeout=self.timeout_seconds)
                 for future in envelopes:

@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 KAFKA_EVENT_TYPE = "dev.knative.kafka.event"
 # headers the dead-letter copy carries besides the original ones
-DLQ_HEADERS = deadletters.ANNOTATIONS
 _RECONNECT = Backoff(base=0.2, max=2.0)
 LAG_INTERVAL_SECONDS = 1.0
 DLQ_INTERVAL_SECONDS = 10.0
@@ -84,14 +83,6 @@ def event_of(
         traceparent=found.get("traceparent"),
         content_type=found.get("content-type") or "application/json",
     )
-
-
-def dead_letter_headers(
-    headers: Iterable[tuple[str, bytes | None]], reason: str, topic: str, partition: int, offset: int
-) -> list[tuple[str, bytes]]:
-    """The original headers (minus any earlier dead-letter annotations) plus why and where from."""
-    letter = deadletters.DeadLetter(reason, topic, partition, offset, None, None, list(headers))
-    return deadletters.annotated_headers(letter)
 
 
 @dataclass

@@ -31,10 +31,6 @@ def _shared(letter: DeadLetter) -> deadletters.DeadLetter:
     )
 
 
-def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    return deadletters.annotated_headers(_shared(letter))
-
-
 class KafkaDeadLetters:
     """Publishes dead letters through shared_lib.deadletters (idempotent, acks=all): `send` returns once the
     broker has every one of them, whole or, when too large to copy, as an envelope; else it raises

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import cloudevents.http
 import pytest
 
+from shared_lib import deadletters
 from shared_lib.devtools.ports import free_port
 from shared_lib.errors import TransientError
 from shared_lib.events import (
@@ -27,7 +28,7 @@ from shared_lib.events import (
     kafka_headers,
     kafka_message,
 )
-from shared_lib.eventsource import KAFKA_EVENT_TYPE, dead_letter_headers, event_of
+from shared_lib.eventsource import KAFKA_EVENT_TYPE, event_of
 
 EVENT = Event(
     id="17",
@@ -173,7 +174,8 @@ def test_a_plain_record_is_wrapped_as_kafkasource_does() -> None:
 
 def test_dead_letter_headers_keep_the_original_ones_and_replace_earlier_annotations() -> None:
     original = [*kafka_headers(EVENT), ("reason", b"an older failure"), ("source_offset", b"3")]
-    headers = dead_letter_headers(original, "HTTP 500 after 6 attempts", "orders", 1, 41)
+    letter = deadletters.DeadLetter("HTTP 500 after 6 attempts", "orders", 1, 41, None, None, original)
+    headers = deadletters.annotated_headers(letter)
     assert headers[: len(kafka_headers(EVENT))] == kafka_headers(EVENT)
     annotations = dict(headers[len(kafka_headers(EVENT)) :])
     assert annotations == {
