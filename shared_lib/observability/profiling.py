@@ -11,7 +11,6 @@ speedscope.app, the default), `raw` (collapsed stacks for flamegraph.pl) and `fl
 from __future__ import annotations
 
 import argparse
-import ctypes
 import hmac
 import json
 import os
@@ -53,6 +52,8 @@ def _allow_tracing_by_children() -> None:
     """Under Yama's ptrace_scope 1 a child may not attach to its parent unless the parent says so."""
     if sys.platform != "linux":
         return
+    import ctypes  # here, not at import: only a profile asked for needs it, no function's cold start
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PTRACER, ctypes.c_ulong(_PR_SET_PTRACER_ANY), 0, 0, 0)
