@@ -88,6 +88,7 @@ def main() -> None:
     compile_all = [sys.executable, "-m", "compileall", "-q", "functions", "shared_lib", "bench"]
     subprocess.run(compile_all, cwd=ROOT, check=True)
     variants = list(commands(0))
+    load_before = os.getloadavg()[0]
     for variant in variants:
         one_start(variant)  # the file cache warm
     wall: dict[str, list[float]] = {v: [] for v in variants}
@@ -108,6 +109,8 @@ def main() -> None:
         if variant != "bare":
             figures[f"{variant}: / bare (wall)"] = median_ratio(wall[variant], wall["bare"])
             figures[f"{variant}: / bare (CPU)"] = median_ratio(cpu[variant], cpu["bare"])
+    # the wall figures swing with what else runs on the machine; the CPU figures hardly do
+    figures["load average (1 min) before–after"] = f"{load_before:.1f}–{os.getloadavg()[0]:.1f}"
     figures["targets"] = "≤ 1.3× bare, median ≤ 300 ms"
     report("cold start: process start -> first 200, vs the bare floor", figures)
 
