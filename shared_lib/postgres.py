@@ -15,10 +15,10 @@ keeps going through `run`: pg8000's PreparedStatement tells no row count, and ca
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
-import queue
 import select
 import socket
 import threading
@@ -260,7 +260,9 @@ class ConnectionPool:
         self.size = size
         self.acquire_timeout = acquire_timeout
         self.name = name
-        self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
+        # Last in, first out (the warmest connection); a deque's append and pop are thread-safe and, unlike a
+        # queue.Queue's, take no lock and notify no condition: the semaphore alone bounds and waits.
+        self._idle: collections.deque[Connection] = collections.deque()
         self._slots = threading.BoundedSemaphore(size)
         self._closed = False
 
@@ -272,8 +274,8 @@ class ConnectionPool:
         conn: Connection | None = None
         try:
             try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
+                conn = self._idle.pop()
+            except IndexError:
                 conn = connect(self.dsn, application_name=self.name)
             try:
                 yield conn
@@ -288,7 +290,7 @@ class ConnectionPool:
                 raise
         finally:
             if conn is not None and not self._closed:
-                self._idle.put(conn)
+                self._idle.append(conn)
             elif conn is not None:
                 self._discard(conn)
             self._slots.release()
@@ -314,8 +316,8 @@ class ConnectionPool:
         self._closed = True
         while True:
             try:
-                self._discard(self._idle.get_nowait())
-            except queue.Empty:
+                self._discard(self._idle.pop())
+            except IndexError:
                 return
 
     @staticmethod

@@ -50,6 +50,7 @@ class PgOrderUnit:
 class PgUnitOfWork:
     def __init__(self, shards: Shards) -> None:
         self.shards = shards
+        self._place = _place_statement(shards.count)
 
     @property
     def shard_count(self) -> int:
@@ -76,19 +77,11 @@ class PgUnitOfWork:
         # The order with the stock: the whole create is one statement, so one transaction without BEGIN and
         # COMMIT, and one round trip.
         with self.shards.stock.connection() as conn:
-            rows = conn.run(
-                _PLACE,
-                u=user_id,
-                n=self.shards.count,
-                i=index,
-                t=current_traceparent(),
-                new=OrderStatus.NEW.value,
-                awaiting=OrderStatus.AWAITING_PAYMENT.value,
-                failed=OrderStatus.FAILED.value,
-                **_arrays(items),
-            )
-        order_id, status, short = int(rows[0][0]), OrderStatus(rows[0][1]), _shortfall(rows[0][2:])
-        return Order(order_id, user_id, status, items), None if short is None else short.of_order(order_id)
+            rows = conn.run(self._place, u=user_id, t=current_traceparent(), **_arrays(items))
+        order_id, short = int(rows[0][0]), _shortfall(rows[0][1:])
+        if short is not None:
+            return Order(order_id, user_id, OrderStatus.FAILED, items), short.of_order(order_id)
+        return Order(order_id, user_id, OrderStatus.AWAITING_PAYMENT, items), None
 
     @contextlib.contextmanager
     def _unit(self, index: int) -> Iterator[PgOrderUnit]:
@@ -295,31 +288,38 @@ _RESERVE = (
     " WHERE stocks.sku = wanted.sku AND NOT EXISTS (SELECT FROM short) RETURNING stocks.sku, wanted.count)"
 )
 
+
 # The whole create of an order in the stock's shard, one statement: reserve (as above) and store the order in
 # its final status (`failed` when a SKU is short, else `awaiting payment`) with its items, its reservations,
 # and its two events, `new` and then the final status. The second event is made from the first's row, so its
 # id comes from the sequence after the first's and its moment is strictly later, as two statements give.
-# One statement is one transaction: all of it commits, or none.
-_PLACE = (
-    "WITH " + _RESERVE + ","
-    " added AS (INSERT INTO orders (order_id, user_id, status)"
-    " SELECT nextval('order_seq') * :n + :i, :u,"
-    " CASE WHEN EXISTS (SELECT FROM short) THEN :failed ELSE :awaiting END"
-    " RETURNING order_id, user_id, status),"
-    " lines AS (INSERT INTO order_items (order_id, sku, count)"
-    " SELECT added.order_id, wanted.sku, wanted.count FROM added, wanted),"
-    " held AS (INSERT INTO reservations (order_id, sku, count)"
-    " SELECT added.order_id, taken.sku, taken.count FROM added, taken),"
-    " created AS (INSERT INTO outbox (event_id, order_id, user_id, status, moment, traceparent)"
-    " SELECT nextval('outbox_seq') * :n + :i, order_id, user_id, :new, clock_timestamp(), CAST(:t AS text)"
-    " FROM added RETURNING order_id, user_id, moment),"
-    " moved AS (INSERT INTO outbox (event_id, order_id, user_id, status, moment, traceparent)"
-    " SELECT nextval('outbox_seq') * :n + :i, created.order_id, created.user_id, added.status,"
-    " greatest(clock_timestamp(), created.moment + interval '1 microsecond'), CAST(:t AS text)"
-    " FROM created, added)"
-    " SELECT added.order_id, added.status, short.sku, short.count, short.total_count, short.reserved"
-    " FROM added LEFT JOIN short ON true"
-)
+# One statement is one transaction: all of it commits, or none. The constants are in its text (the shard
+# count, shard 0's index, the statuses) and not parameters: fewer values to convert and send per order.
+def _place_statement(shard_count: int) -> str:
+    new, awaiting, failed = (
+        f"'{s.value}'" for s in (OrderStatus.NEW, OrderStatus.AWAITING_PAYMENT, OrderStatus.FAILED)
+    )
+    event_id = f"nextval('outbox_seq') * {int(shard_count)}"  # + 0: shard 0
+    return (
+        "WITH " + _RESERVE + ","
+        " added AS (INSERT INTO orders (order_id, user_id, status)"
+        f" SELECT nextval('order_seq') * {int(shard_count)}, :u,"
+        f" CASE WHEN EXISTS (SELECT FROM short) THEN {failed} ELSE {awaiting} END"
+        " RETURNING order_id, user_id, status),"
+        " lines AS (INSERT INTO order_items (order_id, sku, count)"
+        " SELECT added.order_id, wanted.sku, wanted.count FROM added, wanted),"
+        " held AS (INSERT INTO reservations (order_id, sku, count)"
+        " SELECT added.order_id, taken.sku, taken.count FROM added, taken),"
+        " created AS (INSERT INTO outbox (event_id, order_id, user_id, status, moment, traceparent)"
+        f" SELECT {event_id}, order_id, user_id, {new}, clock_timestamp(), CAST(:t AS text)"
+        " FROM added RETURNING order_id, user_id, moment),"
+        " moved AS (INSERT INTO outbox (event_id, order_id, user_id, status, moment, traceparent)"
+        f" SELECT {event_id}, created.order_id, created.user_id, added.status,"
+        " greatest(clock_timestamp(), created.moment + interval '1 microsecond'), CAST(:t AS text)"
+        " FROM created, added)"
+        " SELECT added.order_id, short.sku, short.count, short.total_count, short.reserved"
+        " FROM added LEFT JOIN short ON true"
+    )
 
 
 def _shortfall(row: Sequence[Any]) -> InsufficientStockError | None:
