@@ -258,8 +258,10 @@ def is_json_media_type(content_type: str) -> bool:
 def require_json_body(route: Route, headers: Headers) -> None:
     """A route that takes a body takes JSON: any other declared media type is a 415, so that a browser's
     cross-site "simple" POST (text/plain, a form) is refused before it runs. No Content-Type is accepted."""
+    if not route.takes_body:
+        return
     content_type = headers.get("Content-Type")
-    if route.takes_body and content_type is not None and not is_json_media_type(content_type):
+    if content_type is not None and not is_json_media_type(content_type):
         raise UnsupportedMediaTypeError("the request body must be application/json")
 
 
@@ -306,7 +308,7 @@ def handle(
             params=route.params(request.path),
             query=single_valued(request.args) if request.query_string else {},  # parsed only when given
             headers=cast(Mapping[str, str], request.headers),  # werkzeug Headers: a case-insensitive mapping
-            body=read_body(request),
+            body=read_body(request) if route.takes_body else b"",  # a GET's body means nothing: not read
         )
         observed.annotate_request(call.params, call.query, call.body)
         key = request.headers.get("Idempotency-Key")

@@ -215,6 +215,20 @@ def test_a_get_route_does_not_judge_a_content_type() -> None:
     assert client.get("/user/7", headers={"Content-Type": "text/plain"}).status_code == 200
 
 
+def test_a_get_route_reads_no_body_and_its_endpoint_sees_none() -> None:
+    seen: list[web.Call] = []
+
+    def endpoint(service: object, call: web.Call) -> web.Reply:
+        seen.append(call)
+        return get_endpoint(service, call)
+
+    client = any_path_app(GET_ROUTE, endpoint).test_client()
+    big = b"x" * (web.MAX_BODY_BYTES + 10)  # a POST's body of this size is a 413 (above)
+    response = client.get("/user/7", data=big, headers={"Content-Type": "text/plain"})
+    assert (response.status_code, json_of(response)) == (200, {"user": 7})
+    assert [call.body for call in seen] == [b""]
+
+
 def test_authentication_comes_before_parsing_the_request() -> None:
     from shared_lib.errors import UnauthenticatedError
 
