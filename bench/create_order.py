@@ -8,8 +8,10 @@ order is one unit of a random SKU out of 100 plentiful ones. Both are loaded ali
 clients for --seconds), alternating for --rounds rounds; after each window the relay is given time to publish
 the window's events (bounded) before CPU is read again, so its work for them counts. Figures: CPU µs per
 order of loms' process tree, the relay, PostgreSQL's postmaster and backends (from /proc), medians; the relay
-per event too; loms' ratio to the floor. (bench/create_order.pgbench.sql is the same transaction for pgbench,
-kept for comparing PostgreSQL's share by hand.)
+per event too; loms' ratio to the floor; and the database statements loms ran per order (its
+shop_db_queries_total from its /metrics, read outside the CPU windows: BEGIN and COMMIT count, each statement
+is at least one round trip). (bench/create_order.pgbench.sql is the same transaction for pgbench, kept for
+comparing PostgreSQL's share by hand.)
 Targets (issue 14): loms at most 2.0× the floor; the relay at most 250 µs per event.
 """
 
@@ -21,6 +23,9 @@ import random
 import statistics
 import sys
 import time
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import floor, load
 from bench.common import report
@@ -46,6 +51,18 @@ def stock_up(pool: ConnectionPool) -> None:
 def order(rng: random.Random) -> dict[str, object]:
     item = {"sku": FIRST_SKU + rng.randrange(SKU_COUNT), "count": 1}
     return {"userId": rng.randint(1, 10**6), "items": [item]}
+
+
+def statements(port: int) -> float:
+    """The database statements the function served on `port` has run, of every kind and outcome."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "shop_db_queries_total"
+    )
 
 
 def main() -> None:
@@ -82,7 +99,10 @@ def main() -> None:
                 raise RuntimeError(f"the relay exited with {relay.process.returncode}")
 
         def events() -> dict[str, float]:
-            return {"events": float(loms_db.run("SELECT last_value FROM outbox_seq")[0][0])}
+            return {
+                "events": float(loms_db.run("SELECT last_value FROM outbox_seq")[0][0]),
+                "statements": statements(shop.port),
+            }
 
         def variant(served: floor.Served) -> Window:
             processes = {"function": served.pid, "relay": relay.pid, "postgres": pg_pid}
@@ -105,6 +125,9 @@ def main() -> None:
     figures["create_order: events per order"] = sum(w.extra["events"] for w in orders) / sum(
         w.requests for w in orders
     )
+    figures["create_order: loms database statements per order"] = sum(
+        w.extra["statements"] for w in orders
+    ) / sum(w.requests for w in orders)
     figures["create_order: relay CPU µs/event"] = statistics.median(
         w.cpu["relay"] / max(w.extra["events"], 1) * 1e6 for w in orders
     )
