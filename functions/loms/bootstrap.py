@@ -138,7 +138,9 @@ class Root:
         if self._outbox is None:
             self.outbox_watch()
         return OutboxRelay(
-            self._outbox() if self._outbox is not None else PgOutbox(config.shards()),
+            self._outbox()
+            if self._outbox is not None
+            else PgOutbox(config.shards(), gather_seconds=config.relay_gather_seconds),
             self.publisher,
             batch_size=config.relay_batch_size,
             poll_seconds=config.relay_poll_seconds,

@@ -204,6 +204,10 @@ class StaleOrderSweeper:
 # --- the outbox relay ---------------------------------------------------------------------------------
 
 
+# json.dumps with separators builds a new encoder at every call; the relay encodes every event it publishes
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def cloudevent(change: OrderStatusChanged) -> Event:
     """The CloudEvent of one status change: id = the outbox row's id, key = the order id (its partition)."""
     payload = {
@@ -216,7 +220,7 @@ def cloudevent(change: OrderStatusChanged) -> Event:
         id=str(change.event_id),
         source=EVENT_SOURCE,
         type=EVENT_TYPE,
-        data=json.dumps(payload, separators=(",", ":")).encode(),
+        data=_compact_json(payload).encode(),
         time=change.moment,
         key=str(change.order_id).encode(),
         traceparent=change.traceparent,

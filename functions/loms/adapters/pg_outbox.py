@@ -8,7 +8,9 @@ per shard, where it also holds its per-shard claim.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +20,8 @@ from shared_lib.errors import TransientError
 from shared_lib.postgres import Connection, Dsn, connect, is_transient, wait_readable
 
 NOTIFY_CHANNEL = "loms_outbox"
+# Under a steady inflow, at most one wake-up (one batch) per this many seconds: see PgOutbox.wait
+GATHER_SECONDS = 0.05
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 STATUSES = {status.value: status for status in OrderStatus}
 # An event's moment as whole microseconds since the epoch (exact: PostgreSQL's extract gives a numeric, and a
@@ -43,11 +47,20 @@ class PgOutbox:
     A connection that fails is dropped and opened again on next use; its claim and LISTEN go with it.
     """
 
-    def __init__(self, dsns: Sequence[str], application_name: str = "loms-relay") -> None:
+    def __init__(
+        self,
+        dsns: Sequence[str],
+        application_name: str = "loms-relay",
+        gather_seconds: float = GATHER_SECONDS,
+        sleep: Callable[[float], None] = time.sleep,  # how wait lets the gathering time pass
+    ) -> None:
         if not dsns:
             raise ValueError("the outbox needs at least one shard DSN")
         self.dsns = [Dsn.parse(dsn) for dsn in dsns]
         self.application_name = application_name
+        self.gather_seconds = gather_seconds
+        self._sleep = sleep
+        self._woken = -math.inf  # time.monotonic() of wait's latest wake-up
         self._conns: list[Connection | None] = [None] * len(self.dsns)
 
     @property
@@ -108,21 +121,28 @@ class PgOutbox:
 
     def wait(self, timeout: float) -> bool:
         """Notifications that came with earlier replies count; else wait on the connections
-        (shared_lib.postgres.wait_readable, whose timeout is also the fallback for one it cannot see)."""
+        (shared_lib.postgres.wait_readable, whose timeout is also the fallback for one it cannot see).
+
+        Woken again within `gather_seconds` of its last wake-up, it first lets that much time pass, so under
+        a steady inflow the relay publishes one batch per `gather_seconds` instead of one per commit: every
+        batch costs two statements and a broker round trip whatever its size. An event after a quiet spell
+        is not held back."""
         for shard in range(self.shard_count):
             if self._conns[shard] is None:
                 with contextlib.suppress(TransientError):
                     self._run(shard, "SELECT 1")  # reconnects and LISTENs again
         conns = {shard: conn for shard, conn in enumerate(self._conns) if conn is not None}
-        if any(conn.notifications for conn in conns.values()):
-            self._clear()
-            return True
-        readable = wait_readable(conns, timeout)
-        for shard in readable:
+        if not any(conn.notifications for conn in conns.values()) and not wait_readable(conns, timeout):
+            return False
+        pause = self._woken + self.gather_seconds - time.monotonic()
+        if pause > 0:
+            self._sleep(min(pause, self.gather_seconds))
+        for shard in wait_readable(conns, 0):  # what woke it, and what came meanwhile
             with contextlib.suppress(TransientError):
                 self._run(shard, "SELECT 1")  # reads the notifications (or finds the broken link)
         self._clear()
-        return bool(readable)
+        self._woken = time.monotonic()
+        return True
 
     def _clear(self) -> None:
         for conn in self._conns:

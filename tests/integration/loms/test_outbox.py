@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from functions.loms.adapters.events import NoEventTransport
+from functions.loms.adapters.pg_outbox import PgOutbox
 from functions.loms.domain import InsufficientStockError, Item, OrderStatus
 from shared_lib.errors import TransientError
 from shared_lib.events import Event
@@ -153,6 +154,35 @@ def test_wait_wakes_on_a_committed_event_and_times_out_without_one(
             timer.join()
             assert len(outbox.pending(shard, 10)) == 2
         assert outbox.wait(0.05) is False  # nothing new since
+    finally:
+        outbox.close()
+
+
+def test_a_wake_up_soon_after_the_last_gathers_what_commits_meanwhile_into_one_batch(
+    make_shards: MakeShards, unique_id: UniqueId
+) -> None:
+    loms, sku = PgLoms(make_shards(1)), unique_id()
+    loms.put_stock(sku, 10)
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the gathering time: another order commits in it
+        pauses.append(seconds)
+        loms.service.create_order(unique_id(), [Item(sku, 1)])
+
+    outbox = PgOutbox([pool.dsn.url() for pool in loms.shards.primaries], gather_seconds=60, sleep=sleep)
+    try:
+        outbox.pending(0, 1)  # connects and LISTENs
+        loms.service.create_order(unique_id(), [Item(sku, 1)])
+        assert outbox.wait(60) is True
+        assert pauses == []  # the first event after a quiet spell goes at once
+        first = outbox.pending(0, 10)
+        outbox.mark_sent(0, [e.event_id for e in first])
+        loms.service.create_order(unique_id(), [Item(sku, 1)])
+        assert outbox.wait(60) is True
+        assert len(pauses) == 1 and 0 < pauses[0] <= 60
+        batch = outbox.pending(0, 10)
+        assert len(first) == 2 and len({e.order_id for e in batch}) == 2 and len(batch) == 4
+        assert outbox.wait(0.05) is False  # the order made in the pause was read with this wake-up
     finally:
         outbox.close()
 
