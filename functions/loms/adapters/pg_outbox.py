@@ -123,10 +123,10 @@ class PgOutbox:
         """Notifications that came with earlier replies count; else wait on the connections
         (shared_lib.postgres.wait_readable, whose timeout is also the fallback for one it cannot see).
 
-        Woken again within `gather_seconds` of its last wake-up, it first lets that much time pass, so under
-        a steady inflow the relay publishes one batch per `gather_seconds` instead of one per commit: every
-        batch costs two statements and a broker round trip whatever its size. An event after a quiet spell
-        is not held back."""
+        Woken again less than `gather_seconds` after its last wake-up, it first lets the rest of that time
+        pass and reads what came meanwhile, so under a steady inflow the relay publishes one batch per
+        `gather_seconds` instead of one per commit: every batch costs its statements and a broker round trip
+        whatever its size. An event after a quiet spell is not held back."""
         for shard in range(self.shard_count):
             if self._conns[shard] is None:
                 with contextlib.suppress(TransientError):
