@@ -196,12 +196,17 @@ def test_checkout_and_payment_are_one_connected_trace_from_cart_through_loms(
         "POST /checkout/{user_id:id}",  # cart
         "POST loms",  # cart's call to create_order
         "POST /order/create",  # loms, under cart's call
-        "INSERT loms",  # the order, its outbox event and items
-        "UPDATE loms",  # the reservation, the status change
+        "UPDATE loms",  # the create (one statement: reservation, order, items, events), the status change
         "SELECT cart",
         "DELETE cart",
         "POST /order/pay",  # the payment, same journey
-    } <= names, names
+    } <= names, " | ".join(sorted(names))
+    stored = [  # the order, its items and outbox events are written in the trace, under loms' create
+        str(s.attributes.get("db.query.text", ""))
+        for s in journey
+        if s.attributes and named(s) in ("INSERT loms", "UPDATE loms")
+    ]
+    assert any("INSERT INTO orders" in q and "INSERT INTO outbox" in q for q in stored), stored
     ids = {s.context.span_id for s in journey}
     for span in journey:  # connected: every span's parent is in the trace, or is the front end's span
         assert span.parent is not None
