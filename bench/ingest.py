@@ -1,12 +1,20 @@
-"""Sustained ingestion of `orders` from Kafka into PostgreSQL, on the batch path the dev server runs.
+"""Sustained ingestion of `orders` from Kafka into PostgreSQL, on either delivery path, in one run.
 
 A fresh PostgreSQL (fsync on, as deployed) and a one-node broker on free ports; --count records (about --bad
-of them refused: every invalid kind, conflicts, and duplicates that are not) are produced to `orders` first,
-then `python -m functions.orders.ingest_worker` is started as its own process, exactly as the dev server
-starts it, and timed until every valid order is stored and every refused record is on `orders.dlq`.
-Figures are printed, never asserted, CPU per record too: the worker's process (from its start, imports
-included) and PostgreSQL's postmaster and backends, from /proc. Target (issue 14): at least 2,500 orders/s,
-CPU per order not growing.
+of them refused: every invalid kind, conflicts, and duplicates that are not) are planned once, and each path
+asked for (--path) gets the same records on its own topic and stores them in its own database, one path after
+the other:
+
+- `batch`: `python -m functions.orders.ingest_worker` as its own process, exactly as the dev server and the
+  cluster start it (batches of --batch records, one transaction each);
+- `records`: record by record, as a KafkaSource delivers: the local event source
+  (`python -m shared_lib.eventsource`) POSTs each record as a binary-mode CloudEvent to the `ingest_order`
+  function served by `python -m functions.entrypoint` (gunicorn, as in the container).
+
+Each is timed until every valid order is stored and every refused record is on its dead-letter topic.
+Figures are printed, never asserted, CPU per record of each process too (from its start, imports included)
+and PostgreSQL's postmaster and backends, from /proc, with the machine's load average. Target (issue 14): at
+least 2,500 orders/s, CPU per order not growing.
 """
 
 from __future__ import annotations
@@ -17,101 +25,188 @@ import random
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import report, topic_size  # noqa: E402
+from bench.common import free_port, report, topic_size  # noqa: E402
 from bench.cpu import cpu_of  # noqa: E402
 from bench.stack import kafka_broker, postgres  # noqa: E402
 from functions.devtools import orders_generator as generator  # noqa: E402
-from shared_lib.devtools.kafka_server import available  # noqa: E402
+from shared_lib.devtools.kafka_server import KafkaServer, available  # noqa: E402
+from shared_lib.devtools.pg_server import PgServer  # noqa: E402
 from shared_lib.postgres import ConnectionPool, Dsn, ensure_database, migrate  # noqa: E402
+
+PATHS = ("batch", "records")
+DEADLINE_SECONDS = 900
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the function exited ({process.returncode}) before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
+
+
+def run_path(
+    path: str, pg: PgServer, broker: KafkaServer, work: generator.Plan, batch: int
+) -> dict[str, Any]:
+    """Produce the plan's records to this path's topic, ingest them on this path into its own database."""
+    database = f"orders_bench_{path}"
+    topic, dlq = f"orders-{path}", f"orders-{path}.dlq"
+    broker.create_topics({topic: 3, dlq: 1})
+    ensure_database(pg.dsn, database)
+    dsn = Dsn.parse(pg.dsn).with_database(database).url()
+    migrate(dsn, [ROOT / "sql" / "shared", ROOT / "sql" / "orders"])
+    valid, refused = len(work.valid_uids), len(work.refused)
+    records = len(work.records)
+    started = time.perf_counter()
+    generator.send(broker.bootstrap, topic, work.records, records)
+    produce_seconds = time.perf_counter() - started
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "ORDERS_DATABASE_URL": dsn,
+        "ORDERS_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "ORDERS_TOPIC": topic,
+        "ORDERS_DEAD_LETTER_TOPIC": dlq,
+        "ORDERS_BATCH_SIZE": str(batch),
+        "ORDERS_MEMCACHED": "",  # warm-on-ingest goes to the process's own in-process cache
+    }
+    quiet: dict[str, Any] = {
+        "env": env,
+        "cwd": ROOT,
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+    }
+    pool = ConnectionPool(dsn, size=1)
+    pg_pid = pg.pid
+    assert pg_pid is not None
+    pg_before = cpu_of({"postgres": pg_pid})["postgres"]
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        started = time.perf_counter()
+        if path == "batch":
+            processes["worker"] = subprocess.Popen(
+                [sys.executable, "-m", "functions.orders.ingest_worker"], **quiet
+            )
+        else:
+            port = free_port()
+            processes["function"] = subprocess.Popen(
+                [sys.executable, "-m", "functions.entrypoint", "--target", "ingest_order"],
+                **{**quiet, "env": {**env, "HOST": "127.0.0.1", "PORT": str(port)}},
+            )
+            _wait_healthy(f"http://127.0.0.1:{port}/healthz", processes["function"])
+            processes["eventsource"] = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "shared_lib.eventsource",
+                    "--bootstrap",
+                    broker.bootstrap,
+                    "--topic",
+                    topic,
+                    "--group",
+                    "bench-ingest-records",
+                    "--sink",
+                    f"http://127.0.0.1:{port}/events/ingest_order",
+                    "--dead-letter-topic",
+                    dlq,
+                ],
+                **quiet,
+            )
+        first = None
+        stored = 0
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            stored = int(pool.run("SELECT count(*) FROM orders")[0][0])
+            if stored and first is None:
+                first = time.perf_counter()
+            if stored >= valid and topic_size(broker.bootstrap, dlq) >= refused:
+                break
+            time.sleep(0.05)
+        done = time.perf_counter()
+        cpu = cpu_of({**{name: p.pid for name, p in processes.items()}, "postgres": pg_pid})
+        cpu["postgres"] -= pg_before
+        dead_lettered = topic_size(broker.bootstrap, dlq)
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            process.wait(15)
+        pool.close()
+    steady = done - (first or started)
+    figures: dict[str, Any] = {
+        "stored": stored,
+        "dead-lettered": dead_lettered,
+        "complete": stored >= valid and dead_lettered >= refused,
+        "produce seconds": produce_seconds,
+        "seconds from start": done - started,
+        "seconds from first stored order": steady,
+        "records/s (from first stored)": records / steady,
+        "records/s (from start)": records / (done - started),
+    }
+    for name, seconds in cpu.items():
+        figures[f"{name} CPU µs/record"] = seconds / records * 1e6
+    figures["CPU µs/record, all processes"] = sum(cpu.values()) / records * 1e6
+    return figures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=50_000, help="records produced")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=50_000, help="records produced (to each path's topic)")
     parser.add_argument("--bad", type=float, default=0.05, help="share of bad records")
-    parser.add_argument("--batch", type=int, default=1000, help="ORDERS_BATCH_SIZE")
+    parser.add_argument("--batch", type=int, default=1000, help="ORDERS_BATCH_SIZE (batch path)")
+    parser.add_argument(
+        "--path",
+        choices=[*PATHS, "both"],
+        default="batch",
+        help="the delivery path(s); both: batch, then records",
+    )
     args = parser.parse_args()
     ok, why = available()
     if not ok:
         raise SystemExit(f"no Kafka broker can be started: {why}")
     work = generator.plan(args.count, args.bad, random.Random(7))
-    valid, refused = len(work.valid_uids), len(work.refused)
-    with postgres(durable=True) as pg:
-        ensure_database(pg.dsn, "orders_bench")
-        dsn = Dsn.parse(pg.dsn).with_database("orders_bench").url()
-        migrate(dsn, [ROOT / "sql" / "shared", ROOT / "sql" / "orders"])
-        with kafka_broker({"orders": 3, "orders.dlq": 1}) as broker:
-            worker = None
-            try:
-                started = time.perf_counter()
-                generator.send(broker.bootstrap, "orders", work.records, len(work.records))
-                produce_seconds = time.perf_counter() - started
-                env = {
-                    **os.environ,
-                    "PYTHONPATH": str(ROOT),
-                    "ORDERS_DATABASE_URL": dsn,
-                    "ORDERS_KAFKA_BOOTSTRAP": broker.bootstrap,
-                    "ORDERS_BATCH_SIZE": str(args.batch),
-                    "ORDERS_MEMCACHED": "",  # warm-on-ingest goes to the worker's own in-process cache
-                }
-                pool = ConnectionPool(dsn, size=1)
-                pg_pid = pg.pid
-                assert pg_pid is not None
-                pg_before = cpu_of({"postgres": pg_pid})["postgres"]
-                started = time.perf_counter()
-                worker = subprocess.Popen(
-                    [sys.executable, "-m", "functions.orders.ingest_worker"],
-                    env=env,
-                    cwd=ROOT,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                first = None
-                stored = 0
-                deadline = time.monotonic() + 600
-                while time.monotonic() < deadline:
-                    stored = int(pool.run("SELECT count(*) FROM orders")[0][0])
-                    if stored and first is None:
-                        first = time.perf_counter()
-                    if stored >= valid and topic_size(broker.bootstrap, "orders.dlq") >= refused:
-                        break
-                    time.sleep(0.05)
-                done = time.perf_counter()
-                cpu = cpu_of({"worker": worker.pid, "postgres": pg_pid})  # the worker's from its start
-                cpu["postgres"] -= pg_before
-                dead_lettered = topic_size(broker.bootstrap, "orders.dlq")
-            finally:
-                if worker is not None:
-                    worker.terminate()
-                    worker.wait(15)
-    records = len(work.records)
-    steady = done - (first or started)
-    report(
-        "orders ingestion: Kafka to PostgreSQL, batch worker",
-        {
-            "records on the topic": records,
-            "valid orders": valid,
-            "refused (invalid + conflicts)": refused,
-            "duplicates (not refused)": work.kinds()["duplicate"],
-            "batch size": args.batch,
-            "stored": stored,
-            "dead-lettered": dead_lettered,
-            "produce seconds": produce_seconds,
-            "seconds from worker start": done - started,
-            "seconds from first stored order": steady,
-            "records/s (from first stored)": records / steady,
-            "orders/s (from worker start)": records / (done - started),
-            "worker CPU µs/record (from its start)": cpu["worker"] / records * 1e6,
-            "PostgreSQL CPU µs/record": cpu["postgres"] / records * 1e6,
-            "target records/s": 2500,
-            "records/s / target": records / steady / 2500,
-        },
-    )
+    paths = PATHS if args.path == "both" else (args.path,)
+    figures: dict[str, Any] = {
+        "records on each topic": len(work.records),
+        "valid orders": len(work.valid_uids),
+        "refused (invalid + conflicts)": len(work.refused),
+        "duplicates (not refused)": work.kinds()["duplicate"],
+        "batch size (batch path)": args.batch,
+        "load average (1 min) before": os.getloadavg()[0],
+    }
+    with postgres(durable=True) as pg, kafka_broker({}) as broker:
+        for path in paths:
+            for name, value in run_path(path, pg, broker, work, args.batch).items():
+                figures[f"{path}: {name}"] = value
+            figures[f"{path}: records/s / target 2,500"] = (
+                figures[f"{path}: records/s (from first stored)"] / 2500
+            )
+    figures["load average (1 min) after"] = os.getloadavg()[0]
+    if len(paths) == 2:
+        figures["records/s, batch / records"] = (
+            figures["batch: records/s (from first stored)"]
+            / figures["records: records/s (from first stored)"]
+        )
+        figures["CPU per record, records / batch"] = (
+            figures["records: CPU µs/record, all processes"] / figures["batch: CPU µs/record, all processes"]
+        )
+    report(f"orders ingestion: Kafka to PostgreSQL, {args.path}", figures)
 
 
 if __name__ == "__main__":
