@@ -103,11 +103,6 @@ def kafka_message(event: Event) -> cloudevents.kafka.KafkaMessage:
     return message
 
 
-def kafka_headers(event: Event) -> list[tuple[str, bytes]]:
-    """The headers of `event`'s binary-mode Kafka record, as kafka-python takes them."""
-    return list(kafka_message(event).headers.items())
-
-
 class Received(cloudevents.http.CloudEvent):
     """The SDK's CloudEvent as read from the wire (the event type the SDK's readers are given), refusing an
     event without what the SDK would otherwise make up: it fills in a missing id (a uuid), specversion (1.0)
@@ -153,10 +148,6 @@ def http_request(event: Event) -> tuple[dict[str, str], bytes]:
     if event.traceparent:
         headers["traceparent"] = event.traceparent
     return headers, body
-
-
-def http_headers(event: Event) -> dict[str, str]:
-    return http_request(event)[0]
 
 
 def from_http(headers: Mapping[str, str], body: bytes) -> Event:
@@ -439,10 +430,6 @@ class HttpEventSender:
             retries=False,  # the retry policy is ours, counted and spaced above
             timeout=urllib3.Timeout(connect=timeout_seconds, read=timeout_seconds),
         )
-
-    def attempt(self, url: str, event: Event) -> str:
-        """One POST: "" when the sink answered 2xx, else a short reason."""
-        return self._post(url, event)[0]
 
     def _post(self, url: str, event: Event) -> tuple[str, bool]:
         """One POST: ("", False) on a 2xx, else (reason, whether the failure is permanent)."""

@@ -91,7 +91,6 @@ class SourceStats:
     dead_lettered: int = 0
     failed_attempts: int = 0  # attempts that did not get a 2xx (each retry counts)
     envelopes: int = 0  # dead letters too large to copy whole, published as envelopes
-    stalls: int = 0  # warnings that a partition had records waiting and nothing moved
     rejoins: int = 0  # times the consumer was rebuilt because fetching a partition had stopped
 
 
@@ -494,8 +493,6 @@ class KafkaEventSource:
         worker: _Worker | None,
         paused: bool,
     ) -> None:
-        with self._stats_lock:
-            self.stats.stalls += 1
         metrics.EVENTSOURCE_STALLS.labels(self.topic).inc()
         failing = worker.failing if worker is not None else ""
         if failing:

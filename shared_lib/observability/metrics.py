@@ -56,7 +56,6 @@ class _Noop:
 NOOP: Child = _Noop()
 
 _lock = threading.RLock()
-_families: list[Family] = []
 _registry: Any = None
 _on_scrape: list[Callable[[], None]] = []
 
@@ -82,8 +81,6 @@ class Family:
         self.multiprocess_mode = multiprocess_mode  # gauges only: how the workers' values combine
         self._metric: Any = None
         self._children: dict[tuple[str, ...], Child] = {}
-        with _lock:
-            _families.append(self)
 
     def _create(self) -> Any:
         with _lock:
@@ -125,15 +122,6 @@ class Family:
     def observe(self, amount: float) -> None:
         self.labels().observe(amount)
 
-    def exposed_names(self) -> list[str]:
-        """The sample names Prometheus stores for this family (what a PromQL query may name)."""
-        if self.kind == "counter":
-            base = self.name.removesuffix("_total")
-            return [f"{base}_total", f"{base}_created"]
-        if self.kind == "histogram":
-            return [f"{self.name}_{s}" for s in ("bucket", "count", "sum", "created")]
-        return [self.name]
-
 
 def _ensure_registry() -> Any:
     global _registry
@@ -153,11 +141,6 @@ def _ensure_registry() -> Any:
 
 def multiprocess() -> bool:
     return bool(settings().prometheus_multiproc_dir)
-
-
-def families() -> list[Family]:
-    with _lock:
-        return list(_families)
 
 
 def on_scrape(callback: Callable[[], None]) -> Callable[[], None]:

@@ -14,9 +14,14 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from shared_lib.events import Event, from_http, kafka_headers
+from shared_lib.events import Event, from_http, kafka_message
 from tests.fixtures.kafka import read_records
 from tests.integration.shared_lib.serving import serve_in_thread
+
+
+def kafka_headers(event: Event) -> list[tuple[str, bytes]]:
+    """The headers of `event`'s binary-mode Kafka record, as kafka-python takes them."""
+    return list(kafka_message(event).headers.items())
 
 
 @dataclass(frozen=True, slots=True)

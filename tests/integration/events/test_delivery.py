@@ -16,10 +16,18 @@ from kafka.structs import TopicPartition
 
 from shared_lib.devtools.kafka_server import KafkaServer
 from shared_lib.devtools.ports import free_ports
-from shared_lib.events import Event, kafka_headers
+from shared_lib.events import Event
 from shared_lib.eventsource import KafkaEventSource
 from tests.fixtures.kafka import MakeTopic
-from tests.integration.events.sink import Answer, Sink, numbered, produce, read_all, serving
+from tests.integration.events.sink import (
+    Answer,
+    Sink,
+    kafka_headers,
+    numbered,
+    produce,
+    read_all,
+    serving,
+)
 from tests.polling import wait_for as eventually
 
 pytestmark = pytest.mark.integration
