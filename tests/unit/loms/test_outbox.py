@@ -30,7 +30,7 @@ from functions.loms.service import (
     cloudevent,
 )
 from shared_lib.errors import TransientError
-from shared_lib.events import Event, PartialPublishError, kafka_headers
+from shared_lib.events import Event, PartialPublishError, kafka_message
 from shared_lib.retry import Backoff
 from tests.polling import wait_for as eventually
 from tests.unit.loms.fakes import InMemoryLoms, RecordingPublisher
@@ -107,11 +107,11 @@ def test_the_cloudevent_of_a_change() -> None:
         "moment": "2026-11-22T08:00:00Z",
     }
     assert (event.id, event.key, event.source, event.type) == ("42", b"7", EVENT_SOURCE, EVENT_TYPE)
-    headers = dict(kafka_headers(event))
+    headers = dict(kafka_message(event).headers)
     assert headers["ce_id"] == b"42"
     assert headers["ce_time"] == b"2026-11-22T08:00:00Z"
     assert headers["traceparent"] == TRACEPARENT.encode()
-    assert "traceparent" not in dict(kafka_headers(cloudevent(OrderStatusChanged(1, 7, USER, A, moment))))
+    assert "traceparent" not in kafka_message(cloudevent(OrderStatusChanged(1, 7, USER, A, moment))).headers
 
 
 def test_the_topic_is_in_the_function_table() -> None:
