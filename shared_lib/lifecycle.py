@@ -11,12 +11,13 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, ParamSpec, TypeVar, cast
 
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], object]
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _lock = threading.Lock()
 _hooks: list[Hook] = []
@@ -72,24 +73,36 @@ def run_shutdown_hooks() -> list[BaseException]:
     return errors
 
 
-class Current(Generic[T]):
-    """The one composition root a process's handlers use: built by `make` on first use, or the one a test or
-    a worker put in place with `replace` (the root it replaces is closed with `close`)."""
+class Current(Generic[P, T]):
+    """The one composition root a process's handlers use: built by `make()` on first use, or the one
+    `bootstrap` made (the root it replaces is closed with `close`). A service's bootstrap module exposes
+    `bootstrap`, `root` and `reset` of one of these."""
 
-    def __init__(self, make: Callable[[], T], close: Callable[[T], object] | None = None) -> None:
+    def __init__(self, make: Callable[P, T], close: Callable[[T], object] | None = None) -> None:
         self._make = make
         self._close = close
         self._lock = threading.Lock()
         self._current: T | None = None
 
-    def get(self) -> T:
+    def root(self) -> T:
+        """The root in use: the last one `bootstrap` made, else one from the environment."""
         with self._lock:
             if self._current is None:
-                self._current = self._make()
+                self._current = cast(Callable[[], T], self._make)()
             return self._current
 
-    def replace(self, new: T | None) -> None:
-        """Put `new` in place (None: the next `get` builds one from the environment as it is then)."""
+    def bootstrap(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        """A root on these dependencies (the rest from its settings, else the environment), made the one in
+        use; the previous one is closed."""
+        made = self._make(*args, **kwargs)
+        self._replace(made)
+        return made
+
+    def reset(self) -> None:
+        """Close and forget the current root: the next use builds one from the environment as it is then."""
+        self._replace(None)
+
+    def _replace(self, new: T | None) -> None:
         with self._lock:
             old, self._current = self._current, new
         if old is not None and self._close is not None:

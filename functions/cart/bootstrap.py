@@ -136,44 +136,10 @@ class Root:
             store.pool.close()
 
 
-_roots: lifecycle.Current[Root] = lifecycle.Current(Root, Root.close)
-
-
-def bootstrap(
-    settings: CartSettings | None = None,
-    *,
-    carts: CartRepository | None = None,
-    catalog: ProductCatalog | None = None,
-    stock: StockLookup | None = None,
-    orders: OrderPlacer | None = None,
-    cache: ProductCache | None = None,
-    idempotency: IdempotencyStore | None = None,
-    memcached_prefix: str = MEMCACHED_PREFIX,
-) -> Root:
-    """A root on these dependencies (the rest from `settings`, else the environment), made the one the
-    handlers use; the previous one's pools are closed."""
-    made = Root(
-        settings,
-        carts=carts,
-        catalog=catalog,
-        stock=stock,
-        orders=orders,
-        cache=cache,
-        idempotency=idempotency,
-        memcached_prefix=memcached_prefix,
-    )
-    _roots.replace(made)
-    return made
-
-
-def root() -> Root:
-    """The root the handlers use: the last one `bootstrap` made, else one from the environment."""
-    return _roots.get()
-
-
-def reset() -> None:
-    """Close and forget the current root: the next use builds one from the environment as it is then."""
-    _roots.replace(None)
+_roots = lifecycle.Current(Root, Root.close)
+bootstrap = _roots.bootstrap  # a root on the given dependencies, made the one in use
+root = _roots.root
+reset = _roots.reset
 
 
 def settings() -> CartSettings:

@@ -173,46 +173,10 @@ class Root:
             store.pool.close()
 
 
-_roots: lifecycle.Current[Root] = lifecycle.Current(Root, Root.close)
-
-
-def bootstrap(
-    settings: LomsSettings | None = None,
-    *,
-    shards: Shards | None = None,
-    units: UnitOfWork | None = None,
-    orders: OrderReader | None = None,
-    stock: StockReader | None = None,
-    idempotency: IdempotencyStore | None = None,
-    outbox: Callable[[], Outbox] | None = None,
-    publisher: EventPublisher | None = None,
-    coordinator: SweepCoordinator | None = None,
-) -> Root:
-    """A root on these dependencies (the rest from `settings`, else the environment), made the one the
-    handlers and the relay use; the pools the previous one opened are closed."""
-    made = Root(
-        settings,
-        shards=shards,
-        units=units,
-        orders=orders,
-        stock=stock,
-        idempotency=idempotency,
-        outbox=outbox,
-        publisher=publisher,
-        coordinator=coordinator,
-    )
-    _roots.replace(made)
-    return made
-
-
-def root() -> Root:
-    """The root in use: the last one `bootstrap` made, else one from the environment."""
-    return _roots.get()
-
-
-def reset() -> None:
-    """Close and forget the current root: the next use builds one from the environment as it is then."""
-    _roots.replace(None)
+_roots = lifecycle.Current(Root, Root.close)
+bootstrap = _roots.bootstrap  # a root on the given dependencies, made the one in use
+root = _roots.root
+reset = _roots.reset
 
 
 def settings() -> LomsSettings:

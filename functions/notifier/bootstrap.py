@@ -106,33 +106,10 @@ class Root:
             self.database.close()
 
 
-_roots: lifecycle.Current[Root] = lifecycle.Current(Root, Root.close)
-
-
-def bootstrap(
-    settings: NotifierSettings | None = None,
-    *,
-    store: NotificationStore | None = None,
-    history: NotificationHistory | None = None,
-    sink: NotificationSink | None = None,
-    cache: Cache | None = None,
-    counters: InProcessCounters | None = None,
-) -> Root:
-    """A root on these dependencies (the rest from `settings`, else the environment), made the one the
-    handlers use; the previous one's pool is closed."""
-    made = Root(settings, store=store, history=history, sink=sink, cache=cache, counters=counters)
-    _roots.replace(made)
-    return made
-
-
-def root() -> Root:
-    """The root the handlers use: the last one `bootstrap` made, else one from the environment."""
-    return _roots.get()
-
-
-def reset() -> None:
-    """Close and forget the current root: the next use builds one from the environment as it is then."""
-    _roots.replace(None)
+_roots = lifecycle.Current(Root, Root.close)
+bootstrap = _roots.bootstrap  # a root on the given dependencies, made the one in use
+root = _roots.root
+reset = _roots.reset
 
 
 def settings() -> NotifierSettings:

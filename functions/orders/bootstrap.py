@@ -151,42 +151,10 @@ class Root:
             letters.close()
 
 
-_roots: lifecycle.Current[Root] = lifecycle.Current(Root, Root.close)
-
-
-def bootstrap(
-    settings: OrdersSettings | None = None,
-    *,
-    orders: OrderRepository | None = None,
-    dead_letters: DeadLetters | None = None,
-    cache: EncodedCache | None = None,
-    counters: InProcessCounters | None = None,
-    clock: Callable[[], datetime] | None = None,
-    local_cache: EncodedCache | None = None,
-) -> Root:
-    """A root on these dependencies (the rest from `settings`, else the environment), made the one the
-    handlers and the batch worker use; what the previous one opened is closed."""
-    made = Root(
-        settings,
-        orders=orders,
-        dead_letters=dead_letters,
-        cache=cache,
-        counters=counters,
-        clock=clock,
-        local_cache=local_cache,
-    )
-    _roots.replace(made)
-    return made
-
-
-def root() -> Root:
-    """The root in use: the last one `bootstrap` made, else one from the environment."""
-    return _roots.get()
-
-
-def reset() -> None:
-    """Close and forget the current root: the next use builds one from the environment as it is then."""
-    _roots.replace(None)
+_roots = lifecycle.Current(Root, Root.close)
+bootstrap = _roots.bootstrap  # a root on the given dependencies, made the one in use
+root = _roots.root
+reset = _roots.reset
 
 
 def settings() -> OrdersSettings:

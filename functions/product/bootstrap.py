@@ -44,31 +44,10 @@ class Root:
         )
 
 
-_roots: lifecycle.Current[Root] = lifecycle.Current(Root)
-
-
-def bootstrap(
-    settings: ProductSettings | None = None,
-    *,
-    catalogue: Catalogue | None = None,
-    limiter: RateLimiter | None = None,
-    latency: Latency | None = None,
-) -> Root:
-    """A root on these dependencies (the rest from `settings`, else the environment), made the one the
-    handlers use."""
-    made = Root(settings, catalogue=catalogue, limiter=limiter, latency=latency)
-    _roots.replace(made)
-    return made
-
-
-def root() -> Root:
-    """The root the handlers use: the last one `bootstrap` made, else one from the environment."""
-    return _roots.get()
-
-
-def reset() -> None:
-    """Forget the current root: the next use builds one from the environment as it is then."""
-    _roots.replace(None)
+_roots = lifecycle.Current(Root)
+bootstrap = _roots.bootstrap  # a root on the given dependencies, made the one in use
+root = _roots.root
+reset = _roots.reset
 
 
 def product_service() -> ProductService:
