@@ -76,7 +76,8 @@ class XrayBackend:
         if sampled is None:
             sampled = self._decide()
         segment = Segment(self.service, traceid=root, parent_id=parent, sampled=sampled)
-        return _SegmentSpan(self, segment, name, attributes)
+        segment.put_annotation("operation", name)
+        return _EntitySpan(self, segment, attributes)
 
     def consumer(self, name: str, traceparent: str | None, attributes: Attributes) -> Span:
         # X-Ray has no span links: a new trace that names the producer's in its metadata
@@ -85,7 +86,8 @@ class XrayBackend:
         if w3c is not None:
             segment.put_metadata("links", [{"trace_id": xray_trace_id(w3c[0]), "id": w3c[1]}], "shop")
             segment.put_annotation("linked_trace_id", xray_trace_id(w3c[0]))
-        return _SegmentSpan(self, segment, name, attributes)
+        segment.put_annotation("operation", name)
+        return _EntitySpan(self, segment, attributes)
 
     def span(self, name: str, kind: Kind, attributes: Attributes, links: Sequence[str] = ()) -> Span:
         parent = _current.get()
@@ -104,7 +106,7 @@ class XrayBackend:
                 ],
                 "shop",
             )
-        return _SubsegmentSpan(self, parent, subsegment, attributes)
+        return _EntitySpan(self, subsegment, attributes, parent)
 
     def annotate(self, attributes: Attributes) -> None:
         entity = _current.get()
@@ -164,77 +166,43 @@ def _set(entity: Any, key: str, value: Attribute) -> None:
         entity.put_annotation(_annotation_key(key), value)
 
 
-class _SegmentSpan:
-    def __init__(self, backend: XrayBackend, segment: Segment, name: str, attributes: Attributes) -> None:
+class _EntitySpan:
+    """A segment (`parent` None) or a subsegment added to `parent` on entering, current while open."""
+
+    def __init__(self, backend: XrayBackend, entity: Any, attributes: Attributes, parent: Any = None) -> None:
         self.backend = backend
-        self.segment = segment
-        segment.put_annotation("operation", name)
-        _apply(segment, attributes)
-        self._token: contextvars.Token[Any] | None = None
-
-    def __enter__(self) -> _SegmentSpan:
-        self._token = _current.set(self.segment)
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc is not None:
-            self.segment.add_exception(exc, [], remote=False)
-        if self._token is not None:
-            _current.reset(self._token)
-        self.segment.close()
-        self.backend.finished(self.segment)
-
-    def set(self, key: str, value: Attribute) -> None:
-        _set(self.segment, key, value)
-
-    def update(self, attributes: Attributes) -> None:
-        _apply(self.segment, attributes)
-
-    def fail(self, description: str) -> None:
-        self.segment.add_fault_flag()
-
-    def inject(self, headers: MutableMapping[str, str]) -> None:
-        headers[TRACE_HEADER] = _header(self.segment)
-
-
-class _SubsegmentSpan:
-    def __init__(
-        self, backend: XrayBackend, parent: Any, subsegment: Subsegment, attributes: Attributes
-    ) -> None:
-        self.backend = backend
+        self.entity = entity
         self.parent = parent
-        self.subsegment = subsegment
-        _apply(subsegment, attributes)
+        _apply(entity, attributes)
         self._token: contextvars.Token[Any] | None = None
 
-    def __enter__(self) -> _SubsegmentSpan:
-        self.parent.add_subsegment(self.subsegment)
-        self._token = _current.set(self.subsegment)
+    def __enter__(self) -> _EntitySpan:
+        if self.parent is not None:
+            self.parent.add_subsegment(self.entity)
+        self._token = _current.set(self.entity)
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if exc is not None:
-            self.subsegment.add_exception(exc, [], remote=False)
+            self.entity.add_exception(exc, [], remote=False)
         if self._token is not None:
             _current.reset(self._token)
-        self.subsegment.close()
-        self.backend.finished(self.subsegment.parent_segment)
+        self.entity.close()
+        self.backend.finished(self.entity if self.parent is None else self.entity.parent_segment)
 
     def set(self, key: str, value: Attribute) -> None:
-        _set(self.subsegment, key, value)
+        _set(self.entity, key, value)
 
     def update(self, attributes: Attributes) -> None:
-        _apply(self.subsegment, attributes)
+        _apply(self.entity, attributes)
 
     def fail(self, description: str) -> None:
-        self.subsegment.add_fault_flag()
+        self.entity.add_fault_flag()
 
     def inject(self, headers: MutableMapping[str, str]) -> None:
-        headers[TRACE_HEADER] = _header(self.subsegment)
+        headers[TRACE_HEADER] = _header(self.entity)
 
 
 def _header(entity: Any) -> str:
