@@ -2,8 +2,8 @@
 browsable Swagger UI) in front of any app, passing every other request through.
 
 The UI is served from this process (the `swagger-ui-bundle` wheel's files under /docs/static/), never from a
-CDN: the cluster and the dev machines have no way out. Without that wheel /docs is a small self-contained
-page listing the operations. Nothing service-specific here: the spec path is the caller's.
+CDN: the cluster and the dev machines have no way out. Nothing service-specific here: the spec path is the
+caller's.
 """
 
 from __future__ import annotations
@@ -48,46 +48,6 @@ window.ui = SwaggerUIBundle({{
 """
 
 
-@functools.cache
-def swagger_ui_dir() -> Path | None:
-    """The Swagger UI files of the swagger-ui-bundle wheel, or None when it is not installed."""
-    try:
-        from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped, unused-ignore]
-    except ImportError:
-        return None
-    path = Path(str(swagger_ui_path))
-    return path if (path / "swagger-ui-bundle.js").is_file() else None
-
-
-def fallback_page(spec: dict[str, Any]) -> str:
-    """A plain page listing the operations, for a machine without the Swagger UI files."""
-    info = spec.get("info", {})
-    rows = []
-    for path, item in spec.get("paths", {}).items():
-        for method, operation in item.items():
-            if method == "parameters" or not isinstance(operation, dict):
-                continue
-            statuses = ", ".join(str(s) for s in operation.get("responses", {}))
-            rows.append(
-                f"<tr><td><code>{html.escape(method.upper())}</code></td><td><code>{html.escape(path)}</code>"
-                f"</td><td>{html.escape(str(operation.get('summary', '')))}</td><td>{html.escape(statuses)}"
-                "</td></tr>"
-            )
-    title = html.escape(str(info.get("title", "API")))
-    description = html.escape(str(info.get("description", "")))
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-        f'content="width=device-width, initial-scale=1"><title>{title} · API docs</title><style>'
-        "body{font-family:system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem;color:#1d2130}"
-        "table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:.5rem;"
-        "text-align:left;vertical-align:top}pre{white-space:pre-wrap;background:#f6f6f6;padding:1rem}"
-        f"</style></head><body><h1>{title}</h1><pre>{description}</pre><table><thead><tr><th>method</th>"
-        f"<th>path</th><th>summary</th><th>responses</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        '<p>The whole document: <a href="/openapi.json">openapi.json</a>, '
-        '<a href="/openapi.yaml">openapi.yaml</a>.</p></body></html>'
-    )
-
-
 class DocsRoutes:
     """GET (or HEAD) /openapi.json, /openapi.yaml, /docs and /docs/static/* answered here; all else → `app`.
 
@@ -130,10 +90,9 @@ class DocsRoutes:
 
             body = yaml.safe_dump(self.spec, allow_unicode=True, sort_keys=False).encode()
             return _reply(start_response, "200 OK", "application/yaml", body, head=method == "HEAD")
-        ui = swagger_ui_dir()
         if path.startswith(STATIC_PREFIX):
             name = path[len(STATIC_PREFIX) :]
-            if ui is None or name not in _ASSETS:
+            if name not in _ASSETS:
                 body = json.dumps({"code": 5, "message": f"no such file {name}", "details": []}).encode()
                 return _reply(start_response, "404 NOT FOUND", "application/json", body)
             kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
@@ -141,20 +100,23 @@ class DocsRoutes:
                 start_response,
                 "200 OK",
                 kind,
-                _asset(ui / name),
+                _asset(name),
                 [("Cache-Control", "public, max-age=86400")],
                 head=method == "HEAD",
             )
         title = html.escape(str(self.spec.get("info", {}).get("title", "API")))
-        page = _SWAGGER_PAGE.format(title=title, base=base) if ui is not None else fallback_page(self.spec)
+        page = _SWAGGER_PAGE.format(title=title, base=base)
         return _reply(
             start_response, "200 OK", "text/html; charset=utf-8", page.encode(), head=method == "HEAD"
         )
 
 
 @functools.cache
-def _asset(path: Path) -> bytes:
-    return path.read_bytes()
+def _asset(name: str) -> bytes:
+    """One of the swagger-ui-bundle wheel's files (its module imported on the first asset asked for)."""
+    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped, unused-ignore]
+
+    return (Path(str(swagger_ui_path)) / name).read_bytes()
 
 
 def _reply(
