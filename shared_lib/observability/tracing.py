@@ -95,13 +95,6 @@ class OtelBackend:
         self._trace = trace
         self._context = context
         self._propagator = TraceContextTextMapPropagator()
-        self._kinds = {
-            "server": trace.SpanKind.SERVER,
-            "consumer": trace.SpanKind.CONSUMER,
-            "client": trace.SpanKind.CLIENT,
-            "producer": trace.SpanKind.PRODUCER,
-            "internal": trace.SpanKind.INTERNAL,
-        }
 
     @classmethod
     def exporting(
@@ -121,11 +114,6 @@ class OtelBackend:
         provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
         return cls(provider)
 
-    def _context_of(self, traceparent: str | None) -> Any:
-        if not traceparent:
-            return None
-        return self._propagator.extract({"traceparent": traceparent})
-
     def server(self, name: str, headers: Mapping[str, str], attributes: Attributes) -> Span:
         carrier = {k: v for k in ("traceparent", "tracestate") if (v := headers.get(k))}
         parent = self._propagator.extract(carrier) if carrier else None
@@ -144,12 +132,11 @@ class OtelBackend:
 
         found = []
         for traceparent in traceparents:
-            context = self._context_of(traceparent)
-            if context is None:
-                continue
-            span_context = self._trace.get_current_span(context).get_span_context()
-            if span_context.is_valid:
-                found.append(Link(span_context))
+            if traceparent:
+                context = self._propagator.extract({"traceparent": traceparent})
+                span_context = self._trace.get_current_span(context).get_span_context()
+                if span_context.is_valid:
+                    found.append(Link(span_context))
         return found
 
     def annotate(self, attributes: Attributes) -> None:
@@ -199,7 +186,7 @@ class _OtelSpan:
         self._span = backend.tracer.start_span(
             self._name,
             context=self._parent,
-            kind=backend._kinds[self._kind],
+            kind=backend._trace.SpanKind[self._kind.upper()],
             attributes=self._attributes,
             links=self._links,
         )
