@@ -1,7 +1,9 @@
-"""Where the CPU goes: py-spy samples of get_order (cache hit), create_order and the bare floor under load.
+"""Where the CPU goes: py-spy samples of get_order (cache hit), create_order, warm list_cart and the bare
+floor under load.
 
-`python -m bench.profile [bare] [get_order] [create_order]`. Each function is served as its container serves
-it (functions.entrypoint, 1 worker, 16 threads) on the same setup as bench.get_order and bench.create_order;
+`python -m bench.profile [bare] [get_order] [create_order] [warm_list_cart]`. Each function is served as its
+container serves it (functions.entrypoint, 1 worker, 16 threads) on the same setup as bench.get_order,
+bench.create_order and bench.warm_list_cart;
 the floor (bench/bare.py) as bench.floor serves it. --connections keep-alive clients load it while `py-spy
 record` samples its gunicorn worker (and, for create_order, the outbox relay) for --seconds, only the thread
 holding the GIL (`--gil`): the samples are the process's Python CPU time (system calls made without the GIL,
@@ -29,7 +31,7 @@ from pathlib import Path
 from bench import floor, load
 from bench.common import RESULTS
 from bench.create_order import order, stock_up
-from bench.stack import kafka_broker, memcached, postgres
+from bench.stack import kafka_broker, memcached, postgres, shop
 from functions import devserver
 from shared_lib.postgres import ConnectionPool
 
@@ -161,12 +163,37 @@ def create_order_served() -> Iterator[tuple[dict[str, int], int, load.MakeReques
 
 
 @contextlib.contextmanager
+def warm_list_cart_served() -> Iterator[tuple[dict[str, int], int, load.MakeRequest]]:
+    """list_cart of 11 SKUs whose product info is in Memcached (bench.warm_list_cart's setup)."""
+    from bench.list_cart import SKUS
+    from bench.warm_list_cart import USER
+
+    with contextlib.ExitStack() as stack:
+        cache = stack.enter_context(memcached())
+        overrides = {"CART_MEMCACHED": cache.address, "PRODUCT_LATENCY_MS": "0"}
+        running = stack.enter_context(shop(("product", "loms", "cart"), overrides))
+        cart_port = int(running.url("cart").rsplit(":", 1)[1])
+        for sku in SKUS:
+            add = load.post_json(f"/user/{USER}/cart/{sku}", lambda _rng: {"count": 1})
+            assert load.one(cart_port, add).status == 200, sku
+        served = stack.enter_context(floor.function("list_cart", running.environment))
+        request = load.get(f"/user/{USER}/cart")
+        assert load.one(served.port, request).status == 200
+        yield {"worker": served.workers()[0]}, served.port, request
+
+
+@contextlib.contextmanager
 def bare_served() -> Iterator[tuple[dict[str, int], int, load.MakeRequest]]:
     with floor.bare() as served:
         yield {"worker": served.workers()[0]}, served.port, load.get("/")
 
 
-SETUPS = {"bare": bare_served, "get_order": get_order_served, "create_order": create_order_served}
+SETUPS = {
+    "bare": bare_served,
+    "get_order": get_order_served,
+    "create_order": create_order_served,
+    "warm_list_cart": warm_list_cart_served,
+}
 
 
 def main() -> None:
