@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared_lib.settings import BaseSettings, SettingsConfigDict
 
 
 class CartSettings(BaseSettings):
@@ -26,6 +27,9 @@ class CartSettings(BaseSettings):
     # host:port,host:port: product info cached in Memcached, shared by every replica, with stampede
     # protection; empty: the in-process cache above
     memcached: str = ""
+    # with Memcached: what a list read from it is also kept in this process for, at most (0: not kept), and
+    # never past the shared entry's own TTL, so a name or price change still shows within the TTL above
+    product_local_ttl_seconds: float = Field(5, ge=0)
 
     loms_url: str = "http://127.0.0.1:8084"
     # In a cluster every function is its own Knative Service, so stock_info and create_order have a URL each;

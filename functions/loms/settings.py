@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared_lib.settings import BaseSettings, SettingsConfigDict
 
 DATA = Path(__file__).resolve().parent / "data"
 

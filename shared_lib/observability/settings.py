@@ -10,7 +10,8 @@ import functools
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared_lib.settings import BaseSettings, SettingsConfigDict
 
 
 class ObservabilitySettings(BaseSettings):

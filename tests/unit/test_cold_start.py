@@ -34,6 +34,10 @@ NOT_FOR_GET_PRODUCT = (
     "pymemcache",
     "yaml",
     "ctypes",
+    # never imported at run time any more (shared_lib.settings reads the environment): its import brought
+    # asyncio, python-dotenv and its CLI and cloud sources into every cold start
+    "pydantic_settings",
+    "asyncio",
 )
 TRACING_ENV = (
     "SHOP_TRACING",
