@@ -2,11 +2,16 @@
 floor (bench/bare.py) served the same way.
 
 The shop's function: `python -m functions.entrypoint --target NAME` (the image's ENTRYPOINT: gunicorn's
-gthread worker, WEB_CONCURRENCY workers, GUNICORN_THREADS threads, keep-alive 30 s). The floor:
-`python -m bench.floor --port P --workers W --threads T`, gunicorn with the entrypoint's settings around
-functions-framework's app of `bare` and nothing else (no observing wrapper, no health routes, no JSON error
-pages: the worker's error mixin only acts on refused requests, so plain gthread is the same server on the
-path measured). It imports only gunicorn and functions-framework, so its cold start is the floor's too.
+worker of SHOP_WORKER_CLASS, gevent by default, WEB_CONCURRENCY workers, GUNICORN_THREADS requests at once,
+keep-alive 30 s). The floor: `python -m bench.floor --port P --workers W --threads T --worker-class C`,
+gunicorn with the entrypoint's settings around functions-framework's app of `bare` and nothing else (no
+observing wrapper, no health routes, no JSON error pages, gunicorn's own worker class: the shop's worker
+subclasses add only its request limit and its prompt stop on the path measured). It imports only gunicorn and
+functions-framework (and gevent, under gevent), so its cold start is the floor's too.
+
+Either can be served under either worker (`worker_class`: "gevent" or "gthread"), so a benchmark can show
+the floor and the shop under both servers side by side (`add_server_option`, `server_variants`,
+`side_by_side`; e.g. `python -m bench.get_order --servers gthread,gevent`).
 """
 
 from __future__ import annotations
@@ -18,20 +23,26 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.common import free_port, scratch_dir
+from bench.cpu import Window, median_ratio, summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 BARE = Path(__file__).with_name("bare.py")
 WORKERS = 1  # the container's defaults (functions/server_settings.py)
 THREADS = 16
+WORKER_CLASSES = ("gevent", "gthread")  # functions.entrypoint.WORKER_CLASSES
+# the floor alone can also be served by these gunicorn workers, for comparison (bench.servers): sync (one
+# request at a time per worker, no keep-alive: a connection per request) and gevent's own WSGI server
+BARE_WORKER_CLASSES = (*WORKER_CLASSES, "sync", "gevent_pywsgi")
+DEFAULT_WORKER_CLASS = os.environ.get("SHOP_WORKER_CLASS") or "gthread"  # the container's default
 
 
-def serve(host: str, port: int, workers: int, threads: int) -> None:
+def serve(host: str, port: int, workers: int, threads: int, worker_class: str = DEFAULT_WORKER_CLASS) -> None:
     import functions_framework
     import gunicorn.app.base
 
@@ -43,7 +54,7 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
                 "bind": f"{host}:{port}",
                 "workers": workers,
                 "threads": threads,
-                "worker_class": "gthread",
+                "worker_class": worker_class,
                 "limit_request_line": 0,
                 "graceful_timeout": 5,
                 "timeout": 30,
@@ -92,7 +103,13 @@ class Served:
                 self.process.wait(10)
 
 
-def function_command(target: str, port: int, workers: int = WORKERS, threads: int = THREADS) -> list[str]:
+def function_command(
+    target: str,
+    port: int,
+    workers: int = WORKERS,
+    threads: int = THREADS,
+    worker_class: str = DEFAULT_WORKER_CLASS,
+) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -107,12 +124,16 @@ def function_command(target: str, port: int, workers: int = WORKERS, threads: in
         str(workers),
         "--threads",
         str(threads),
+        "--worker-class",
+        worker_class,
         "--log-level",
         "warning",
     ]
 
 
-def bare_command(port: int, workers: int = WORKERS, threads: int = THREADS) -> list[str]:
+def bare_command(
+    port: int, workers: int = WORKERS, threads: int = THREADS, worker_class: str = DEFAULT_WORKER_CLASS
+) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -123,6 +144,8 @@ def bare_command(port: int, workers: int = WORKERS, threads: int = THREADS) -> l
         str(workers),
         "--threads",
         str(threads),
+        "--worker-class",
+        worker_class,
     ]
 
 
@@ -163,10 +186,12 @@ def function(
     workers: int = WORKERS,
     threads: int = THREADS,
     name: str | None = None,
+    worker_class: str = DEFAULT_WORKER_CLASS,
 ) -> Iterator[Served]:
     """One function of the shop served as its container serves it, on a free port, ready (GET /readyz)."""
     port = free_port()
-    served = spawn(name or target, function_command(target, port, workers, threads), environment, port)
+    command = function_command(target, port, workers, threads, worker_class)
+    served = spawn(name or target, command, environment, port)
     try:
         wait_ready(served, "/readyz")
         yield served
@@ -175,15 +200,69 @@ def function(
 
 
 @contextlib.contextmanager
-def bare(workers: int = WORKERS, threads: int = THREADS) -> Iterator[Served]:
+def bare(
+    workers: int = WORKERS, threads: int = THREADS, worker_class: str = DEFAULT_WORKER_CLASS
+) -> Iterator[Served]:
     """The floor, served the same way, on a free port, ready."""
     port = free_port()
-    served = spawn("bare", bare_command(port, workers, threads), {}, port)
+    served = spawn(f"bare-{worker_class}", bare_command(port, workers, threads, worker_class), {}, port)
     try:
         wait_ready(served, "/")
         yield served
     finally:
         served.stop()
+
+
+# --- the floor and the shop under both servers, side by side ------------------------------------------
+
+
+def add_server_option(parser: argparse.ArgumentParser) -> None:
+    """--servers: the worker classes a benchmark serves the floor and the shop under (default: the shop's)."""
+    parser.add_argument(
+        "--servers",
+        type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
+        default=[DEFAULT_WORKER_CLASS],
+        help=f"comma-separated worker classes of {', '.join(WORKER_CLASSES)} (e.g. gthread,gevent): the "
+        "floor and the shop are served and measured under each, alternating, side by side",
+    )
+
+
+def check_servers(servers: Sequence[str], known: Sequence[str] = WORKER_CLASSES) -> None:
+    unknown = [s for s in servers if s not in known]
+    if unknown or not servers:
+        raise SystemExit(f"--servers: choose among {', '.join(known)}, not {', '.join(unknown)}")
+
+
+def variant_name(name: str, server: str, servers: Sequence[str]) -> str:
+    """A variant's name: itself with one server, "<name> <server>" with several ("bare gevent")."""
+    return name if len(servers) == 1 else f"{name} {server}"
+
+
+def side_by_side(
+    results: Mapping[str, list[Window]],
+    servers: Sequence[str],
+    names: Sequence[str],
+    compared: str = "function",
+) -> dict[str, float | int | str]:
+    """bench.cpu.summarise's figures under each server, each variant against the floor of its own server,
+    then each variant under the later servers against itself under the first (paired by round), and against
+    the first server's floor: "get_order: gevent / gthread", "get_order gevent / bare gthread"."""
+    if len(servers) == 1:
+        return summarise(results, "bare", compared)
+    figures: dict[str, float | int | str] = {}
+    for server in servers:
+        subset = {f"{name} {server}": results[f"{name} {server}"] for name in ["bare", *names]}
+        figures.update(summarise(subset, f"bare {server}", compared))
+    first = servers[0]
+    floor_first = [w.per_request_us(compared) for w in results[f"bare {first}"]]
+    for server in servers[1:]:
+        for name in ["bare", *names]:
+            here = [w.per_request_us(compared) for w in results[f"{name} {server}"]]
+            there = [w.per_request_us(compared) for w in results[f"{name} {first}"]]
+            figures[f"{name}: {compared} {server} / {first}"] = median_ratio(here, there)
+            if name != "bare":
+                figures[f"{name} {server}: {compared} / bare {first}"] = median_ratio(here, floor_first)
+    return figures
 
 
 def main() -> None:
@@ -192,8 +271,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=WORKERS)
     parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--worker-class", choices=BARE_WORKER_CLASSES, default=DEFAULT_WORKER_CLASS)
     args = parser.parse_args()
-    serve(args.host, args.port, args.workers, args.threads)
+    serve(args.host, args.port, args.workers, args.threads, args.worker_class)
 
 
 if __name__ == "__main__":

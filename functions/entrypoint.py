@@ -213,21 +213,46 @@ class JsonErrorWorker(JsonErrorPages, ThreadWorker):  # type: ignore[misc]
     """gunicorn's gthread worker answering its own refusals in JSON (the dev server's worker)."""
 
 
-def http_server_options() -> dict[str, Any]:
-    """The gunicorn settings every server of the shop's functions shares: the container's (serve, below) and
-    the dev server's."""
-    return {
-        "worker_class": JsonErrorWorker,
-        "limit_request_line": 0,  # as functions-framework's own server: long queries get our 400s
-    }
-
-
-class DrainingWorker(JsonErrorWorker):
-    """gunicorn's gthread worker that also turns /readyz false the moment SIGTERM arrives."""
+class Draining:
+    """Mixin for a gunicorn worker: /readyz turns false the moment SIGTERM arrives."""
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         lifecycle.begin_shutdown()
-        super().handle_exit(sig, frame)
+        super().handle_exit(sig, frame)  # type: ignore[misc]
+
+
+class DrainingWorker(Draining, JsonErrorWorker):
+    """gunicorn's gthread worker that also turns /readyz false the moment SIGTERM arrives."""
+
+
+# The servers a function can run under (SHOP_WORKER_CLASS): gunicorn's gevent worker (one greenlet per
+# connection: a keep-alive connection is read, answered and read again on one greenlet, where gthread hands
+# it between its poller thread and a pool thread twice per request) or its gthread worker.
+WORKER_CLASSES = ("gevent", "gthread")
+
+
+def worker_class(name: str, draining: bool = False) -> type:
+    """The shop's gunicorn worker class of that name (functions.gevent_worker is imported only for gevent)."""
+    if name == "gthread":
+        return DrainingWorker if draining else JsonErrorWorker
+    if name == "gevent":
+        from functions.gevent_worker import DrainingGeventWorker, JsonErrorGeventWorker
+
+        return DrainingGeventWorker if draining else JsonErrorGeventWorker
+    raise ValueError(f"no worker class {name!r}; known: {', '.join(WORKER_CLASSES)}")
+
+
+def http_server_options(name: str | None = None) -> dict[str, Any]:
+    """The gunicorn settings every server of the shop's functions shares: the container's (serve, below) and
+    the dev server's; the worker class `name` (default SHOP_WORKER_CLASS). Its `threads` (set by each server)
+    are the most requests a worker serves at once: gthread's threads, the gevent worker's in-flight limit;
+    worker_connections the most connections the gevent worker keeps open (idle keep-alive ones included)."""
+    config = ServerSettings()
+    return {
+        "worker_class": worker_class(name or config.worker_class),
+        "worker_connections": config.worker_connections,
+        "limit_request_line": 0,  # as functions-framework's own server: long queries get our 400s
+    }
 
 
 def worker_exit(_server: Any, _worker: Any) -> None:
@@ -296,17 +321,18 @@ def serve(
     threads: int,
     graceful_timeout: int,
     log_level: str,
+    worker: str | None = None,
 ) -> None:
     import gunicorn.app.base
 
     class Server(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             options: dict[str, Any] = {
-                **http_server_options(),
+                **http_server_options(worker),
                 "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
                 "workers": workers,
                 "threads": threads,
-                "worker_class": DrainingWorker,
+                "worker_class": worker_class(worker or ServerSettings().worker_class, draining=True),
                 "graceful_timeout": graceful_timeout,
                 "timeout": 30,  # the gthread heartbeat, not a request timeout (Knative's revision timeout is)
                 "keepalive": 30,  # the queue-proxy reuses connections: closing early races it
@@ -348,6 +374,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=env.workers)
     parser.add_argument("--threads", type=int, default=env.threads)
     parser.add_argument(
+        "--worker-class",
+        choices=WORKER_CLASSES,
+        default=env.worker_class,
+        help="gunicorn's worker, gthread or gevent (SHOP_WORKER_CLASS; default gthread)",
+    )
+    parser.add_argument(
         "--graceful-timeout",
         type=int,
         default=env.graceful_timeout,
@@ -361,7 +393,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown function {args.target!r}; known: {', '.join(sorted(table.BY_NAME))}")
     export_secret_files(env.secrets_dir)
     serve(
-        args.target, args.host, args.port, args.workers, args.threads, args.graceful_timeout, args.log_level
+        args.target,
+        args.host,
+        args.port,
+        args.workers,
+        args.threads,
+        args.graceful_timeout,
+        args.log_level,
+        args.worker_class,
     )
     return 0
 

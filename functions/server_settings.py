@@ -4,6 +4,7 @@ here and nowhere else (each service's own configuration stays in functions/<serv
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -20,7 +21,11 @@ class ServerSettings(BaseSettings):
     host: str = Field("0.0.0.0", validation_alias="HOST")
     port: int = Field(8080, validation_alias="PORT")
     workers: int = Field(1, ge=1, validation_alias="WEB_CONCURRENCY")
-    threads: int = Field(16, ge=1, validation_alias="GUNICORN_THREADS")
+    threads: int = Field(16, ge=1, validation_alias="GUNICORN_THREADS")  # the most requests served at once
+    # gunicorn's worker (functions.entrypoint.WORKER_CLASSES): gevent, one greenlet per connection, or gthread
+    worker_class: Literal["gevent", "gthread"] = Field("gthread", validation_alias="SHOP_WORKER_CLASS")
+    # the gevent worker's most open connections (idle keep-alive ones too; gthread's limit on them as well)
+    worker_connections: int = Field(1000, ge=1, validation_alias="GUNICORN_WORKER_CONNECTIONS")
     graceful_timeout: int = Field(30, ge=0, validation_alias="GRACEFUL_TIMEOUT")
     log_level: str = Field("", validation_alias="GUNICORN_LOG_LEVEL")  # empty: each server's own default
     # the most request body any function takes, CloudEvent ones included (a 413 above it; 1 MiB as Kafka's

@@ -161,16 +161,11 @@ def notify_client() -> Client:
     return Client(entrypoint.function_app("notify_status"))
 
 
-@pytest.fixture(scope="module")
-def ingest_client() -> Client:
-    return Client(entrypoint.function_app("ingest_order"))
-
-
-@pytest.mark.parametrize("target", ["notify_status", "ingest_order"])
+@pytest.mark.parametrize("target", [f.name for f in table.FUNCTIONS if f.trigger == "cloudevent"])
 def test_a_cloudevent_endpoint_answers_a_request_that_is_no_cloudevent_in_json(
-    target: str, notify_client: Client, ingest_client: Client, notifier: Notifier
+    target: str, notify_client: Client, notifier: Notifier
 ) -> None:
-    client = notify_client if target == "notify_status" else ingest_client
+    client = notify_client if target == "notify_status" else Client(entrypoint.function_app(target))
     path = table.BY_NAME[target].path
     assert_json_error(client.post(path, data=b"hello", headers={"Content-Type": "text/plain"}), 415, 3)
     secret = b'{"password": "hunter2"}'
@@ -241,10 +236,16 @@ def read_response(sock: socket.socket, method: str = "GET") -> tuple[int, dict[s
     ],
     ids=["431", "414", "400-header", "400-line"],
 )
-def test_the_worker_answers_gunicorns_refusals_in_json(error: Exception, status: int) -> None:
-    """Breaks when gunicorn changes how Worker.handle_error writes its page (see JsonErrorPages)."""
+@pytest.mark.parametrize("worker_class", entrypoint.WORKER_CLASSES)
+def test_the_worker_answers_gunicorns_refusals_in_json(
+    error: Exception, status: int, worker_class: str
+) -> None:
+    """Breaks when gunicorn changes how Worker.handle_error writes its page (see JsonErrorPages), under
+    either worker class."""
     cfg = gunicorn.config.Config()
-    worker = entrypoint.JsonErrorWorker(0, os.getpid(), [], None, 30, cfg, gunicorn.glogging.Logger(cfg))
+    worker_type: Any = entrypoint.worker_class(worker_class, draining=True)
+    assert issubclass(worker_type, entrypoint.JsonErrorPages)
+    worker = worker_type(0, os.getpid(), [], None, 30, cfg, gunicorn.glogging.Logger(cfg))
     ours, theirs = socket.socketpair()
     with ours, theirs:
         worker.handle_error(None, ours, ("127.0.0.1", 1), error)
@@ -283,11 +284,17 @@ def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]
     ],
     ids=["container", "devserver"],
 )
+@pytest.mark.parametrize("worker_class", entrypoint.WORKER_CLASSES)
 def test_the_served_function_answers_oversized_headers_with_a_json_431(
-    command: list[str], tmp_path: Path
+    command: list[str], worker_class: str, tmp_path: Path
 ) -> None:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(entrypoint.ROOT), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(entrypoint.ROOT),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "SHOP_WORKER_CLASS": worker_class,
+    }
     process = subprocess.Popen(
         [sys.executable, *command, "--port", str(port)],
         env=env,
