@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared_lib.errors import TransientError
-from shared_lib.events import kafka_reachable
+from shared_lib.events import kafka_producer, kafka_reachable
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +60,19 @@ def _where(value: int | None) -> bytes:
     return str(value if value is not None else UNKNOWN).encode()
 
 
-def annotated_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    """The original headers (minus any earlier dead-letter annotations) plus why and where from."""
+def _annotations(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    """Why and where from."""
     return [
-        *original_headers(letter.headers),
         (REASON, letter.reason[:MAX_REASON].encode()),
         (SOURCE_TOPIC, letter.topic.encode()),
         (SOURCE_PARTITION, _where(letter.partition)),
         (SOURCE_OFFSET, _where(letter.offset)),
     ]
+
+
+def annotated_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    """The original headers (minus any earlier dead-letter annotations) plus why and where from."""
+    return [*original_headers(letter.headers), *_annotations(letter)]
 
 
 def original_headers(headers: Iterable[tuple[str, bytes | None]]) -> list[tuple[str, bytes]]:
@@ -91,14 +95,7 @@ def envelope(letter: DeadLetter, why_whole_failed: str) -> tuple[bytes, list[tup
         "prefix_base64": base64.b64encode(value[:ENVELOPE_PREFIX_BYTES]).decode(),
         "prefix_bytes": min(len(value), ENVELOPE_PREFIX_BYTES),
     }
-    headers = [
-        (REASON, letter.reason[:MAX_REASON].encode()),
-        (SOURCE_TOPIC, letter.topic.encode()),
-        (SOURCE_PARTITION, _where(letter.partition)),
-        (SOURCE_OFFSET, _where(letter.offset)),
-        (ENVELOPE, b"1"),
-    ]
-    return json.dumps(body).encode(), headers
+    return json.dumps(body).encode(), [*_annotations(letter), (ENVELOPE, b"1")]
 
 
 def permanent_publish_error(exc: BaseException) -> bool:
@@ -119,11 +116,6 @@ def permanent_publish_error(exc: BaseException) -> bool:
     return False
 
 
-@dataclass
-class PublishedLetters:
-    envelopes: int = 0  # letters published as envelopes (too large to copy whole)
-
-
 class KafkaDeadLetterPublisher:
     """Publishes dead letters to one dead-letter topic with an idempotent producer (acks=all). `publish`
     returns once the broker has each of them, whole or as an envelope; a transient failure is a
@@ -142,30 +134,16 @@ class KafkaDeadLetterPublisher:
     def _ensure(self) -> Any:
         with self._lock:
             if self._producer is None:
-                from kafka import KafkaProducer
-
-                timeout_ms = int(self.timeout_seconds * 1000)
-                try:
-                    self._producer = KafkaProducer(
-                        bootstrap_servers=self.bootstrap,
-                        client_id=self.client_id,
-                        acks="all",
-                        enable_idempotence=True,
-                        linger_ms=2,
-                        request_timeout_ms=timeout_ms,
-                        max_block_ms=timeout_ms,
-                        bootstrap_timeout_ms=timeout_ms,
-                        reconnect_backoff_max_ms=1_000,
-                    )
-                except Exception as exc:
-                    raise TransientError("Kafka is unavailable") from exc
+                self._producer = kafka_producer(
+                    self.bootstrap, self.client_id, self.timeout_seconds, reconnect_backoff_max_ms=1_000
+                )
             return self._producer
 
-    def publish(self, letters: Sequence[DeadLetter]) -> PublishedLetters:
-        """Every letter on the dead-letter topic, whole where possible, else as an envelope."""
-        result = PublishedLetters()
+    def publish(self, letters: Sequence[DeadLetter]) -> int:
+        """Every letter on the dead-letter topic, whole where possible, else as an envelope; returns how many
+        went as envelopes (too large to copy whole)."""
         if not letters:
-            return result
+            return 0
         producer = self._ensure()
         try:
             futures = [
@@ -206,14 +184,13 @@ class KafkaDeadLetterPublisher:
                     error = self._outcome(future)
                     if error is not None:
                         raise error
-                result.envelopes = len(envelopes)
         except TransientError:
             self.close()
             raise
         except Exception as exc:
             self.close()  # a fresh producer next time: no half-sent state carried over
             raise TransientError(f"publishing dead letters to {self.topic} failed") from exc
-        return result
+        return len(envelopes)
 
     def _send(
         self, producer: Any, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]

@@ -63,10 +63,6 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 class MalformedEventError(ValueError):
     """A record or request that is not a CloudEvents 1.0 event: poison, never worth a retry."""
 
@@ -167,7 +163,7 @@ def from_http(headers: Mapping[str, str], body: bytes) -> Event:
 def _event(sdk: AnyCloudEvent, data: Any, key: bytes | None, traceparent: str | None) -> Event:
     stamp = sdk.get("time")
     try:
-        moment = parse_time(stamp) if isinstance(stamp, str) else datetime.now(UTC)
+        moment = datetime.fromisoformat(stamp) if isinstance(stamp, str) else datetime.now(UTC)
     except ValueError as exc:
         raise MalformedEventError("the CloudEvent's time is not RFC 3339") from exc
     subject = sdk.get("subject")
@@ -304,27 +300,16 @@ class KafkaPublisher:
 
     def _ensure(self) -> Any:
         if self._producer is None:
-            from kafka import KafkaProducer
-
-            try:
-                self._producer = KafkaProducer(
-                    bootstrap_servers=self.bootstrap_servers,
-                    client_id=self.client_id,
-                    enable_idempotence=True,
-                    acks="all",
-                    linger_ms=2,
-                    max_in_flight_requests_per_connection=5,
-                    # kafka-python's own metrics (sensors recorded per record and per request) are read by
-                    # nobody here: the shop counts and times publishes itself (shared_lib.observability)
-                    metrics_enabled=False,
-                    request_timeout_ms=int(self.timeout_seconds * 1000),
-                    delivery_timeout_ms=int(self.delivery_timeout_seconds * 1000),
-                    max_block_ms=int(self.timeout_seconds * 1000),
-                    # without it the constructor waits 30 s for an unreachable broker, whatever the timeout
-                    bootstrap_timeout_ms=int(self.timeout_seconds * 1000),
-                )
-            except Exception as exc:
-                raise TransientError("Kafka is unavailable") from exc
+            self._producer = kafka_producer(
+                self.bootstrap_servers,
+                self.client_id,
+                self.timeout_seconds,
+                max_in_flight_requests_per_connection=5,
+                # kafka-python's own metrics (sensors recorded per record and per request) are read by
+                # nobody here: the shop counts and times publishes itself (shared_lib.observability)
+                metrics_enabled=False,
+                delivery_timeout_ms=int(self.delivery_timeout_seconds * 1000),
+            )
         return self._producer
 
     def publish(self, topic: str, events: Sequence[Event]) -> None:
@@ -527,7 +512,31 @@ class HttpDeliveryPublisher:
         self._sender.close()
 
 
-# --- consuming -------------------------------------------------------------------------------------------
+# --- Kafka clients ---------------------------------------------------------------------------------------
+
+
+def kafka_producer(bootstrap: str, client_id: str, timeout_seconds: float, **overrides: Any) -> Any:
+    """kafka-python's idempotent producer (acks=all), every wait bounded by `timeout_seconds`;
+    TransientError when it cannot be made."""
+    from kafka import KafkaProducer
+
+    timeout_ms = int(timeout_seconds * 1000)
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "client_id": client_id,
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": 2,
+        "request_timeout_ms": timeout_ms,
+        "max_block_ms": timeout_ms,
+        # without it the constructor waits 30 s for an unreachable broker, whatever the timeout
+        "bootstrap_timeout_ms": timeout_ms,
+    }
+    options.update(overrides)
+    try:
+        return KafkaProducer(**options)
+    except Exception as exc:
+        raise TransientError("Kafka is unavailable") from exc
 
 
 def kafka_reachable(bootstrap: str) -> bool:

@@ -651,7 +651,7 @@ class KafkaEventSource:
         while True:
             tries += 1
             try:
-                published = self.dead_letters.publish([letter])
+                envelopes = self.dead_letters.publish([letter])
                 break
             except TransientError as exc:  # the broker is away: the partition waits for it
                 log.warning(
@@ -661,7 +661,7 @@ class KafkaEventSource:
                     return False
         with self._stats_lock:
             self.stats.dead_lettered += 1
-            self.stats.envelopes += published.envelopes
+            self.stats.envelopes += envelopes
         metrics.EVENTSOURCE_DEAD_LETTERED.labels(record.topic).inc()
         return True
 
