@@ -116,9 +116,6 @@ class Family:
     def inc(self, amount: float = 1) -> None:
         self.labels().inc(amount)
 
-    def set(self, value: float) -> None:
-        self.labels().set(value)
-
     def observe(self, amount: float) -> None:
         self.labels().observe(amount)
 
