@@ -14,7 +14,6 @@ import hmac
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -64,6 +63,8 @@ def sample(seconds: float, output_format: str = "speedscope", pid: int | None = 
     if binary is None:
         raise ProfilerUnavailableError("py-spy is not installed")
     _allow_tracing_by_children()
+    import subprocess  # here, not at import: only a profile asked for runs py-spy, no function's cold start
+
     with tempfile.TemporaryDirectory(prefix="shop-profile-") as directory:
         out = Path(directory) / "profile"
         command = [
@@ -124,6 +125,8 @@ def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterabl
         return _error(start_response, "400 Bad Request", "format must be one of " + ", ".join(FORMATS))
     if not _busy.acquire(blocking=False):
         return _error(start_response, "409 Conflict", "a profile is being taken already")
+    import subprocess
+
     try:
         profile = sample(seconds, output_format)
     except (ProfilerUnavailableError, subprocess.TimeoutExpired) as exc:

@@ -34,6 +34,7 @@ NOT_FOR_GET_PRODUCT = (
     "pymemcache",
     "yaml",
     "ctypes",
+    "subprocess",  # the profiler's: py-spy runs only for a profile asked for
     # never imported at run time any more (shared_lib.settings reads the environment): its import brought
     # asyncio, python-dotenv and its CLI and cloud sources into every cold start
     "pydantic_settings",
