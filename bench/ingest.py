@@ -1,20 +1,17 @@
-"""Sustained ingestion of `orders` from Kafka into PostgreSQL, on either delivery path, in one run.
+"""Sustained ingestion of `orders` from Kafka into PostgreSQL, on the ingest worker (the shop's one path).
 
 A fresh PostgreSQL (fsync on, as deployed) and a one-node broker on free ports; --count records (about --bad
-of them refused: every invalid kind, conflicts, and duplicates that are not) are planned once, and each path
-asked for (--path) gets the same records on its own topic and stores them in its own database, one path after
-the other:
+of them refused: every invalid kind, conflicts, and duplicates that are not) are produced to their topic, then
+`python -m functions.orders.ingest_worker` is started as its own process, exactly as the dev server and the
+cluster start it (batches of --batch records, one transaction each), and timed until every valid order is
+stored and every refused record is on the dead-letter topic. Figures are printed, never asserted, CPU per
+record too: the worker's process (from its start, imports included) and PostgreSQL's postmaster and backends,
+from /proc, with the machine's load average. Target (issue 14): at least 2,500 orders/s, CPU per order not
+growing.
 
-- `batch`: `python -m functions.orders.ingest_worker` as its own process, exactly as the dev server and the
-  cluster start it (batches of --batch records, one transaction each);
-- `records`: record by record, as a KafkaSource delivers: the local event source
-  (`python -m shared_lib.eventsource`) POSTs each record as a binary-mode CloudEvent to the `ingest_order`
-  function served by `python -m functions.entrypoint` (gunicorn, as in the container).
-
-Each is timed until every valid order is stored and every refused record is on its dead-letter topic.
-Figures are printed, never asserted, CPU per record of each process too (from its start, imports included)
-and PostgreSQL's postmaster and backends, from /proc, with the machine's load average. Target (issue 14): at
-least 2,500 orders/s, CPU per order not growing.
+The record-by-record path it replaced (a KafkaSource, here the local event source, POSTing each record to an
+`ingest_order` CloudEvent function) was measured beside it by `--path both` at commit c9fa525 (README, "The
+order viewer").
 """
 
 from __future__ import annotations
@@ -25,14 +22,13 @@ import random
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, report, topic_size  # noqa: E402
+from bench.common import report, topic_size  # noqa: E402
 from bench.cpu import cpu_of  # noqa: E402
 from bench.stack import kafka_broker, postgres  # noqa: E402
 from functions.devtools import orders_generator as generator  # noqa: E402
@@ -40,29 +36,13 @@ from shared_lib.devtools.kafka_server import KafkaServer, available  # noqa: E40
 from shared_lib.devtools.pg_server import PgServer  # noqa: E402
 from shared_lib.postgres import ConnectionPool, Dsn, ensure_database, migrate  # noqa: E402
 
-PATHS = ("batch", "records")
 DEADLINE_SECONDS = 900
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the function exited ({process.returncode}) before answering {url}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
 
 
 def run_path(
     path: str, pg: PgServer, broker: KafkaServer, work: generator.Plan, batch: int
 ) -> dict[str, Any]:
-    """Produce the plan's records to this path's topic, ingest them on this path into its own database."""
+    """Produce the plan's records to this path's topic, ingest them into its own database."""
     database = f"orders_bench_{path}"
     topic, dlq = f"orders-{path}", f"orders-{path}.dlq"
     broker.create_topics({topic: 3, dlq: 1})
@@ -97,35 +77,9 @@ def run_path(
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
         started = time.perf_counter()
-        if path == "batch":
-            processes["worker"] = subprocess.Popen(
-                [sys.executable, "-m", "functions.orders.ingest_worker"], **quiet
-            )
-        else:
-            port = free_port()
-            processes["function"] = subprocess.Popen(
-                [sys.executable, "-m", "functions.entrypoint", "--target", "ingest_order"],
-                **{**quiet, "env": {**env, "HOST": "127.0.0.1", "PORT": str(port)}},
-            )
-            _wait_healthy(f"http://127.0.0.1:{port}/healthz", processes["function"])
-            processes["eventsource"] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "shared_lib.eventsource",
-                    "--bootstrap",
-                    broker.bootstrap,
-                    "--topic",
-                    topic,
-                    "--group",
-                    "bench-ingest-records",
-                    "--sink",
-                    f"http://127.0.0.1:{port}/events/ingest_order",
-                    "--dead-letter-topic",
-                    dlq,
-                ],
-                **quiet,
-            )
+        processes["worker"] = subprocess.Popen(
+            [sys.executable, "-m", "functions.orders.ingest_worker"], **quiet
+        )
         first = None
         stored = 0
         deadline = time.monotonic() + DEADLINE_SECONDS
@@ -170,18 +124,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=50_000, help="records produced (to each path's topic)")
     parser.add_argument("--bad", type=float, default=0.05, help="share of bad records")
     parser.add_argument("--batch", type=int, default=1000, help="ORDERS_BATCH_SIZE (batch path)")
-    parser.add_argument(
-        "--path",
-        choices=[*PATHS, "both"],
-        default="batch",
-        help="the delivery path(s); both: batch, then records",
-    )
     args = parser.parse_args()
     ok, why = available()
     if not ok:
         raise SystemExit(f"no Kafka broker can be started: {why}")
     work = generator.plan(args.count, args.bad, random.Random(7))
-    paths = PATHS if args.path == "both" else (args.path,)
+    paths = ("batch",)
     figures: dict[str, Any] = {
         "records on each topic": len(work.records),
         "valid orders": len(work.valid_uids),
@@ -198,15 +146,7 @@ def main() -> None:
                 figures[f"{path}: records/s (from first stored)"] / 2500
             )
     figures["load average (1 min) after"] = os.getloadavg()[0]
-    if len(paths) == 2:
-        figures["records/s, batch / records"] = (
-            figures["batch: records/s (from first stored)"]
-            / figures["records: records/s (from first stored)"]
-        )
-        figures["CPU per record, records / batch"] = (
-            figures["records: CPU µs/record, all processes"] / figures["batch: CPU µs/record, all processes"]
-        )
-    report(f"orders ingestion: Kafka to PostgreSQL, {args.path}", figures)
+    report("orders ingestion: Kafka to PostgreSQL, batch worker", figures)
 
 
 if __name__ == "__main__":

@@ -390,7 +390,7 @@ def _pump(name: str, stream: Any, log_file: Any, level: int) -> None:
 class Stack:
     """The shop as child processes: one `serve` per service on its contract port, plus what a cluster runs
     for it — the table's workers of those services (table.WORKERS, each under its name), a local KafkaSource
-    per CloudEvent function (when Kafka is there; `source-<function>`) unless a worker stands in for it —
+    per CloudEvent function (when Kafka is there; `source-<function>`) —
     and a PingSource stand-in that POSTs to every cron function on its schedule.
 
     Each child runs in its own session: a Ctrl-C in the terminal reaches the dev server only, which stops
@@ -441,21 +441,17 @@ class Stack:
     def children(self) -> dict[str, list[str]]:
         """What runs beside the services, by process name → `python` arguments: the table's workers of the
         services this stack serves (table.WORKERS) but those in `without`, then, with Kafka, a local
-        KafkaSource per CloudEvent function (`source-<function>`) for which no worker stands in. A worker
-        standing in for a function's event source consumes Kafka: without Kafka it does not run (the relay
-        then posts to the function). No --port for the workers: their metrics show on their service's port."""
+        KafkaSource per CloudEvent function (`source-<function>`). A worker consuming a topic (the ingest
+        worker) runs only with Kafka. No --port for workers: their metrics show on their service's port."""
         kafka = self.environment.get("LOMS_KAFKA_BOOTSTRAP", "")
         workers = [
             w
             for w in table.WORKERS
-            if w.service in self.services and w.name not in self.without and (kafka or not w.stands_in_for)
+            if w.service in self.services and w.name not in self.without and (kafka or not w.topic)
         ]
         children = {w.name: ["-m", w.module, *w.args] for w in workers}
-        replaced = {w.stands_in_for for w in workers}
         for function in table.FUNCTIONS:
             if not (kafka and function.trigger == "cloudevent" and function.service in self.services):
-                continue
-            if function.name in replaced:
                 continue
             sink = f"http://127.0.0.1:{self.port(function.service)}{function.path}"
             children[f"source-{function.name}"] = [

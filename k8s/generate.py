@@ -4,8 +4,9 @@ and k8s/openfaas/ (OpenFaaS: stack.yml and generated/).
 `python -m k8s.generate` writes them; `python -m k8s.generate --check` exits 1 when the committed files differ
 from a fresh generation. One Knative Service per function, a KafkaTopic per topic, a KafkaSource per
 CloudEvent function (ordered, retried, dead-lettered to a KafkaSink), a PingSource per cron function, the
-migration Job, a Deployment per long-running worker the table deploys (table.WORKERS: loms' outbox relay) and
-the network policy around the internal functions (the OpenFaaS overlay takes the workers from the base too).
+migration Job, a Deployment per long-running worker of the table (table.WORKERS: loms' outbox relay, the order
+viewer's ingest worker) and the network policy around the internal functions (the OpenFaaS overlay takes the
+workers from the base too).
 For OpenFaaS: stack.yml (every function), an event-source Deployment per CloudEvent function, the public
 gateway and the functions' network policy. Hand-written infrastructure (PostgreSQL, Memcached, Kafka itself)
 lives beside, in k8s/base.
@@ -302,13 +303,24 @@ def migration_job() -> dict[str, Any]:
 
 RELAY = "loms-outbox-relay"  # the outbox relay's Deployment (the table's worker outbox_relay)
 
+# A worker's container, by its name (default: WORKER_RESOURCES[""]). The ingest worker parses and stores up to
+# ORDERS_BATCH_SIZE orders per batch: ~0.3 ms of CPU per order at 2,500 orders/s needs most of a core.
+WORKER_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
+    "": {"requests": {"cpu": "20m", "memory": "96Mi"}, "limits": {"cpu": "500m", "memory": "192Mi"}},
+    "ingest_worker": {
+        "requests": {"cpu": "100m", "memory": "128Mi"},
+        "limits": {"cpu": "1000m", "memory": "256Mi"},
+    },
+}
+
 
 def worker_deployment(worker: table.Worker) -> dict[str, Any]:
     """A long-running worker of the table (functions.table.WORKERS) as a Deployment of `worker.replicas`:
     `python -m <module> <args> --port <port>`, probed on GET /healthz and scraped on GET /metrics there, with
-    its service's settings, after its service's migrations."""
-    if not worker.deployed:
-        raise ValueError(f"worker {worker.name} runs in the dev server only: it has no Deployment")
+    its service's settings, after its service's migrations. A worker consuming a topic runs at most as many
+    replicas as the topic has partitions (one consumer group: the others would only wait)."""
+    if worker.topic and worker.replicas > table.TOPICS[worker.topic]:
+        raise ValueError(f"worker {worker.name}: {worker.replicas} replicas for {worker.topic}'s partitions")
     if worker.port <= 0:
         raise ValueError(f"worker {worker.name} needs a port for its probes and metrics to be deployed")
     name = service_name(worker.name)
@@ -327,8 +339,7 @@ def worker_deployment(worker: table.Worker) -> dict[str, Any]:
             "ports": [{"name": "metrics", "containerPort": worker.port, "protocol": "TCP"}],
             "env": settings_env(worker.service),
             "resources": {
-                "requests": {"cpu": "20m", "memory": "96Mi"},
-                "limits": {"cpu": "500m", "memory": "192Mi"},
+                k: dict(v) for k, v in WORKER_RESOURCES.get(worker.name, WORKER_RESOURCES[""]).items()
             },
             "readinessProbe": {**probe, "periodSeconds": 10},
             "livenessProbe": {**probe, "periodSeconds": 20, "failureThreshold": 3},
@@ -796,7 +807,7 @@ def documents() -> dict[str, list[dict[str, Any]]]:
         "dead-letter-sinks.yaml": [dead_letter_sink(t) for t in consumed],
         "ping-sources.yaml": [ping_source(f) for f in table.FUNCTIONS if f.trigger == "cron"],
         "migrate-job.yaml": [migration_job()],
-        "workers.yaml": [worker_deployment(w) for w in table.WORKERS if w.deployed],
+        "workers.yaml": [worker_deployment(w) for w in table.WORKERS],
         "network-policies.yaml": [internal_function_policy()],
     }
 

@@ -1,26 +1,19 @@
 """The `orders` consumer: validate each record against the strict model of data/wb-order-sample.json
 (generated from the domain's Order, each field validated by its rule), then let the service store or
-dead-letter the batch. Both delivery paths end here: the CloudEvent function (one record per HTTP request,
-from KafkaSource) and the batch worker (many records per poll, straight from Kafka).
-
-Where the record came from (partition, offset) is read from the CloudEvent attributes that KafkaSource and
-shared_lib.eventsource give a record without CloudEvent headers of its own: id `partition:<p>/offset:<o>`,
-subject `partition:<p>#<o>`, source `/kafka/<topic>` (local) or `…/kafkasources/<name>#<topic>` (Knative).
+dead-letter the batch. The ingest worker hands it each batch it polls from Kafka (records with their topic,
+partition, offset, key and headers).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-import flask
 import pydantic
-from cloudevents.abstract import AnyCloudEvent
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -45,9 +38,6 @@ from functions.orders.domain import (
 )
 from functions.orders.service import OrdersService
 from shared_lib import web
-from shared_lib.errors import InvalidInputError
-
-log = logging.getLogger(__name__)
 
 INT64_MAX = 2**63 - 1
 MAX_RECORD_BYTES = 1024 * 1024
@@ -170,71 +160,6 @@ def ingest(service: OrdersService, records: Sequence[SourceRecord]) -> list[Verd
     """Parse and ingest one batch (the batch worker's entry). Raises TransientError: retry the batch."""
     now = service.clock()
     return service.ingest([parse(r, now, service.future_skew) for r in records])
-
-
-# --- the CloudEvent function: one record per request ----------------------------------------------------
-
-_ID = re.compile(r"^partition:(\d+)/offset:(\d+)$")
-_SUBJECT = re.compile(r"^partition:(\d+)#(\d+)$")
-_KAFKA_HEADER = "kafkaheader"  # Knative's KafkaSource: a record's own headers as extension attributes
-
-
-def record_of(event: AnyCloudEvent, body: bytes, default_topic: str = "orders") -> SourceRecord:
-    """The Kafka record a delivery stands for: its bytes (the body of a binary-mode request, as KafkaSource
-    sends a record), and where it came from when the event says so (KafkaSource's id or subject for records
-    without CloudEvent headers, its `key` and `kafkaheader…` attributes)."""
-    where = _ID.match(_text(event.get("id"))) or _SUBJECT.match(_text(event.get("subject")))
-    partition, offset = (int(where.group(1)), int(where.group(2))) if where else (None, None)
-    source = _text(event.get("source"))
-    if "#" in source:
-        topic = source.rsplit("#", 1)[1]
-    elif source.startswith("/kafka/"):
-        topic = source[len("/kafka/") :]
-    else:
-        topic = default_topic
-    key = _text(event.get("key"))
-    original = tuple(
-        (name[len(_KAFKA_HEADER) :], _text(event[name]).encode())
-        for name in event
-        if name.startswith(_KAFKA_HEADER)
-    )
-    return SourceRecord(
-        value=body,
-        key=key.encode() if key else None,
-        topic=topic or default_topic,
-        partition=partition,
-        offset=offset,
-        headers=original,
-    )
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def ingest_order(service: Callable[[], OrdersService], event: AnyCloudEvent, body: bytes) -> None:
-    """One delivery: stored, duplicate, dead-lettered (acknowledged) or TransientError (retried)."""
-    ingest(service(), [record_of(event, body)])
-
-
-class UnreadableRecordError(InvalidInputError):
-    def __init__(self) -> None:
-        super().__init__("the record could not be decoded")
-
-
-def unreadable(service: Callable[[], OrdersService], headers: Any, error: Exception) -> flask.Response:
-    """The answer to a delivery whose data the CloudEvents SDK could not decode (it decodes JSON before the
-    function runs, and fails on a number of thousands of digits or deep nesting): 400, logged and counted
-    (`unreadable`). Never a 200: the event source dead-letters the record, its bytes kept, to the same
-    dead-letter topic."""
-    service().counters.increment("unreadable")
-    log.warning(
-        "record %s of %s refused with 400 (the event source dead-letters it): data not decodable (%s)",
-        headers.get("ce-id") or "without an id",
-        headers.get("ce-source") or "an unknown source",
-        type(error).__name__,
-    )
-    return web.to_flask(web.error_reply(UnreadableRecordError()))
 
 
 def describe(verdicts: Sequence[Verdict]) -> dict[str, Any]:

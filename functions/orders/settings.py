@@ -24,7 +24,9 @@ class OrdersSettings(BaseSettings):
     kafka_bootstrap: str = ""  # empty: dead letters go to the log (the dev server's embedded mode)
     topic: str = "orders"
     dead_letter_topic: str = "orders.dlq"
-    consumer_group: str = "shop-ingest_order"  # the batch worker's group: the dev server's KafkaSource's
+    # the ingest worker's group, in make run and in the cluster alike: the one ingest_order's KafkaSource had,
+    # so a cluster that delivered record by record goes on from its committed offsets
+    consumer_group: str = "shop.orders.ingest_order"
     batch_size: int = Field(1000, ge=1, le=100_000)  # records per batch (and per transaction)
 
     future_skew_seconds: float = Field(300, ge=0)  # how far in the future date_created may be

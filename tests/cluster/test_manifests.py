@@ -398,11 +398,11 @@ def worker_deployments(resources: list[Resource]) -> dict[str, Resource]:
     }
 
 
-def test_every_deployed_worker_of_the_table_runs_always_as_a_probed_scraped_deployment_of_its_service(
+def test_every_worker_of_the_table_runs_always_as_a_probed_scraped_deployment_of_its_service(
     rendered: dict[str, list[Resource]],
 ) -> None:
-    deployed = [w for w in table.WORKERS if w.deployed]
-    assert "outbox_relay" in {w.name for w in deployed}
+    deployed = list(table.WORKERS)
+    assert {"outbox_relay", "ingest_worker"} <= {w.name for w in deployed}
     for overlay, resources in rendered.items():
         workers = worker_deployments(resources)
         assert sorted(workers) == sorted(w.name for w in deployed), overlay
@@ -456,25 +456,40 @@ def test_the_outbox_relay_is_the_loms_deployment_the_makefile_execs_into(
         assert "LOMS_SHARD_DSNS" in names and "LOMS_KAFKA_BOOTSTRAP" in names
 
 
-def test_a_dev_only_worker_has_no_deployment_and_its_function_keeps_its_kafka_source(
+def test_orders_are_ingested_by_the_worker_alone_no_event_source_delivers_them(
     rendered: dict[str, list[Resource]],
 ) -> None:
-    dev_only = [w for w in table.WORKERS if not w.deployed]
-    assert "ingest_worker" in {w.name for w in dev_only}
-    for worker in dev_only:
-        with pytest.raises(ValueError, match="dev server only"):
-            generate.worker_deployment(worker)
-        for overlay in KNATIVE_OVERLAYS:
-            resources = rendered[overlay]
-            assert worker.name not in worker_deployments(resources)
-            assert generate.service_name(worker.name) not in {r["metadata"]["name"] for r in resources}
-            if worker.stands_in_for:  # the cluster delivers to the function record by record
-                sources = of_kind(resources, "KafkaSource", "sources.knative.dev")
-                assert generate.service_name(worker.stands_in_for) in {s["metadata"]["name"] for s in sources}
+    """One ingestion path: the ingest worker's Deployment, in both the Knative and the OpenFaaS overlays; no
+    KafkaSource (Knative) nor event-source Deployment (OpenFaaS) reads `orders`, no function serves it."""
+    worker = table.WORKER_BY_NAME["ingest_worker"]
+    for overlay, resources in rendered.items():
+        deployment = worker_deployments(resources)["ingest_worker"]
+        assert deployment["metadata"]["name"] == "orders-ingest-worker"
+        assert deployment["spec"]["replicas"] <= table.TOPICS[worker.topic], overlay
+        assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 0  # a batch ends
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        names = {env["name"] for env in container["env"]}
+        assert {"ORDERS_DATABASE_URL", "ORDERS_KAFKA_BOOTSTRAP"} <= names, overlay
+        sources = of_kind(resources, "KafkaSource", "sources.knative.dev")
+        assert all("orders" not in s["spec"]["topics"] for s in sources), overlay
+        for d in of_kind(resources, "Deployment", "apps"):
+            args = d["spec"]["template"]["spec"]["containers"][0].get("args", [])
+            if "shared_lib.eventsource" in d["spec"]["template"]["spec"]["containers"][0].get("command", []):
+                assert args[args.index("--topic") + 1] != "orders", (overlay, d["metadata"]["name"])
+        assert "orders-ingest-order" not in {r["metadata"]["name"] for r in resources}, overlay
+    assert "orders-ingest-order" not in generate.stack()["functions"]
+
+
+def test_a_worker_with_more_replicas_than_its_topics_partitions_is_refused() -> None:
+    crowded = table.Worker(
+        "crowded", "orders", "functions.orders.ingest_worker", port=9090, topic="orders", replicas=4
+    )
+    with pytest.raises(ValueError, match="replicas"):
+        generate.worker_deployment(crowded)
 
 
 def test_a_deployed_worker_without_a_port_is_refused() -> None:
-    unprobed = table.Worker("unprobed", "loms", "functions.loms.relay_worker")
+    unprobed = table.Worker("unprobed", "loms", "functions.loms.relay_worker", port=0)
     with pytest.raises(ValueError, match="needs a port"):
         generate.worker_deployment(unprobed)
 

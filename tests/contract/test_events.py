@@ -1,12 +1,14 @@
-"""The cluster-internal functions against the dev server: the CloudEvent functions (`notify_status`,
-`ingest_order`) and the cron functions (`relay_outbox`, `cancel_stale_orders`), in no public document.
+"""The cluster-internal ways in against the dev server: the CloudEvent function `notify_status`, the topic
+`orders` (consumed by the ingest worker) and the cron functions (`relay_outbox`, `cancel_stale_orders`), in
+no public document.
 
 Their answers are documented in the README and in loms' openapi.yaml: a CloudEvent function acknowledges (200)
 what it handled, a redelivery and a poison event alike (a 500 would make the source retry), and its effect is
-read back through the public functions, whose answers must conform to their documents; a cron function
-answers 200 with its counts. The events are binary-mode CloudEvents as KafkaSource and loms' relay send them,
-encoded by the CloudEvents SDK. Every value is fixed, so a run is the same requests every time and a repeat on
-a kept server (TEST_PG_DSN) is a redelivery.
+read back through the public functions, whose answers must conform to their documents; an order published to
+`orders` is stored once and read back the same way; a cron function answers 200 with its counts. The events
+are binary-mode CloudEvents as KafkaSource and loms' relay send them, encoded by the CloudEvents SDK. Every
+value is fixed, so a run is the same requests every time and a repeat on a kept server (TEST_PG_DSN) is a
+redelivery.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ import pytest
 import schemathesis
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
+from kafka import KafkaProducer
 from schemathesis.core.transport import Response
 
 from functions.devtools import orders_generator as generator
 from tests.contract import steering
 from tests.http_client import fetch
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -109,39 +113,55 @@ def test_notify_status_acknowledges_a_poison_event_and_records_nothing(shop: dic
     assert notifications(shop) == before
 
 
-# --- ingest_order -----------------------------------------------------------------------------------------
+# --- orders, through the topic the ingest worker consumes --------------------------------------------------
 
 # made the same every run: a fixed generator seed and a fixed clock
 ORDER = generator.make_order(
     random.Random(steering.SEED), uid=steering.INGESTED_ORDER, now=datetime(2026, 11, 1, tzinfo=UTC)
 )
-KAFKA_RECORD = {"source": "/kafka/orders", "type": "dev.knative.kafka.event"}
+# published after the records a test checks, under the same key (so the same partition): once it is served,
+# the worker has handled everything before it
+MARKER = generator.make_order(
+    random.Random(steering.SEED + 1), uid="contract-order-2", now=datetime(2026, 11, 1, tzinfo=UTC)
+)
 
 
 def stored_order(shop: dict[str, str]) -> Response:
     return documented(shop, "orders", "/order/{order_uid}", path_parameters={"order_uid": ORDER["order_uid"]})
 
 
-def test_ingest_order_stores_an_order_once_in_its_shape(shop: dict[str, str]) -> None:
-    url = f"{shop['orders']}/events/ingest_order"
-    record = {**KAFKA_RECORD, "id": "partition:0/offset:900000001"}
-    assert deliver(url, record, ORDER) == 200
-    assert deliver(url, record, ORDER) == 200  # a redelivery: acknowledged, changes nothing
+def publish(kafka_bootstrap: str, orders: list[Any]) -> None:
+    """Produce these orders to `orders` in this order, all under ORDER's key, as the shop's producers do."""
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    try:
+        for order in orders:
+            producer.send("orders", key=ORDER["order_uid"].encode(), value=generator.encode(order)).get(30)
+    finally:
+        producer.close(5)
+
+
+def served(shop: dict[str, str], uid: str) -> bool:
+    return fetch(f"{shop['orders']}/order/{uid}")[0] == 200
+
+
+def test_an_order_published_to_orders_is_stored_once_in_its_shape(
+    shop: dict[str, str], kafka_bootstrap: str
+) -> None:
+    publish(kafka_bootstrap, [ORDER, ORDER])  # the second: a redelivery, changes nothing
+    wait_for(lambda: served(shop, ORDER["order_uid"]), timeout=60)
 
     response = stored_order(shop)
     assert response.json() == ORDER
     assert list(response.json()) == list(ORDER)  # the sample's key order
 
 
-def test_ingest_order_acknowledges_a_conflict_and_an_invalid_record_and_keeps_the_order(
-    shop: dict[str, str],
+def test_a_conflict_and_an_invalid_record_on_orders_are_refused_and_the_order_kept(
+    shop: dict[str, str], kafka_bootstrap: str
 ) -> None:
-    url = f"{shop['orders']}/events/ingest_order"
-    assert deliver(url, {**KAFKA_RECORD, "id": "partition:0/offset:900000002"}, ORDER) == 200
     conflict = {**ORDER, "entry": "CONFLICT"}  # another body under a stored order_uid: dead-lettered
-    assert deliver(url, {**KAFKA_RECORD, "id": "partition:0/offset:900000003"}, conflict) == 200
     invalid = {**ORDER, "order_uid": "contract-invalid-1", "items": []}  # at least one item is required
-    assert deliver(url, {**KAFKA_RECORD, "id": "partition:0/offset:900000004"}, invalid) == 200
+    publish(kafka_bootstrap, [ORDER, conflict, invalid, MARKER])
+    wait_for(lambda: served(shop, MARKER["order_uid"]), timeout=60)
 
     response = stored_order(shop)
     assert response.json() == ORDER

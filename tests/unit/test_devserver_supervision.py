@@ -140,15 +140,18 @@ def _children(kafka: str = "", **stack: Any) -> dict[str, list[str]]:
 
 def test_without_kafka_the_stack_runs_the_tables_workers_that_need_none_and_no_event_source() -> None:
     children = _children()
-    assert children == {w.name: ["-m", w.module, *w.args] for w in table.WORKERS if not w.stands_in_for}
+    assert children == {w.name: ["-m", w.module, *w.args] for w in table.WORKERS if not w.topic}
     assert "outbox_relay" in children and "--port" not in children["outbox_relay"]
+    assert "ingest_worker" not in children  # it consumes Kafka
 
 
-def test_with_kafka_a_worker_standing_in_for_a_function_replaces_its_event_source() -> None:
+def test_with_kafka_every_worker_runs_and_an_event_source_per_cloudevent_function() -> None:
     children = _children("127.0.0.1:19092", port_offset=100)
     assert {w.name for w in table.WORKERS} <= set(children)
     assert children["ingest_worker"] == ["-m", "functions.orders.ingest_worker"]
-    assert "source-ingest_order" not in children
+    sources = {name for name in children if name.startswith("source-")}
+    assert sources == {f"source-{f.name}" for f in table.FUNCTIONS if f.trigger == "cloudevent"}
+    assert "source-ingest_order" not in children  # orders come in through the ingest worker alone
     source = children["source-notify_status"]
     assert source[:2] == ["-m", "shared_lib.eventsource"]
     notifier = table.SERVICES["notifier"].port + 100
@@ -159,7 +162,7 @@ def test_with_kafka_a_worker_standing_in_for_a_function_replaces_its_event_sourc
 def test_a_worker_left_out_or_of_a_service_not_served_does_not_run() -> None:
     children = _children("127.0.0.1:19092", without=("outbox_relay", "ingest_worker"))
     assert not set(children) & {"outbox_relay", "ingest_worker"}
-    assert "source-ingest_order" in children  # no worker stands in for it: its event source runs
+    assert "source-notify_status" in children
     only_loms = _children("127.0.0.1:19092", services=("loms",))
     assert set(only_loms) == {"outbox_relay"}
 

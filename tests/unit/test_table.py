@@ -14,26 +14,32 @@ def test_function_and_worker_names_are_one_namespace_apart_from_the_services() -
     assert {table.row(n).name for n in names} == set(names)
 
 
-def test_every_worker_is_a_module_of_a_known_service_and_a_deployed_one_has_a_port() -> None:
+def test_every_worker_is_a_module_of_a_known_service_with_a_port() -> None:
     for worker in table.WORKERS:
         assert worker.trigger == "worker"
         assert worker.service in table.SERVICES, worker.name
         assert importlib.util.find_spec(worker.module) is not None, worker.module
         assert worker.replicas >= 1
-        if worker.deployed:
-            assert 0 < worker.port < 65536, worker.name
+        assert 0 < worker.port < 65536, worker.name
 
 
-def test_a_worker_stands_in_only_for_a_cloudevent_function_of_its_own_service() -> None:
+def test_a_worker_consuming_a_topic_runs_no_more_replicas_than_its_partitions() -> None:
     for worker in table.WORKERS:
-        if worker.stands_in_for:
-            function = table.BY_NAME[worker.stands_in_for]
-            assert function.trigger == "cloudevent" and function.service == worker.service, worker.name
+        if worker.topic:
+            assert worker.topic in table.TOPICS and f"{worker.topic}.dlq" in table.TOPICS, worker.name
+            assert worker.replicas <= table.TOPICS[worker.topic], worker.name
 
 
-def test_the_relay_is_deployed_and_the_ingest_worker_is_the_dev_servers_only() -> None:
+def test_one_relay_and_one_ingestion_path_both_workers_and_no_function_consumes_orders() -> None:
     relay, ingest = table.WORKER_BY_NAME["outbox_relay"], table.WORKER_BY_NAME["ingest_worker"]
-    assert (relay.service, relay.module, relay.deployed) == ("loms", "functions.loms.relay_worker", True)
-    assert (ingest.service, ingest.module) == ("orders", "functions.orders.ingest_worker")
-    assert (ingest.stands_in_for, ingest.deployed) == ("ingest_order", False)
+    assert (relay.service, relay.module, relay.topic) == ("loms", "functions.loms.relay_worker", "")
+    assert (ingest.service, ingest.module, ingest.topic) == (
+        "orders",
+        "functions.orders.ingest_worker",
+        "orders",
+    )
     assert [w.name for w in table.workers_of("loms")] == ["outbox_relay"]
+    assert [w.name for w in table.workers_of("orders")] == ["ingest_worker"]
+    assert "orders" not in {f.topic for f in table.FUNCTIONS}  # the worker is the only way orders come in
+    # the relay's backstop: the cron function that drains the outbox when the worker is down
+    assert table.BY_NAME["relay_outbox"].trigger == "cron"

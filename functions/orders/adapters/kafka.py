@@ -75,8 +75,8 @@ class KafkaOrderStream:
     batch's offsets only once `handle` returned. A TransientError from `handle` rewinds to the batch's
     first records and tries them again after a backoff: at least once, never a loss, never a skip.
 
-    It joins the group the dev server's KafkaSource stand-in would use for ingest_order, so the two can never
-    both take the same partition.
+    `last_pass` is when its loop last went round (time.monotonic(); None before the first): a poll, a
+    reconnect's wait or a batch handled; the worker's /healthz reads it.
     """
 
     def __init__(
@@ -102,6 +102,7 @@ class KafkaOrderStream:
         self.dead_letter_topic = dead_letter_topic or f"{topic}.dlq"
         self._dlq_backlog = deadletters.DeadLetterBacklog(bootstrap, self.dead_letter_topic)
         self._dlq_measured = 0.0
+        self.last_pass: float | None = None
 
     def _connect(self) -> Any | None:
         if not kafka_reachable(self.bootstrap):
@@ -126,6 +127,7 @@ class KafkaOrderStream:
     def run(self, handle: Callable[[list[SourceRecord]], object], stop: threading.Event) -> None:
         failures = 0
         while not stop.is_set():
+            self.last_pass = time.monotonic()
             consumer = self._connect()
             if consumer is None:
                 failures += 1
@@ -163,6 +165,7 @@ class KafkaOrderStream:
 
         failures = 0
         while not stop.is_set():
+            self.last_pass = time.monotonic()
             self._measure_dead_letters()
             polled = consumer.poll(timeout_ms=200, max_records=self.batch_size)
             if consumer.assignment():

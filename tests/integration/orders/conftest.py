@@ -1,5 +1,6 @@
 """The order viewer's integration fixtures: a fresh database per module, the real functions-framework apps
-configured through ORDERS_*, and helpers to produce to and read from the real broker."""
+configured through ORDERS_*, the ingest worker's handling of a batch, and helpers to produce to and read from
+the real broker."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import pytest
 from flask.testing import FlaskClient
 from kafka import KafkaProducer
 
-from functions.orders import bootstrap
+from functions.orders import bootstrap, consumer
+from functions.orders.domain import SourceRecord
 from shared_lib.postgres import ConnectionPool
 from tests.conftest import MakeDatabase
 from tests.fixtures.kafka import read_records
 
 MAIN = "functions/orders/main.py"
-TARGETS = ("ingest_order", "get_order", "order_page")
+TARGETS = ("get_order", "order_page")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +53,13 @@ def orders_apps(monkeypatch: pytest.MonkeyPatch, orders_dsn: str) -> Iterator[Ap
 
     yield build
     bootstrap.reset()
+
+
+def ingest(value: bytes, offset: int = 1) -> None:
+    """What the ingest worker does with a polled batch (ingest_forever's handler), for one record, through the
+    root the last orders_apps build made."""
+    record = SourceRecord(value=value, topic="orders", partition=0, offset=offset)
+    consumer.ingest(bootstrap.orders_service(), [record])
 
 
 def produce(bootstrap_servers: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:

@@ -13,24 +13,16 @@ from flask.testing import FlaskClient
 from functions.devtools import orders_generator as generator
 from shared_lib.devtools.memcached_server import MemcachedServer
 from shared_lib.devtools.ports import free_port
-from tests.integration.orders.conftest import Apps
+from tests.integration.orders.conftest import Apps, ingest
 from tests.polling import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.function("get_order")]
-
-CE = {
-    "ce-specversion": "1.0",
-    "ce-id": "partition:0/offset:1",
-    "ce-source": "/kafka/orders",
-    "ce-type": "dev.knative.kafka.event",
-    "Content-Type": "application/json",
-}
 
 
 def new_order(apps: dict[str, FlaskClient]) -> tuple[str, bytes]:
     order = generator.make_order(random.Random())
     value = generator.encode(order)
-    assert apps["ingest_order"].post("/", headers=CE, data=value).status_code == 200
+    ingest(value)
     return order["order_uid"], value
 
 
@@ -103,7 +95,7 @@ def test_a_404_is_never_kept_in_this_process_and_the_order_is_served_once_it_arr
     uid = order["order_uid"]
     for _ in range(2):
         assert read(apps, uid)[0] == 404
-    assert apps["ingest_order"].post("/", headers=CE, data=generator.encode(order)).status_code == 200
+    ingest(generator.encode(order))
     status, cache, body = read(apps, uid)
     assert (status, cache) == (200, "miss") and json.loads(body)["order_uid"] == uid
     assert read(apps, uid) == (200, "hit", body)

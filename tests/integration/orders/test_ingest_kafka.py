@@ -1,32 +1,39 @@
-"""ingest_order against the real broker and database, on both delivery paths: the batch worker consuming the
-topic itself, and the CloudEvent function behind the local KafkaSource. Valid, duplicate, conflicting and
-every invalid kind; the dead-letter topic holds exactly the refused records, each with its original bytes,
-its reason and its source offset; a poison record first in a partition does not hold up the ones after it.
+"""The ingest worker against the real broker and database: valid, duplicate, conflicting and every invalid
+kind; the dead-letter topic holds exactly the refused records, each with its original bytes, its reason and
+its source offset; a poison record first in a partition does not hold up the ones after it; the database
+down, an oversized record, JSON Python cannot hold; and the worker as its own process (as the dev server and
+the cluster's Deployment run it): its probes and metrics, SIGTERM, and a restart going on where it left off.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-import functions_framework
 import pytest
 from kafka import KafkaProducer
 
 from functions.devtools import orders_generator as generator
 from functions.orders import bootstrap
-from shared_lib.eventsource import KafkaEventSource
+from shared_lib.devtools.ports import free_port
 from shared_lib.postgres import ConnectionPool
 from tests.fixtures.kafka import MakeTopic
-from tests.integration.orders.conftest import MAIN, Apps, read_topic
-from tests.integration.shared_lib.serving import serve_in_thread
+from tests.integration.orders.conftest import Apps, read_topic
 from tests.polling import wait_for as wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.function("ingest_order")]
+ROOT = Path(__file__).resolve().parents[3]
+pytestmark = [pytest.mark.integration, pytest.mark.function("ingest_worker")]
 
 
 @pytest.fixture
@@ -132,33 +139,12 @@ def test_the_batch_worker_stores_the_valid_and_dead_letters_exactly_the_refused(
     assert not worker.is_alive()
 
 
-def test_the_cloudevent_function_behind_the_kafka_source_does_the_same(
-    configured: tuple[str, Callable[..., Any]],
-    kafka_bootstrap: str,
-    orders_pool: ConnectionPool,
-    workload: generator.Plan,
-) -> None:
-    topic, build = configured
-    build()
-    app = functions_framework.create_app(target="ingest_order", source=MAIN)
-    where = send(kafka_bootstrap, topic, workload)
-    with serve_in_thread(app) as url:
-        source = KafkaEventSource(
-            kafka_bootstrap, topic, f"test-{uuid.uuid4().hex[:8]}", url + "/events/ingest_order", retries=2
-        )
-        with source:
-            check_outcome(kafka_bootstrap, topic, orders_pool, workload, where)
-        assert source.stats.dead_lettered == 0  # the function dead-letters; the source delivered everything
-
-
 def test_the_database_down_holds_the_batch_and_nothing_is_lost(
     configured: tuple[str, Callable[..., Any]],
     kafka_bootstrap: str,
     orders_pool: ConnectionPool,
     orders_dsn: str,
 ) -> None:
-    from shared_lib.devtools.ports import free_port
-
     topic, build = configured
     build(ORDERS_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/orders")
     rng = random.Random()
@@ -231,15 +217,14 @@ def test_a_near_limit_record_is_dead_lettered_as_an_envelope_and_valid_orders_af
     assert 0 < body["prefix_bytes"] <= 4096
 
 
-def test_a_record_the_sdk_cannot_decode_is_dead_lettered_by_the_source_with_its_bytes(
+def test_json_python_cannot_hold_is_dead_lettered_with_its_bytes_and_the_order_after_it_stored(
     configured: tuple[str, Callable[..., Any]], kafka_bootstrap: str, orders_pool: ConnectionPool
 ) -> None:
-    """ingest_order never answers 200 for data the CloudEvents SDK cannot decode (JSON with a number of
-    thousands of digits): its 400 makes the event source dead-letter the record to the same topic with its
-    key, bytes and offset, and the valid order after it under the same key is stored."""
+    """A record with a number of thousands of digits (no JSON decoder of Python holds it) goes to the same
+    dead-letter topic with its key, bytes and offset and the reason, never dropped; the valid order after it
+    under the same key is stored."""
     topic, build = configured
     build()
-    app = functions_framework.create_app(target="ingest_order", source=MAIN)
     order = generator.make_order(random.Random(uuid.uuid4().int))
     key = order["order_uid"].encode()
     unreadable = b'{"order_uid": "' + key + b'", "sm_id": ' + b"9" * 5000 + b"}"
@@ -249,19 +234,97 @@ def test_a_record_the_sdk_cannot_decode_is_dead_lettered_by_the_source_with_its_
         producer.send(topic, key=key, value=generator.encode(order)).get(timeout=30)
     finally:
         producer.close(5)
-    with serve_in_thread(app) as url:
-        source = KafkaEventSource(
-            kafka_bootstrap, topic, f"test-{uuid.uuid4().hex[:8]}", url + "/events/ingest_order", retries=2
-        )
-        with source:
-            wait_until(lambda: stored(orders_pool, {order["order_uid"]}) == 1, timeout=60)
-            [letter] = read_topic(kafka_bootstrap, f"{topic}.dlq", expected=1, timeout=30)
-        assert source.stats.dead_lettered == 1
+    stop = threading.Event()
+    worker = threading.Thread(target=bootstrap.ingest_forever, args=(stop, None), daemon=True)
+    worker.start()
+    try:
+        wait_until(lambda: stored(orders_pool, {order["order_uid"]}) == 1, timeout=60)
+        [letter] = read_topic(kafka_bootstrap, f"{topic}.dlq", expected=1, timeout=30)
+    finally:
+        stop.set()
+        worker.join(15)
     assert (letter.key, letter.value) == (key, unreadable)
     headers = {name: value.decode() for name, value in letter.headers}
     assert (headers["source_partition"], headers["source_offset"]) == (
         str(first.partition),
         str(first.offset),
     )
-    assert headers["reason"] == "permanent: HTTP 400 after 1 attempt"
-    assert bootstrap.counters().snapshot() == {"unreadable": 1, "stored": 1}
+    assert headers["reason"] == "invalid: not JSON"
+    assert bootstrap.counters().snapshot() == {"invalid": 1, "stored": 1}
+
+
+def worker_get(port: int, path: str) -> tuple[int, bytes]:
+    """(0, b"") while nothing listens yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as answer:
+            return int(answer.status), answer.read()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read()
+    except OSError:
+        return 0, b""
+
+
+def test_the_worker_process_serves_its_probes_stops_on_sigterm_and_a_restart_goes_on_where_it_left_off(
+    configured: tuple[str, Callable[..., Any]],
+    kafka_bootstrap: str,
+    orders_pool: ConnectionPool,
+) -> None:
+    """`python -m functions.orders.ingest_worker --port N`, as the cluster's Deployment runs it: orders
+    stored, the invalid one dead-lettered, /healthz and /metrics; SIGTERM ends it with 0 after committing; a
+    second process in the same group takes only what came since (nothing lost, no dead letter twice)."""
+    topic, build = configured
+    build()
+    rng = random.Random(uuid.uuid4().int)
+    before = [generator.make_order(rng) for _ in range(5)]
+    after = [generator.make_order(rng) for _ in range(5)]
+    _, invalid = generator.invalid(generator.INVALID_KINDS[0], rng)
+    plan = generator.Plan([(o["order_uid"], generator.encode(o), "valid") for o in before])
+    plan.records.append(("invalid-1", invalid, generator.INVALID_KINDS[0]))
+    send(kafka_bootstrap, topic, plan)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # ORDERS_* as configured
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each process's own metrics
+
+    def start() -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        command = [sys.executable, "-m", "functions.orders.ingest_worker", "--port", str(port)]
+        return subprocess.Popen(command, cwd=ROOT, env=env), port
+
+    process, port = start()
+    try:
+        wait_until(lambda: stored(orders_pool, {o["order_uid"] for o in before}) == 5, timeout=60)
+        read_topic(kafka_bootstrap, f"{topic}.dlq", expected=1, timeout=30)
+        status, body = worker_get(port, "/healthz")
+        health = json.loads(body)
+        assert (status, health["status"]) == (200, "ok")
+        assert health["last_pass_seconds_ago"] >= 0  # its loop went round, it decided
+        status, body = worker_get(port, "/metrics")
+        assert status == 200
+        assert "shop_orders_ingested_total 5.0" in body.decode()
+        assert worker_get(port, "/elsewhere")[0] == 404
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    send(
+        kafka_bootstrap,
+        topic,
+        generator.Plan([(o["order_uid"], generator.encode(o), "valid") for o in after]),
+    )
+    process, port = start()
+    try:
+        every = {o["order_uid"] for o in before + after}
+        wait_until(lambda: stored(orders_pool, every) == 10, timeout=60)
+        wait_until(
+            lambda: "shop_orders_ingested_total 5.0" in worker_get(port, "/metrics")[1].decode(), timeout=30
+        )
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # the restart took only the new records: the invalid one was not dead-lettered a second time (both
+    # processes have exited: the topic holds all they wrote)
+    assert [r.value for r in read_topic(kafka_bootstrap, f"{topic}.dlq", expected=1)] == [invalid]

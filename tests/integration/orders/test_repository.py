@@ -21,7 +21,7 @@ from shared_lib.errors import TransientError
 from shared_lib.postgres import ConnectionPool
 from tests.unit.orders.fakes import NOW, SAMPLE_BYTES, RecordingDeadLetters, record, sample
 
-pytestmark = [pytest.mark.integration, pytest.mark.function("ingest_order")]
+pytestmark = [pytest.mark.integration, pytest.mark.function("ingest_worker")]
 
 
 def order(value: object) -> Order:

@@ -1,5 +1,4 @@
-"""The strict model of an order: the sample passes, each kind of invalid record is refused with its reason,
-and the source offset is read from the delivery's CloudEvent attributes."""
+"""The strict model of an order: the sample passes, each kind of invalid record is refused with its reason."""
 
 from __future__ import annotations
 
@@ -8,14 +7,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from cloudevents.http import CloudEvent, from_http
 
 from functions.devtools import orders_generator as generator
-from functions.orders.consumer import parse, record_of
+from functions.orders.consumer import parse
 from functions.orders.domain import Order, sum_problems
 from tests.unit.orders.fakes import NOW, SAMPLE_BYTES, record, sample
 
-pytestmark = pytest.mark.function("ingest_order")
+pytestmark = pytest.mark.function("ingest_worker")
 SKEW = timedelta(minutes=5)
 
 
@@ -132,44 +130,6 @@ def test_the_generator_valid_orders_are_valid() -> None:
     rng = random.Random(1)
     for _ in range(200):
         assert parse(record(generator.make_order(rng, now=NOW)), NOW, SKEW).order is not None
-
-
-def delivered(**attributes: str) -> CloudEvent:
-    """The CloudEvent functions-framework hands ingest_order for a binary-mode request with these headers."""
-    headers = {
-        "ce-specversion": "1.0",
-        "ce-type": "dev.knative.kafka.event",
-        **{f"ce-{n}": v for n, v in attributes.items()},
-    }
-    return from_http(headers, b"{}")
-
-
-def test_the_source_offset_comes_from_the_kafka_source_id_or_subject() -> None:
-    local = record_of(delivered(id="partition:2/offset:41", source="/kafka/orders"), b"{}")
-    assert (local.topic, local.partition, local.offset) == ("orders", 2, 41)
-    knative = record_of(
-        delivered(
-            id="some-id",
-            subject="partition:1#7",
-            source="/apis/v1/namespaces/shop/kafkasources/orders-ingest-order#orders",
-            key="b563",
-            kafkaheadertrace="abc",
-        ),
-        b"{}",
-    )
-    assert (knative.topic, knative.partition, knative.offset, knative.key) == ("orders", 1, 7, b"b563")
-    assert knative.headers == (("trace", b"abc"),)
-    unknown = record_of(delivered(id="42", source="/loms"), b"{}")
-    assert (unknown.partition, unknown.offset, unknown.where()) == (None, None, "orders (offset unknown)")
-
-
-def test_the_record_is_the_body_as_it_came_whatever_the_sdk_made_of_it() -> None:
-    body = b'{ "order_uid" :\t"x",  "n": 1.0E2 }'
-    event = from_http(
-        {"ce-specversion": "1.0", "ce-id": "1", "ce-source": "/kafka/orders", "ce-type": "t"}, body
-    )
-    assert event.get_data() == {"order_uid": "x", "n": 100.0}
-    assert record_of(event, body).value == body
 
 
 def test_the_json_shape_maps_back_to_the_same_order() -> None:

@@ -1,5 +1,6 @@
-"""ingest_order, get_order and order_page through the real functions-framework apps, on in-memory fakes;
-get_order's and order_page's replies checked against functions/orders/openapi.yaml."""
+"""get_order and order_page through the real functions-framework apps, and the ingest worker's handling of a
+polled batch, on in-memory fakes; get_order's and order_page's replies checked against
+functions/orders/openapi.yaml."""
 
 from __future__ import annotations
 
@@ -16,23 +17,17 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from functions import table
-from functions.orders import bootstrap
+from functions.orders import bootstrap, consumer
 from functions.orders.service import cache_key
 from shared_lib import web
 from shared_lib.cache import InProcessCache
-from tests.unit.orders.fakes import SAMPLE_BYTES, Viewer, sample
+from shared_lib.errors import TransientError
+from tests.unit.orders.fakes import SAMPLE_BYTES, Viewer, record, sample
 
 ROOT = Path(__file__).resolve().parents[3]
 MAIN = str(ROOT / "functions/orders/main.py")
 DOC: dict[str, Any] = yaml.safe_load((ROOT / "functions/orders/openapi.yaml").read_text("utf-8"))
 UID = "b563feb7b2b84b6test"
-CE = {
-    "ce-specversion": "1.0",
-    "ce-id": "partition:1/offset:17",
-    "ce-source": "/kafka/orders",
-    "ce-type": "dev.knative.kafka.event",
-    "Content-Type": "application/json",
-}
 
 _apps: dict[str, FlaskClient] = {}
 
@@ -56,8 +51,9 @@ def viewer() -> Iterator[Viewer]:
     bootstrap.reset()
 
 
-def ingest(body: bytes, **headers: str) -> int:
-    return int(app("ingest_order").post("/", headers={**CE, **headers}, data=body).status_code)
+def ingest(body: bytes, offset: int = 17, partition: int = 1) -> None:
+    """What the ingest worker does with a polled batch (ingest_forever's handler), for one record."""
+    consumer.ingest(bootstrap.orders_service(), [record(body, offset=offset, partition=partition)])
 
 
 def resolve(node: dict[str, Any]) -> dict[str, Any]:
@@ -81,21 +77,22 @@ def documented(response: Any, path: str) -> None:
         assert not header.get("required") or name in response.headers
 
 
-# --- ingest_order ----------------------------------------------------------------------------------------
+# --- the ingest worker's batch handling -------------------------------------------------------------------
 
 
-@pytest.mark.function("ingest_order")
-def test_an_order_is_stored_and_acknowledged_and_a_redelivery_too(viewer: Viewer) -> None:
-    assert ingest(SAMPLE_BYTES) == 200
-    assert ingest(SAMPLE_BYTES) == 200
+@pytest.mark.function("ingest_worker")
+def test_an_order_is_stored_and_a_redelivery_changes_nothing(viewer: Viewer) -> None:
+    ingest(SAMPLE_BYTES)
+    ingest(SAMPLE_BYTES)  # a redelivery (a restart before the offsets were committed)
     assert list(viewer.orders.orders) == [UID]
     assert viewer.counters.snapshot() == {"stored": 1, "duplicate": 1}
+    assert viewer.dead_letters.letters == []
 
 
-@pytest.mark.function("ingest_order")
+@pytest.mark.function("ingest_worker")
 def test_a_body_that_is_not_json_is_dead_lettered_with_its_bytes_and_offset(viewer: Viewer) -> None:
-    assert ingest(b'{"order_uid": ') == 200  # not JSON: the SDK hands the bytes over as they came
-    assert ingest(json.dumps(sample(sm_id="99")).encode()) == 200
+    ingest(b'{"order_uid": ')
+    ingest(json.dumps(sample(sm_id="99")).encode())
     first, second = viewer.dead_letters.letters
     assert (first.record.value, first.record.partition, first.record.offset) == (b'{"order_uid": ', 1, 17)
     assert first.reason == "invalid: not JSON"
@@ -103,29 +100,31 @@ def test_a_body_that_is_not_json_is_dead_lettered_with_its_bytes_and_offset(view
     assert viewer.orders.orders == {}
 
 
-@pytest.mark.function("ingest_order")
+@pytest.mark.function("ingest_worker")
 @pytest.mark.parametrize(
     "body", [b'{"sm_id": ' + b"1" * 5000 + b"}", b"[" * 100_000], ids=["huge-number", "deep"]
 )
-def test_a_record_the_sdk_cannot_decode_is_a_400_for_the_source_to_dead_letter(
+def test_json_python_cannot_hold_is_dead_lettered_with_its_bytes_never_dropped(
     viewer: Viewer, body: bytes
 ) -> None:
-    """JSON Python cannot hold fails in the CloudEvents SDK before ingest_order runs: never a 200 (nothing
-    would keep the record), a 400 in the shop's error shape, which the event source dead-letters."""
-    response = app("ingest_order").post("/", headers=CE, data=body)
-    assert response.status_code == 400
-    assert response.mimetype == "application/json"
-    assert (json_of(response)["code"], json_of(response)["details"]) == (3, [])
-    assert viewer.dead_letters.letters == [] and viewer.orders.orders == {}
-    assert viewer.counters.snapshot() == {"unreadable": 1}
+    """A number of thousands of digits or deep nesting fails to decode: the record goes to the dead-letter
+    topic with its own bytes, where it came from and why, and the stream goes on (nothing stored)."""
+    ingest(body, offset=5, partition=2)
+    (letter,) = viewer.dead_letters.letters
+    assert (letter.record.value, letter.record.partition, letter.record.offset) == (body, 2, 5)
+    assert letter.reason == "invalid: not JSON"
+    assert viewer.orders.orders == {}
+    assert viewer.counters.snapshot() == {"invalid": 1}
 
 
-@pytest.mark.function("ingest_order")
-def test_the_database_down_fails_the_delivery_so_the_source_retries(viewer: Viewer) -> None:
+@pytest.mark.function("ingest_worker")
+def test_the_database_down_fails_the_batch_so_the_worker_retries_it(viewer: Viewer) -> None:
     viewer.orders.down = True
-    assert ingest(SAMPLE_BYTES) == 500
+    with pytest.raises(TransientError):  # the stream rewinds to the batch and tries it again
+        ingest(SAMPLE_BYTES)
+    assert viewer.dead_letters.letters == [] and viewer.counters.snapshot() == {}
     viewer.orders.down = False
-    assert ingest(SAMPLE_BYTES) == 200
+    ingest(SAMPLE_BYTES)
     assert list(viewer.orders.orders) == [UID]
 
 
@@ -242,5 +241,5 @@ def test_every_orders_http_route_is_documented_and_nothing_else() -> None:
         for path, item in DOC["paths"].items()
         for method, op in item.items()
     }
-    http = {(r.path, r.method, r.function) for r in table.routes_of("orders") if r.function != "ingest_order"}
+    http = {(r.path, r.method, r.function) for r in table.routes_of("orders")}
     assert documented_ops == http

@@ -14,7 +14,7 @@ from shared_lib.cache import InProcessCache, encode
 from shared_lib.errors import TransientError
 from tests.unit.orders.fakes import SAMPLE_BYTES, Viewer, record, sample
 
-pytestmark = pytest.mark.function("ingest_order")
+pytestmark = pytest.mark.function("ingest_worker")
 UID = "b563feb7b2b84b6test"
 
 
