@@ -358,7 +358,7 @@ RATELIMIT_WAIT = Family(
     buckets=(0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 
-# the order viewer (functions/orders): what ingest_order takes in and what it refuses
+# the order viewer (functions/orders): what its ingest worker takes in and what it refuses
 ORDERS_INGESTED = Family(
     "counter", "shop_orders_ingested_total", "Orders the order viewer stored from the `orders` topic"
 )
