@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
 from typing import TypeVar, cast
 
 T = TypeVar("T")
@@ -26,13 +26,12 @@ def map_bounded(
     limit: int,
     *,
     cancel: threading.Event | None = None,
-    executor: Executor | None = None,
 ) -> list[R]:
     """[fn(item) for item in items], at most `limit` at a time, results in input order.
 
     `cancel` is set on the first error, so pass the same event into `fn` (a closure) to let running calls
-    give up early (shared_lib.retry and shared_lib.ratelimit accept it). Without `executor` a pool of
-    `limit` threads is made for this call and let go without waiting for calls that are still running.
+    give up early (shared_lib.retry and shared_lib.ratelimit accept it). A pool of up to `limit` threads is
+    made for this call and let go without waiting for calls that are still running.
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
@@ -40,8 +39,7 @@ def map_bounded(
     if not work:
         return []
     cancel = cancel if cancel is not None else threading.Event()
-    own = executor is None
-    pool = executor or ThreadPoolExecutor(max_workers=min(limit, len(work)), thread_name_prefix="map_bounded")
+    pool = ThreadPoolExecutor(max_workers=min(limit, len(work)), thread_name_prefix="map_bounded")
     results: list[object] = [_PENDING] * len(work)
     running: dict[Future[R], int] = {}
     next_index = 0
@@ -63,8 +61,7 @@ def map_bounded(
                     raise error
                 results[index] = future.result()
     finally:
-        if own:
-            pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=False, cancel_futures=True)
     if any(r is _PENDING for r in results):  # `cancel` was set by the caller
         raise CancelledError()
     return cast(list[R], results)
