@@ -162,3 +162,19 @@ def test_imported_not_started_the_hooks_leave_the_collector_alone() -> None:
     entrypoint.post_worker_init(None)
     assert gc.isenabled()
     assert gc.get_freeze_count() == frozen
+
+
+def test_loms_functions_import_no_http_client_or_kafka_until_an_event_is_sent_over_http() -> None:
+    """loms' functions write their events to the outbox (the relay sends them): building their app imports
+    neither urllib3 nor kafka-python; the first HTTP sender does import urllib3."""
+    code = """
+        import json, sys
+        from functions import entrypoint
+        from shared_lib.events import HttpEventSender
+
+        entrypoint.function_app("create_order")
+        before = sorted(m for m in ("urllib3", "kafka") if m in sys.modules)
+        HttpEventSender()
+        print(json.dumps({"before": before, "after": "urllib3" in sys.modules}))
+    """
+    assert run_python(code) == {"before": [], "after": True}
