@@ -67,10 +67,14 @@ def bind(**ids: int | str | None) -> None:
 
 
 class JsonFormatter(logging.Formatter):
+    converter = staticmethod(time.gmtime)  # timestamps in UTC, to the millisecond: 2026-11-22T08:00:00.123Z
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
     def format(self, record: logging.LogRecord) -> str:
         context = _request.get() or {}
         line: dict[str, Any] = {
-            "timestamp": _timestamp(record.created),
+            "timestamp": self.formatTime(record),
             "level": record.levelname.lower(),
             "service": context.get("service") or _process.get("service") or tracing.service(),
             "function": context.get("function") or _process.get("function", ""),
@@ -86,12 +90,6 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False, default=str)
-
-
-def _timestamp(created: float) -> str:
-    seconds = int(created)
-    millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
