@@ -76,6 +76,12 @@ def one_start(variant: str, root: Path = ROOT) -> tuple[float, float]:
     port = free_port()
     command, path, headers = commands(port)[variant]
     env = {**os.environ, "PYTHONPATH": str(root)}
+    if root != ROOT and "--worker-class" in command:
+        # a baseline may predate the option: the worker class goes by the environment instead (a tree from
+        # before SHOP_WORKER_CLASS serves gthread only)
+        at = command.index("--worker-class")
+        env["SHOP_WORKER_CLASS"] = command[at + 1]
+        command = command[:at] + command[at + 2 :]
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
     started = time.perf_counter()
     process = subprocess.Popen(
