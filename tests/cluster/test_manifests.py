@@ -480,6 +480,31 @@ def test_orders_are_ingested_by_the_worker_alone_no_event_source_delivers_them(
     assert "orders-ingest-order" not in generate.stack()["functions"]
 
 
+def test_one_relay_path_the_worker_and_its_backstop_cron_in_every_overlay_and_the_dev_server(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    """The relay runs the same everywhere: the relay worker always, the relay_outbox cron function once a
+    minute as its backstop (a PingSource on Knative, the cron-connector's annotations on OpenFaaS, the dev
+    server's PingSource stand-in in make run), both publishing to Kafka through LOMS_KAFKA_BOOTSTRAP."""
+    from functions import devserver
+
+    cron = table.BY_NAME["relay_outbox"]
+    assert (cron.trigger, cron.schedule) == ("cron", "* * * * *")
+    for overlay, resources in rendered.items():
+        (container,) = worker_deployments(resources)["outbox_relay"]["spec"]["template"]["spec"]["containers"]
+        assert any(e["name"] == "LOMS_KAFKA_BOOTSTRAP" for e in container["env"]), overlay
+        if overlay in KNATIVE_OVERLAYS:
+            sources = of_kind(resources, "PingSource", "sources.knative.dev")
+            pings = {p["metadata"]["name"]: p["spec"]["schedule"] for p in sources}
+            assert pings[generate.service_name("relay_outbox")] == cron.schedule, overlay
+    annotations = generate.stack()["functions"][generate.service_name("relay_outbox")]["annotations"]
+    assert (annotations["topic"], annotations["schedule"]) == ("cron-function", cron.schedule)
+    assert generate.OPENFAAS_PLAIN_ENV["loms"]["LOMS_KAFKA_BOOTSTRAP"] == generate.KAFKA_BOOTSTRAP
+    stack = devserver.Stack({"LOMS_KAFKA_BOOTSTRAP": "127.0.0.1:19092"})
+    assert stack.children()["outbox_relay"] == ["-m", "functions.loms.relay_worker"]
+    assert stack.cron_seconds == 60.0  # the stand-in POSTs to every cron function once a minute
+
+
 def test_a_worker_with_more_replicas_than_its_topics_partitions_is_refused() -> None:
     crowded = table.Worker(
         "crowded", "orders", "functions.orders.ingest_worker", port=9090, topic="orders", replicas=4
