@@ -14,6 +14,7 @@ each event's producer. Nothing service-specific here.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -194,38 +195,31 @@ def _bytes(data: Any, content_type: str) -> bytes:
 
 
 MAX_LINKS = 64  # a span links to at most this many producers: a batch of a thousand events needs no more
-_field_counters: dict[str, list[tuple[metrics.Family, str]]] = {}
-_field_counters_lock = threading.Lock()
+_field_counters: dict[str, tuple[metrics.Family, str]] = {}
 
 
 def count_by_field(topic: str, family: metrics.Family, field: str) -> None:
     """Count the events of `topic` that a publisher got acknowledged by one field of their JSON payload, in a
-    one-label family (loms: order status changes by status). Registering the same pair again does nothing."""
-    with _field_counters_lock:
-        counters = _field_counters.setdefault(topic, [])
-        if (family, field) not in counters:
-            counters.append((family, field))
+    one-label family (loms: order status changes by status). One family and field per topic."""
+    _field_counters[topic] = (family, field)
 
 
 def _count_fields(topic: str, events: Sequence[Event]) -> None:
-    counters = _field_counters.get(topic)
-    if not counters:
+    counter = _field_counters.get(topic)
+    if counter is None:
         return
-    payloads = []
+    family, name = counter
+    counts: collections.Counter[str] = collections.Counter()
     for event in events:
         try:
             payload = event.json()
         except (ValueError, RecursionError):
             payload = None
-        payloads.append(payload if isinstance(payload, dict) else {})
-    for family, name in counters:
-        counts: dict[str, int] = {}
-        for payload in payloads:
-            value = payload.get(name)
-            label = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else "unknown"
-            counts[label] = counts.get(label, 0) + 1
-        for label, count in counts.items():
-            family.labels(label).inc(count)
+        value = payload.get(name) if isinstance(payload, dict) else None
+        known = isinstance(value, (str, int)) and not isinstance(value, bool)
+        counts[str(value) if known else "unknown"] += 1
+    for label, count in counts.items():
+        family.labels(label).inc(count)
 
 
 @contextlib.contextmanager
