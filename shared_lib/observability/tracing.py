@@ -145,10 +145,9 @@ class OtelBackend:
             current.set_attributes(dict(attributes))
 
     def traceparent(self) -> str | None:
-        span_context = self._trace.get_current_span().get_span_context()
-        if not span_context.is_valid:
-            return None
-        return f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-{span_context.trace_flags:02x}"
+        carrier: dict[str, str] = {}
+        self._propagator.inject(carrier)  # nothing outside a valid span
+        return carrier.get("traceparent")
 
     def ids(self) -> tuple[str, str] | None:
         span_context = self._trace.get_current_span().get_span_context()
