@@ -42,11 +42,21 @@ BARE_WORKER_CLASSES = (*WORKER_CLASSES, "sync", "gevent_pywsgi")
 DEFAULT_WORKER_CLASS = os.environ.get("SHOP_WORKER_CLASS") or "gthread"  # the container's default
 
 
-def serve(host: str, port: int, workers: int, threads: int, worker_class: str = DEFAULT_WORKER_CLASS) -> None:
+def serve(
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    worker_class: str = DEFAULT_WORKER_CLASS,
+    target: str | None = None,
+) -> None:
+    """The floor under gunicorn's `worker_class`; with `target`, that function of the shop instead, built in
+    the worker as the container builds it (functions.entrypoint.function_app) but served by gunicorn's own
+    worker class: a way to measure the shop under a server the entrypoint does not offer (gevent_pywsgi)."""
     import functions_framework
     import gunicorn.app.base
 
-    app = functions_framework.create_app(target="bare", source=str(BARE))
+    app = None if target else functions_framework.create_app(target="bare", source=str(BARE))
 
     class Server(gunicorn.app.base.BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -61,7 +71,7 @@ def serve(host: str, port: int, workers: int, threads: int, worker_class: str = 
                 "keepalive": 30,
                 "loglevel": "warning",
                 "errorlog": "-",
-                "proc_name": "fn-bare",
+                "proc_name": f"fn-{target or 'bare'}",
             }
             if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
                 options["worker_tmp_dir"] = "/dev/shm"
@@ -71,6 +81,10 @@ def serve(host: str, port: int, workers: int, threads: int, worker_class: str = 
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
+            if target:  # in the worker, after gevent's workers patched the standard library
+                from functions import entrypoint
+
+                return entrypoint.function_app(target)
             return app
 
     Server().run()
@@ -188,9 +202,13 @@ def function(
     name: str | None = None,
     worker_class: str = DEFAULT_WORKER_CLASS,
 ) -> Iterator[Served]:
-    """One function of the shop served as its container serves it, on a free port, ready (GET /readyz)."""
+    """One function of the shop served as its container serves it, on a free port, ready (GET /readyz). Under
+    a worker class the entrypoint does not offer (sync, gevent_pywsgi), by bench.floor (see serve)."""
     port = free_port()
-    command = function_command(target, port, workers, threads, worker_class)
+    if worker_class in WORKER_CLASSES:
+        command = function_command(target, port, workers, threads, worker_class)
+    else:
+        command = [*bare_command(port, workers, threads, worker_class), "--target", target]
     served = spawn(name or target, command, environment, port)
     try:
         wait_ready(served, "/readyz")
@@ -222,12 +240,13 @@ def add_server_option(parser: argparse.ArgumentParser) -> None:
         "--servers",
         type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
         default=[DEFAULT_WORKER_CLASS],
-        help=f"comma-separated worker classes of {', '.join(WORKER_CLASSES)} (e.g. gthread,gevent): the "
-        "floor and the shop are served and measured under each, alternating, side by side",
+        help=f"comma-separated worker classes of {', '.join(BARE_WORKER_CLASSES)} (e.g. gthread,gevent): "
+        "the floor and the shop are served and measured under each, alternating, side by side (the last two "
+        "are not the entrypoint's: the shop is then served by bench.floor)",
     )
 
 
-def check_servers(servers: Sequence[str], known: Sequence[str] = WORKER_CLASSES) -> None:
+def check_servers(servers: Sequence[str], known: Sequence[str] = BARE_WORKER_CLASSES) -> None:
     unknown = [s for s in servers if s not in known]
     if unknown or not servers:
         raise SystemExit(f"--servers: choose among {', '.join(known)}, not {', '.join(unknown)}")
@@ -272,8 +291,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=WORKERS)
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--worker-class", choices=BARE_WORKER_CLASSES, default=DEFAULT_WORKER_CLASS)
+    parser.add_argument("--target", help="a function of the shop instead of the floor (see serve)")
     args = parser.parse_args()
-    serve(args.host, args.port, args.workers, args.threads, args.worker_class)
+    serve(args.host, args.port, args.workers, args.threads, args.worker_class, args.target)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,13 @@ gunicorn's gthread worker and by its gevent worker, CPU per request of each, alt
 `python -m bench.servers`. No database: only the bare target, served as bench.floor serves it (1 worker, 16
 threads or 16 requests at once, keep-alive 30 s) under each worker class of --servers (default
 gthread,gevent), loaded alike (--connections keep-alive clients for --seconds), alternating for --rounds
-rounds (the floor alone may also be served by gunicorn's sync worker or gevent's own WSGI server,
-gevent_pywsgi). Figures: CPU µs per request of each server's process tree (arbiter and worker), medians,
-and each later server's ratio to the first, paired round by round. With --target NAME a function of the
-shop that needs no backing service (e.g. get_product) is served under each server beside the floor, as its
-container serves it (functions.entrypoint --worker-class …), loaded with GET --path. The shop's benchmarks
-take --servers too (bench.get_order, bench.create_order, bench.warm_list_cart), for their own functions.
+rounds (also gunicorn's sync worker or gevent's own WSGI server, gevent_pywsgi, which the entrypoint does not
+offer: the shop's function is then served by bench.floor, its app built as the entrypoint builds it). Figures:
+CPU µs per request of each server's process tree (arbiter and worker), medians, and each later server's ratio
+to the first, paired round by round. With --target NAME a function of the shop that needs no backing service
+(e.g. get_product) is served under each server beside the floor, as its container serves it
+(functions.entrypoint --worker-class …), loaded with GET --path. The shop's benchmarks take --servers too
+(bench.get_order, bench.create_order, bench.warm_list_cart), for their own functions.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def main() -> None:
     floor.add_server_option(parser)
     parser.set_defaults(servers=["gthread", "gevent"])
     args = parser.parse_args()
-    floor.check_servers(args.servers, floor.WORKER_CLASSES if args.target else floor.BARE_WORKER_CLASSES)
+    floor.check_servers(args.servers)
     headers = dict(h.split(": ", 1) for h in args.header)
     names = [args.target] if args.target else []
     served: dict[str, floor.Served] = {}

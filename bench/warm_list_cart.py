@@ -3,11 +3,12 @@ bare floor.
 
 `python -m bench.warm_list_cart`. A throwaway shop (its own PostgreSQL, the dev server's product, loms and
 cart) with a real Memcached fills user 42's cart with 11 SKUs, which puts their product info in Memcached;
-then `list_cart` is served as its container serves it (functions.entrypoint: gunicorn gthread, 1 worker, 16
-threads) with the shop's configuration, and the bare functions-framework target (bench/bare.py) the same way.
-Both are loaded alike (--connections keep-alive clients for --seconds), alternating for --rounds rounds.
-Figures: CPU µs per request of list_cart's process tree, Memcached, PostgreSQL and the product service (which
-a warm list must not call: its figure stays at its idle noise), medians, and list_cart's ratio to the floor.
+then `list_cart` is served as its container serves it (functions.entrypoint: gunicorn, 1 worker, 16 threads or
+requests at once; --servers gthread,gevent: under each worker class, side by side) with the shop's
+configuration, and the bare functions-framework target (bench/bare.py) the same way. Both are loaded alike
+(--connections keep-alive clients for --seconds), alternating for --rounds rounds. Figures: CPU µs per request
+of list_cart's process tree, Memcached, PostgreSQL and the product service (which a warm list must not call:
+its figure stays at its idle noise), medians, and list_cart's ratio to the floor.
 Target (issue 14): list_cart at most 1.5× the floor.
 """
 
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 
 from bench import floor, load
 from bench.common import report
-from bench.cpu import Window, alternate, measure, summarise
+from bench.cpu import Window, alternate, measure
 from bench.list_cart import SKUS
 from bench.stack import memcached, shop
 
@@ -30,7 +32,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0, help="per load window")
     parser.add_argument("--rounds", type=int, default=5)
+    floor.add_server_option(parser)
     args = parser.parse_args()
+    floor.check_servers(args.servers)
     with contextlib.ExitStack() as stack:
         cache = stack.enter_context(memcached())
         overrides = {"CART_MEMCACHED": cache.address, "PRODUCT_LATENCY_MS": "0"}
@@ -41,32 +45,41 @@ def main() -> None:
             add = load.post_json(f"/user/{USER}/cart/{sku}", lambda _rng: {"count": 1})
             answer = load.one(cart_port, add)
             assert answer.status == 200, (sku, answer.status)
-        listed = stack.enter_context(floor.function("list_cart", running.environment))
-        bare = stack.enter_context(floor.bare())
+        served: dict[str, floor.Served] = {}
+        for server in args.servers:
+            served[floor.variant_name("bare", server, args.servers)] = stack.enter_context(
+                floor.bare(worker_class=server)
+            )
+            served[floor.variant_name("list_cart", server, args.servers)] = stack.enter_context(
+                floor.function("list_cart", running.environment, worker_class=server)
+            )
         request = load.get(f"/user/{USER}/cart")
-        assert load.one(listed.port, request).status == 200
+        for name, one in served.items():
+            status = load.one(one.port, request).status
+            assert status == 200, (name, status)
         pg_pid, cache_pid = running.pg.pid, cache.process.pid if cache.process else None
         assert pg_pid is not None and cache_pid is not None
         product_pid = running.stack.pid("product")
 
-        def variant(served: floor.Served) -> Window:
+        def variant(name: str) -> Window:
+            one = served[name]
             processes = {
-                "function": served.pid,
+                "function": one.pid,
                 "memcached": cache_pid,
                 "postgres": pg_pid,
                 "product": product_pid,
             }
-            return measure(processes, lambda: load.run(served.port, request, args.connections, args.seconds))
+            return measure(processes, lambda: load.run(one.port, request, args.connections, args.seconds))
 
-        for served in (bare, listed):  # pools open, code paths warm
-            load.run(served.port, request, args.connections, 2.0)
-        results = alternate(
-            {"bare": lambda: variant(bare), "list_cart": lambda: variant(listed)}, args.rounds
-        )
-    figures = summarise(results, "bare")
+        for one in served.values():  # pools open, code paths warm
+            load.run(one.port, request, args.connections, 2.0)
+        results = alternate({name: (lambda name=name: variant(name)) for name in served}, args.rounds)  # type: ignore[misc]
+    figures = floor.side_by_side(results, args.servers, ["list_cart"])
     figures["SKUs in the cart"] = len(SKUS)
     figures["connections"] = args.connections
     figures["gunicorn workers × threads"] = f"{floor.WORKERS} × {floor.THREADS}"
+    figures["servers"] = ", ".join(args.servers)
+    figures["load average (1 min) at the end"] = os.getloadavg()[0]
     figures["target list_cart function / floor"] = 1.5
     report("warm list_cart 11 SKUs from Memcached: CPU per request vs the bare floor", figures)
 
