@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -270,15 +271,17 @@ def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
 # --- the command serves a function ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def served_product() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """get_product served by the container's command, on a free loopback port, 500 ms per request."""
+@pytest.fixture(params=entrypoint.WORKER_CLASSES)
+def served_product(request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """get_product served by the container's command, on a free loopback port, 500 ms per request, under
+    each of gunicorn's worker classes the entry point offers (SHOP_WORKER_CLASS)."""
     port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "PRODUCT_LATENCY_MS": "500",
         "GUNICORN_LOG_LEVEL": "warning",
+        "SHOP_WORKER_CLASS": request.param,
     }
     argv = [
         sys.executable,
@@ -366,6 +369,26 @@ def test_sigterm_drains_the_request_in_flight_and_exits_cleanly(
     assert process.wait(15) == 0
     with pytest.raises(OSError):
         fetch(f"{base}/healthz", timeout=1)  # nothing listens any more
+
+
+def test_sigterm_closes_idle_keep_alive_connections_and_exits_cleanly(
+    served_product: tuple[subprocess.Popen[bytes], str],
+) -> None:
+    """An idle keep-alive connection does not hold a stopping worker: it is closed, and the worker exits
+    (its worker_exit hooks run) without waiting for the keep-alive timeout (30 s) or the graceful timeout
+    (30 s, when gunicorn's arbiter would kill it first). The waits below are bounded under the keep-alive
+    timeout: a close within them is the worker's doing, not the timeout's."""
+    process, base = served_product
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as idle:
+        idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = http.client.HTTPResponse(idle)
+        answer.begin()
+        assert answer.status == 200 and answer.getheader("Connection", "").lower() != "close"
+        answer.read()
+        process.send_signal(signal.SIGTERM)
+        assert idle.recv(1) == b""  # closed by the server (a timeout here raises instead)
+    assert process.wait(20) == 0
 
 
 # --- what the OpenFaaS path needs of the entry point --------------------------------------------------------
