@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 
-from functions.cart.adapters.cache import CachedProductCatalog, InMemoryTtlProductCache
+from functions.cart.adapters.cache import CachedProductCatalog, InMemoryTtlProductCache, LocalProducts
 from functions.cart.adapters.loms_http import HttpOrderPlacer, HttpStockLookup
 from functions.cart.adapters.postgres import PgCartRepository
 from functions.cart.adapters.product_http import HttpProductCatalog
@@ -97,9 +97,15 @@ class Root:
                 config.product_cache_max_entries,
             )
             if isinstance(products, MemcachedCache):
-                # one cache for every replica; a second, per-process layer would only add staleness
-                catalog = CachedProductCatalog(catalog, products, ttl, workers=config.product_workers)
-                local = InMemoryTtlProductCache(0)  # keeps nothing
+                # one cache for every replica, and in front of it a short-lived tier in this process that
+                # never keeps an entry past its shared expiry (it adds no staleness, only saves round trips)
+                kept = LocalProducts(
+                    config.product_local_ttl_seconds, config.product_cache_max_entries, name=LOCAL_CACHE
+                )
+                catalog = CachedProductCatalog(
+                    catalog, products, ttl, workers=config.product_workers, local=kept
+                )
+                local = InMemoryTtlProductCache(0)  # keeps nothing: the catalogue's own tier does
             else:
                 local = InMemoryTtlProductCache(ttl, cache=products)
         timeout = config.http_timeout_seconds

@@ -1,5 +1,6 @@
 """Product info cached for a while: in this process (the ProductCache port), or in a cache every replica
-shares (Memcached) wrapped around the product catalogue itself.
+shares (Memcached) wrapped around the product catalogue itself, with a short-lived tier in this process in
+front of it.
 
 Names and prices change rarely; the catalogue stays the source of truth, so losing the cache costs only calls.
 """
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from functions.cart.domain import Product
 from functions.cart.ports import ProductCatalog
-from shared_lib.cache import Cache, InProcessCache, load_through
+from shared_lib.cache import Cache, InProcessCache, count_lookups, load_through
 from shared_lib.workpool import map_bounded
 
 
@@ -48,6 +49,64 @@ class InMemoryTtlProductCache:
             self.cache.set(self.key(product.sku), _to_json(product), self.ttl)
 
 
+class LocalProducts:
+    """Products kept in this process in front of the shared cache: each for at most `ttl_seconds`, and never
+    past the moment its shared entry goes stale (`until`, wall-clock seconds, written into the entry by the
+    replica that loaded it), so this tier adds no staleness to the shared cache's TTL. At most `max_entries`;
+    beyond that the oldest kept go first. Frozen Products are handed out as they are: nothing to decode or
+    copy per hit. Lookups are counted under `name`."""
+
+    def __init__(
+        self,
+        ttl_seconds: float,
+        max_entries: int = 100_000,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        name: str = "cart-products-in-process",
+    ) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self.name = name
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._entries: dict[int, tuple[float, Product]] = {}  # sku -> (deadline on `clock`, product)
+        self._lock = threading.Lock()  # for writers; a reader's single dict lookup needs none
+
+    def get_many(self, skus: Sequence[int]) -> tuple[dict[int, Product], list[int]]:
+        """(the products kept and still fresh, the SKUs that were not)."""
+        now = self._clock()
+        entries = self._entries
+        found: dict[int, Product] = {}
+        missing: list[int] = []
+        for sku in skus:
+            entry = entries.get(sku)
+            if entry is not None and now < entry[0]:
+                found[sku] = entry[1]
+            else:
+                missing.append(sku)
+        count_lookups(self.name, len(found), len(missing))
+        return found, missing
+
+    def keep(self, product: Product, until: object) -> None:
+        """Keep `product`, read from a shared entry fresh until `until` (None: unknown, so not kept)."""
+        if not isinstance(until, (int, float)) or isinstance(until, bool):
+            return
+        life = min(self.ttl, float(until) - self._wall_clock())
+        if life <= 0:
+            return
+        deadline = self._clock() + life
+        with self._lock:
+            self._entries.pop(product.sku, None)  # re-inserted last: the newest
+            self._entries[product.sku] = (deadline, product)
+            while len(self._entries) > self.max_entries:
+                del self._entries[next(iter(self._entries))]
+
+    @property
+    def size(self) -> int:
+        return len(self._entries)
+
+
 class CachedProductCatalog:
     """The product catalogue behind a shared cache (Memcached): a ProductCatalog that asks the inner one only
     for what no replica cached within `ttl_seconds`.
@@ -55,6 +114,11 @@ class CachedProductCatalog:
     Concurrent misses for one SKU make one product call (shared_lib.cache.load_through: in this process and
     across replicas), and a list still fans out at most `workers` calls at a time. A cache outage costs calls,
     never a failed request. Unknown SKUs are not cached: a SKU added to the catalogue shows up at once.
+
+    `local`: a tier in this process in front of the shared cache (LocalProducts): what it holds is served
+    without a round trip, for at most its TTL and never past the shared entry's own expiry, so a name or price
+    change shows within `ttl_seconds` of its load as without it. Each shared entry says until when it is
+    fresh (`until`, wall-clock seconds); an entry without it (written by an older replica) is not kept here.
     """
 
     def __init__(
@@ -65,34 +129,63 @@ class CachedProductCatalog:
         *,
         workers: int = 5,
         lock_wait: float = 2.0,
+        local: LocalProducts | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.inner = inner
         self.cache = cache
         self.ttl = ttl_seconds
         self.workers = workers
         self.lock_wait = lock_wait  # how long to wait for another replica's call before calling ourselves
+        self.local = local if local is not None and local.ttl > 0 else None
+        self._wall_clock = wall_clock
 
     @staticmethod
     def key(sku: int) -> str:
         return f"product:v1:{sku}"
 
+    def _load(self, sku: int) -> dict[str, object] | None:
+        value = _to_json(self.inner.get(sku))
+        if value is not None:
+            value["until"] = self._wall_clock() + self.ttl  # the shared entry's expiry, for the local tier
+        return value
+
+    def _found(self, value: dict[str, object]) -> Product:
+        product = _from_json(value)
+        if self.local is not None:
+            self.local.keep(product, value.get("until"))
+        return product
+
     def get(self, sku: int) -> Product | None:
+        if self.local is not None:
+            kept, _ = self.local.get_many((sku,))
+            if kept:
+                return kept[sku]
+        return self._through(sku)
+
+    def _through(self, sku: int) -> Product | None:
+        """From the shared cache, else the inner catalogue (stored in the shared cache for the others)."""
         value, _hit = load_through(
-            self.cache, self.key(sku), self.ttl, lambda: _to_json(self.inner.get(sku)), wait=self.lock_wait
+            self.cache, self.key(sku), self.ttl, lambda: self._load(sku), wait=self.lock_wait
         )
-        return None if value is None else _from_json(value)
+        return None if value is None else self._found(value)
 
     def many(self, skus: Sequence[int]) -> dict[int, Product]:
-        cached = self.cache.get_many([self.key(sku) for sku in skus])
-        found: dict[int, Product] = {}
-        for sku in skus:
+        if self.local is not None:
+            found, wanted = self.local.get_many(skus)
+            if not wanted:
+                return found
+        else:
+            found, wanted = {}, list(skus)
+        cached = self.cache.get_many([self.key(sku) for sku in wanted])
+        for sku in wanted:
             value = cached.get(self.key(sku))
             if value is not None:
-                found[sku] = _from_json(value)
-        missing = [sku for sku in dict.fromkeys(skus) if sku not in found]
+                found[sku] = self._found(value)
+        missing = [sku for sku in dict.fromkeys(wanted) if sku not in found]
         if missing:
             cancel = threading.Event()
-            loaded = map_bounded(lambda sku: self.get(sku), missing, self.workers, cancel=cancel)
+            loaded = map_bounded(self._through, missing, self.workers, cancel=cancel)
             found.update({p.sku: p for p in loaded if p is not None})
         return found
 

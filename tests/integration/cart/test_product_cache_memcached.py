@@ -1,6 +1,7 @@
 """The cart's product cache in a real memcached, with the real product function on a local port counting
 the requests it serves: a warm list_cart makes no product call, on this replica or another, concurrent
-lists fetch each SKU once, and a memcached outage costs calls, never a failed list.
+lists fetch each SKU once, and a memcached outage costs calls, never a failed list (without the replica's own
+tier; with it, the replica serves what it kept, and its lapse is tested on a fake clock in tests/unit/cart).
 """
 
 from __future__ import annotations
@@ -73,17 +74,19 @@ def cart_dsn(make_database: MakeDatabase) -> str:
 
 @pytest.fixture
 def replica(cart_dsn: str) -> Iterator[Callable[..., Client]]:
-    """replica(product_url, memcached) -> a client of a freshly built cart (its own pools and cache client),
-    through the dev server's dispatcher, as one more replica of the cart service."""
+    """replica(product_url, memcached, local_ttl=5) -> a client of a freshly built cart (its own pools and
+    cache client, its own local tier of `local_ttl` seconds), through the dev server's dispatcher, as one
+    more replica of the cart service."""
     # a key space of this test's own, shared by its replicas: nothing another test cached is a hit here
     prefix = f"cart-{uuid.uuid4().hex[:8]}:"
 
-    def build(product_url: str, memcached: str) -> Client:
+    def build(product_url: str, memcached: str, local_ttl: float = 5) -> Client:
         settings = CartSettings(
             database_url=cart_dsn,
             product_url=product_url,
             loms_url=f"http://127.0.0.1:{free_port()}",  # listing never asks loms
             memcached=memcached,
+            product_local_ttl_seconds=local_ttl,
             http_timeout_seconds=2,
         )
         bootstrap.bootstrap(settings, memcached_prefix=prefix)
@@ -172,9 +175,27 @@ def test_memcached_stopped_mid_test_costs_product_calls_not_failures(
     counting, url = product
     user = unique_id()
     fill_cart(cart_dsn, user)
-    cart = replica(url, memcached_flap.address)
+    cart = replica(url, memcached_flap.address, local_ttl=0)  # no local tier: every list asks memcached
     warm = list_cart(cart, user)
     memcached_flap.stop()
     before = counting.total()
     assert list_cart(cart, user) == warm
     assert counting.total() == before + len(SKUS)
+
+
+def test_the_local_tier_serves_a_memcached_outage_from_what_it_kept(
+    replica: Callable[..., Client],
+    product: tuple[CountingProduct, str],
+    memcached_flap: MemcachedServer,
+    cart_dsn: str,
+    unique_id: Callable[[], int],
+) -> None:
+    counting, url = product
+    user = unique_id()
+    fill_cart(cart_dsn, user)
+    cart = replica(url, memcached_flap.address, local_ttl=300)  # far longer than the test: never lapses here
+    warm = list_cart(cart, user)
+    assert counting.total() == len(SKUS)
+    memcached_flap.stop()
+    assert list_cart(cart, user) == warm
+    assert counting.total() == len(SKUS)  # neither memcached nor the product service was needed

@@ -7,11 +7,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
 from functions.cart import bootstrap
-from functions.cart.adapters.cache import CachedProductCatalog, InMemoryTtlProductCache
+from functions.cart.adapters.cache import CachedProductCatalog, InMemoryTtlProductCache, LocalProducts
 from functions.cart.adapters.product_http import HttpProductCatalog
 from functions.cart.domain import Product
 from functions.cart.service import CartService
@@ -138,3 +139,120 @@ def test_cart_memcached_selects_the_shared_cache() -> None:
     assert isinstance(service.catalog.inner, HttpProductCatalog)
     assert service.catalog.ttl == 60
     assert isinstance(service.cache, InMemoryTtlProductCache) and service.cache.ttl == 0
+
+
+# --- the tier in this process in front of the shared cache ----------------------------------------------
+
+
+class CountingCache(InProcessCache):
+    """The shared cache, counting the lookups that reach it."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.lookups = 0
+
+    def get(self, key: str) -> Any | None:
+        self.lookups += 1
+        return super().get(key)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        self.lookups += 1
+        return super().get_many(keys)
+
+
+def tiered(
+    catalog: InMemoryCatalog, local_ttl: float = 5, max_entries: int = 100
+) -> tuple[CachedProductCatalog, CountingCache, FakeClock]:
+    """A catalogue behind a shared cache and a local tier, one fake clock for all (monotonic and wall)."""
+    clock = FakeClock()
+    shared = CountingCache(clock)
+    local = LocalProducts(local_ttl, max_entries, clock=clock, wall_clock=clock)
+    return CachedProductCatalog(catalog, shared, 60, local=local, wall_clock=clock), shared, clock
+
+
+def test_the_local_tier_serves_a_warm_list_without_the_shared_cache() -> None:
+    catalog = InMemoryCatalog(BOOK, PEN, TEA)
+    cached, shared, _clock = tiered(catalog)
+    everything = {BOOK.sku: BOOK, PEN.sku: PEN, TEA.sku: TEA}
+    assert cached.many([BOOK.sku, PEN.sku, TEA.sku]) == everything
+    asked = shared.lookups
+    assert cached.many([TEA.sku, BOOK.sku, PEN.sku]) == everything
+    assert cached.get(PEN.sku) == PEN
+    assert shared.lookups == asked
+    assert catalog.served == 3
+
+
+def test_the_local_tier_keeps_an_entry_for_its_ttl_only() -> None:
+    catalog = InMemoryCatalog(BOOK)
+    cached, shared, clock = tiered(catalog, local_ttl=5)
+    cached.many([BOOK.sku])
+    asked = shared.lookups
+    clock.now += 4.9
+    cached.many([BOOK.sku])
+    assert shared.lookups == asked
+    clock.now += 0.2  # past the local TTL: the shared cache is asked again (and still has it)
+    assert cached.many([BOOK.sku]) == {BOOK.sku: BOOK}
+    assert shared.lookups == asked + 1
+    assert catalog.served == 1
+
+
+def test_the_local_tier_never_keeps_an_entry_past_its_shared_expiry() -> None:
+    catalog = InMemoryCatalog(BOOK)
+    cached, shared, clock = tiered(catalog, local_ttl=5)
+    cached.many([BOOK.sku])  # loaded now: fresh in the shared cache for 60 s
+    clock.now += 58  # a replica that reads it now may keep it 2 s, not 5
+    local = LocalProducts(5, clock=clock, wall_clock=clock)
+    fresh = CachedProductCatalog(catalog, shared, 60, local=local, wall_clock=clock)
+    assert fresh.many([BOOK.sku]) == {BOOK.sku: BOOK}
+    asked = shared.lookups
+    clock.now += 1.9
+    fresh.many([BOOK.sku])
+    assert shared.lookups == asked
+    clock.now += 0.2  # 60.1 s after the load: the shared entry has expired, so the product is loaded again
+    catalog.products[BOOK.sku] = Product(BOOK.sku, "Новое издание", BOOK.price + 1)
+    assert fresh.many([BOOK.sku]) == {BOOK.sku: Product(BOOK.sku, "Новое издание", BOOK.price + 1)}
+    assert catalog.served == 2
+
+
+def test_an_entry_without_its_expiry_is_not_kept_locally() -> None:
+    catalog = InMemoryCatalog(BOOK)
+    cached, shared, _clock = tiered(catalog)
+    # as an older replica wrote it: the product alone, no "until"
+    shared.set(cached.key(BOOK.sku), {"sku": BOOK.sku, "name": BOOK.name, "price": BOOK.price}, 60)
+    assert cached.many([BOOK.sku]) == {BOOK.sku: BOOK}
+    asked = shared.lookups
+    assert cached.many([BOOK.sku]) == {BOOK.sku: BOOK}
+    assert shared.lookups == asked + 1
+    assert catalog.served == 0
+
+
+def test_the_local_tier_holds_at_most_max_entries_the_oldest_going_first() -> None:
+    catalog = InMemoryCatalog(BOOK, PEN, TEA)
+    cached, shared, _clock = tiered(catalog, max_entries=2)
+    cached.many([BOOK.sku])
+    cached.many([PEN.sku, TEA.sku])
+    assert cached.local is not None and cached.local.size == 2
+    asked = shared.lookups
+    cached.many([PEN.sku, TEA.sku])
+    assert shared.lookups == asked
+    cached.many([BOOK.sku])  # dropped when TEA came: asked of the shared cache again
+    assert shared.lookups == asked + 1
+    assert catalog.served == 3
+
+
+def test_a_local_ttl_of_zero_keeps_nothing_locally() -> None:
+    catalog = InMemoryCatalog(BOOK)
+    cached, shared, _clock = tiered(catalog, local_ttl=0)
+    assert cached.local is None
+    cached.many([BOOK.sku])
+    asked = shared.lookups
+    cached.many([BOOK.sku])
+    assert shared.lookups == asked + 1
+
+
+def test_with_memcached_the_local_tier_takes_its_ttl_from_the_settings() -> None:
+    service = bootstrap.Root(CartSettings(memcached="127.0.0.1:11211")).cart_service
+    assert isinstance(service.catalog, CachedProductCatalog)
+    assert service.catalog.local is not None and service.catalog.local.ttl == 5
+    off = bootstrap.Root(CartSettings(memcached="127.0.0.1:11211", product_local_ttl_seconds=0)).cart_service
+    assert isinstance(off.catalog, CachedProductCatalog) and off.catalog.local is None
