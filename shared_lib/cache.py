@@ -54,10 +54,6 @@ class Cache(Protocol):
 
     def delete(self, key: str) -> None: ...
 
-    def incr(self, key: str, delta: int = 1) -> int | None:
-        """Add `delta` (≥ 0) to an integer value; None when the key is absent or the cache did not answer."""
-        ...
-
 
 class EncodedCache(Cache, Protocol):
     """A Cache that also serves a value as the bytes it stores: `encode(value)`, never decoded on the way."""
@@ -244,24 +240,6 @@ class InProcessCache:
             if key in self._entries:
                 self._drop(key)
 
-    @traced("incr")
-    def incr(self, key: str, delta: int = 1) -> int | None:
-        if delta < 0:
-            raise ValueError("delta must not be negative")
-        with self._lock:
-            data = self._live(key)
-            if data is None:
-                return None
-            value = decode(data)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"the value of {key!r} is not a non-negative integer")
-            expires, _ = self._entries[key]
-            counted = encode(value + delta)
-            self._bytes += len(counted) - len(data)
-            self._entries[key] = (expires, counted)  # memcached keeps the expiry too
-            self._evict()
-            return int(value + delta)
-
 
 # --- Memcached -----------------------------------------------------------------------------------------
 
@@ -418,14 +396,6 @@ class MemcachedCache:
     def delete(self, key: str) -> None:
         mkey = self._key(key)
         self._call("delete", lambda c: c.delete(mkey, noreply=False))
-
-    @traced("incr")
-    def incr(self, key: str, delta: int = 1) -> int | None:
-        if delta < 0:
-            raise ValueError("delta must not be negative")
-        mkey = self._key(key)
-        value = self._call("incr", lambda c: c.incr(mkey, delta, noreply=False))
-        return None if value is None or value is _MISSED else int(value)
 
     def close(self) -> None:
         self._client.close()

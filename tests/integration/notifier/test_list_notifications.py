@@ -224,9 +224,6 @@ class LockWatch:
     def delete(self, key: str) -> None:
         self.inner.delete(key)
 
-    def incr(self, key: str, delta: int = 1) -> int | None:
-        return self.inner.incr(key, delta)
-
 
 def test_concurrent_misses_across_replicas_make_one_database_query(
     notifier_apps: Apps, notifier_pool: ConnectionPool, memcached_address: str, unique_id: Callable[[], int]

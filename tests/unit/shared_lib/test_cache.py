@@ -85,14 +85,6 @@ class CacheContract:
         assert cache.add(key, "second", self.ttl) is False
         assert cache.get(key) == "first"
 
-    def test_incr_counts_on_an_existing_integer_only(self, cache: Cache) -> None:
-        key = fresh()
-        assert cache.incr(key) is None
-        cache.set(key, 5, self.ttl)
-        assert cache.incr(key) == 6
-        assert cache.incr(key, 10) == 16
-        assert cache.get(key) == 16
-
     def test_entries_expire_after_their_ttl(self, cache: Cache, expire: Callable[[float], None]) -> None:
         short, long = fresh(), fresh()
         cache.set(short, "short", self.ttl)
@@ -189,7 +181,7 @@ class TestInProcessCache(CacheContract):
         assert (cache.get_encoded("huge"), cache.size) == (None, (3, 8))
         cache.set("n", 7, 60)
         assert cache.size == (4, 9)
-        assert cache.incr("n", 1000) == 1007  # 1 byte becomes 4: 12 bytes, so c (least recent) goes
+        cache.set("n", 1007, 60)  # 1 byte becomes 4: 12 bytes, so c (least recent) goes
         assert (cache.get_encoded("c"), cache.size) == (None, (3, 10))
         cache.delete("b")
         assert ([cache.get_encoded(k) for k in "bdn"], cache.size) == ([None, b"xyz", b"1007"], (2, 7))
@@ -282,9 +274,6 @@ class Spy:
 
     def delete(self, key: str) -> None:
         self.inner.delete(key)
-
-    def incr(self, key: str, delta: int = 1) -> int | None:
-        return self.inner.incr(key, delta)
 
 
 def run_concurrently(n: int, fn: Callable[[], Any]) -> list[Any]:
