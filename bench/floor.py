@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BARE = Path(__file__).with_name("bare.py")
 WORKERS = 1  # the container's defaults (functions/server_settings.py)
 THREADS = 16
-WORKER_CLASSES = ("gevent", "gthread")  # functions.entrypoint.WORKER_CLASSES
-# the floor alone can also be served by these gunicorn workers, for comparison (bench.servers): sync (one
-# request at a time per worker, no keep-alive: a connection per request) and gevent's own WSGI server
-BARE_WORKER_CLASSES = (*WORKER_CLASSES, "sync", "gevent_pywsgi")
+WORKER_CLASSES = ("gevent", "gthread", "gevent_pywsgi")  # functions.entrypoint.WORKER_CLASSES
+# the floor can also be served by gunicorn's sync worker, for comparison (one request at a time per worker,
+# no keep-alive: a connection per request); the shop then by bench.floor (see serve)
+BARE_WORKER_CLASSES = (*WORKER_CLASSES, "sync")
 DEFAULT_WORKER_CLASS = os.environ.get("SHOP_WORKER_CLASS") or "gthread"  # the container's default
 
 
@@ -52,7 +52,7 @@ def serve(
 ) -> None:
     """The floor under gunicorn's `worker_class`; with `target`, that function of the shop instead, built in
     the worker as the container builds it (functions.entrypoint.function_app) but served by gunicorn's own
-    worker class: a way to measure the shop under a server the entrypoint does not offer (gevent_pywsgi)."""
+    worker class: a way to measure the shop under a server the entrypoint does not offer (sync)."""
     import functions_framework
     import gunicorn.app.base
 
@@ -203,7 +203,7 @@ def function(
     worker_class: str = DEFAULT_WORKER_CLASS,
 ) -> Iterator[Served]:
     """One function of the shop served as its container serves it, on a free port, ready (GET /readyz). Under
-    a worker class the entrypoint does not offer (sync, gevent_pywsgi), by bench.floor (see serve)."""
+    a worker class the entrypoint does not offer (sync), by bench.floor (see serve)."""
     port = free_port()
     if worker_class in WORKER_CLASSES:
         command = function_command(target, port, workers, threads, worker_class)
@@ -241,8 +241,8 @@ def add_server_option(parser: argparse.ArgumentParser) -> None:
         type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
         default=[DEFAULT_WORKER_CLASS],
         help=f"comma-separated worker classes of {', '.join(BARE_WORKER_CLASSES)} (e.g. gthread,gevent): "
-        "the floor and the shop are served and measured under each, alternating, side by side (the last two "
-        "are not the entrypoint's: the shop is then served by bench.floor)",
+        "the floor and the shop are served and measured under each, alternating, side by side (sync is "
+        "not the entrypoint's: the shop is then served by bench.floor)",
     )
 
 

@@ -1,16 +1,17 @@
 """The floor itself under each server: the bare functions-framework target (bench/bare.py) served by
-gunicorn's gthread worker and by its gevent worker, CPU per request of each, alternating.
+gunicorn's gthread worker, its gevent worker and its gevent_pywsgi worker (gevent's own WSGI server), CPU per
+request of each, alternating.
 
 `python -m bench.servers`. No database: only the bare target, served as bench.floor serves it (1 worker, 16
 threads or 16 requests at once, keep-alive 30 s) under each worker class of --servers (default
 gthread,gevent), loaded alike (--connections keep-alive clients for --seconds), alternating for --rounds
-rounds (also gunicorn's sync worker or gevent's own WSGI server, gevent_pywsgi, which the entrypoint does not
-offer: the shop's function is then served by bench.floor, its app built as the entrypoint builds it). Figures:
-CPU µs per request of each server's process tree (arbiter and worker), medians, and each later server's ratio
-to the first, paired round by round. With --target NAME a function of the shop that needs no backing service
-(e.g. get_product) is served under each server beside the floor, as its container serves it
-(functions.entrypoint --worker-class …), loaded with GET --path. The shop's benchmarks take --servers too
-(bench.get_order, bench.create_order, bench.warm_list_cart), for their own functions.
+rounds (gevent_pywsgi too, or gunicorn's sync worker, which the entrypoint does not offer: the shop's function
+is then served by bench.floor, its app built as the entrypoint builds it). Figures: CPU µs per request of each
+server's process tree (arbiter and worker), medians, and each later server's ratio to the first, paired round
+by round. With --target NAME a function of the shop that needs no backing service (e.g. get_product) is served
+under each server beside the floor, as its container serves it (functions.entrypoint --worker-class …), loaded
+with GET --path. The shop's benchmarks take --servers too (bench.get_order, bench.create_order,
+bench.warm_list_cart), for their own functions.
 """
 
 from __future__ import annotations

@@ -191,10 +191,10 @@ class JsonErrorPages:
                 f": at most {self.cfg.limit_request_fields} header fields of "
                 f"{self.cfg.limit_request_field_size} bytes each"
             )
-        _write_json_error(client, f"{status} {reason}", code, message)
+        write_json_error(client, f"{status} {reason}", code, message)
 
 
-def _write_json_error(client: Any, status: str, code: int, message: str) -> None:
+def write_json_error(client: Any, status: str, code: int, message: str) -> None:
     """An HTTP/1.0 answer (the connection closes after it) with the shop's error body, encoded by wsgiref."""
     from wsgiref.handlers import SimpleHandler
 
@@ -228,7 +228,7 @@ class DrainingWorker(Draining, JsonErrorWorker):
 # The servers a function can run under (SHOP_WORKER_CLASS): gunicorn's gevent worker (one greenlet per
 # connection: a keep-alive connection is read, answered and read again on one greenlet, where gthread hands
 # it between its poller thread and a pool thread twice per request) or its gthread worker.
-WORKER_CLASSES = ("gevent", "gthread")
+WORKER_CLASSES = ("gevent", "gthread", "gevent_pywsgi")
 
 
 def worker_class(name: str, draining: bool = False) -> type:
@@ -239,6 +239,10 @@ def worker_class(name: str, draining: bool = False) -> type:
         from functions.gevent_worker import DrainingGeventWorker, JsonErrorGeventWorker
 
         return DrainingGeventWorker if draining else JsonErrorGeventWorker
+    if name == "gevent_pywsgi":
+        from functions.gevent_worker import DrainingPyWSGIWorker, ShopPyWSGIWorker
+
+        return DrainingPyWSGIWorker if draining else ShopPyWSGIWorker
     raise ValueError(f"no worker class {name!r}; known: {', '.join(WORKER_CLASSES)}")
 
 

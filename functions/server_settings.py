@@ -23,7 +23,9 @@ class ServerSettings(BaseSettings):
     workers: int = Field(1, ge=1, validation_alias="WEB_CONCURRENCY")
     threads: int = Field(16, ge=1, validation_alias="GUNICORN_THREADS")  # the most requests served at once
     # gunicorn's worker (functions.entrypoint.WORKER_CLASSES): gevent, one greenlet per connection, or gthread
-    worker_class: Literal["gevent", "gthread"] = Field("gthread", validation_alias="SHOP_WORKER_CLASS")
+    worker_class: Literal["gevent", "gthread", "gevent_pywsgi"] = Field(
+        "gthread", validation_alias="SHOP_WORKER_CLASS"
+    )
     # the gevent worker's most open connections (idle keep-alive ones too; gthread's limit on them as well)
     worker_connections: int = Field(1000, ge=1, validation_alias="GUNICORN_WORKER_CONNECTIONS")
     graceful_timeout: int = Field(30, ge=0, validation_alias="GRACEFUL_TIMEOUT")

@@ -236,7 +236,7 @@ def read_response(sock: socket.socket, method: str = "GET") -> tuple[int, dict[s
     ],
     ids=["431", "414", "400-header", "400-line"],
 )
-@pytest.mark.parametrize("worker_class", entrypoint.WORKER_CLASSES)
+@pytest.mark.parametrize("worker_class", ["gthread", "gevent"])  # gunicorn's parser (gevent_pywsgi: pywsgi's)
 def test_the_worker_answers_gunicorns_refusals_in_json(
     error: Exception, status: int, worker_class: str
 ) -> None:
