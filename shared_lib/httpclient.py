@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-import urllib3
-
 from shared_lib.errors import TransientError
 from shared_lib.observability import metrics, tracing
 
@@ -78,6 +76,11 @@ class HttpClient:
         self.base_url = base_url.rstrip("/")
         self.name = name
         self.target = target or target_of(name)
+        # imported by the first client, not with this module: a function that never calls a peer (the
+        # notifier's default log sink) does not pay for urllib3 at its cold start
+        import urllib3
+
+        self._unavailable = urllib3.exceptions.HTTPError  # refused, reset, DNS, connect or read timeout
         self._pool = urllib3.PoolManager(
             num_pools=4,
             maxsize=max_connections,
@@ -135,7 +138,7 @@ class HttpClient:
                     method, url, body=body, headers=send_headers, redirect=False, preload_content=True
                 )
                 status = str(response.status)
-            except urllib3.exceptions.HTTPError as exc:  # refused, reset, DNS, connect or read timeout
+            except self._unavailable as exc:
                 span.fail(type(exc).__name__)
                 raise TransientError(f"{self.name} is unavailable") from exc
             finally:

@@ -164,17 +164,29 @@ def test_imported_not_started_the_hooks_leave_the_collector_alone() -> None:
     assert gc.get_freeze_count() == frozen
 
 
-def test_loms_functions_import_no_http_client_or_kafka_until_an_event_is_sent_over_http() -> None:
-    """loms' functions write their events to the outbox (the relay sends them): building their app imports
-    neither urllib3 nor kafka-python; the first HTTP sender does import urllib3."""
-    code = """
+@pytest.mark.parametrize(
+    ("target", "first_user"),
+    [
+        ("create_order", "from shared_lib.events import HttpEventSender as First; First()"),
+        (
+            "notify_status",
+            "from shared_lib.httpclient import HttpClient as First; First('http://127.0.0.1:9')",
+        ),
+    ],
+)
+def test_a_function_that_sends_nothing_over_http_imports_no_http_client_or_kafka(
+    target: str, first_user: str
+) -> None:
+    """loms' functions write their events to the outbox (the relay sends them) and the notifier's default
+    sink is the log: building their apps imports neither urllib3 nor kafka-python; the first HTTP event
+    sender or client does import urllib3."""
+    code = f"""
         import json, sys
         from functions import entrypoint
-        from shared_lib.events import HttpEventSender
 
-        entrypoint.function_app("create_order")
+        entrypoint.function_app({target!r})
         before = sorted(m for m in ("urllib3", "kafka") if m in sys.modules)
-        HttpEventSender()
-        print(json.dumps({"before": before, "after": "urllib3" in sys.modules}))
+        {first_user}
+        print(json.dumps({{"before": before, "after": "urllib3" in sys.modules}}))
     """
     assert run_python(code) == {"before": [], "after": True}
