@@ -9,6 +9,7 @@ particular service.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -89,25 +90,52 @@ class Route:
         return self.method not in ("GET", "HEAD")
 
     def segments(self) -> list[str]:
-        return [s for s in self.path.split("/") if s]
+        return list(_template(self.path))
+
+    def match(self, path: str) -> list[str] | None:
+        """The path's segments when the path has the route's shape, else None."""
+        pattern = _template(self.path)
+        given = [s for s in path.split("/") if s]
+        if len(pattern) != len(given):
+            return None
+        for p, g in zip(pattern, given, strict=True):
+            if p != g and not p.startswith("{"):
+                return None
+        return given
 
     def matches(self, path: str) -> bool:
-        pattern = self.segments()
-        given = [s for s in path.split("/") if s] if path != "/" else []
-        if len(pattern) != len(given):
-            return False
-        return all(p.startswith("{") or p == g for p, g in zip(pattern, given, strict=True))
+        return self.match(path) is not None
 
     def params(self, path: str) -> dict[str, int | str]:
         """Typed path parameters; a malformed id is an InvalidInputError (the path's shape is known)."""
+        return self.params_of([s for s in path.split("/") if s])
+
+    def params_of(self, given: list[str]) -> dict[str, int | str]:
+        """`params` of a path already split into its segments (`match`'s answer)."""
         values: dict[str, int | str] = {}
-        given = [s for s in path.split("/") if s]
-        for pattern, value in zip(self.segments(), given, strict=True):
-            if not pattern.startswith("{"):
-                continue
-            name, _, kind = pattern[1:-1].partition(":")
-            values[name] = parse_id(value, name) if kind == "id" else value
+        for (name, kind), value in zip(_parameters(self.path), given, strict=True):
+            if name:
+                values[name] = parse_id(value, name) if kind == "id" else value
         return values
+
+
+@functools.lru_cache(maxsize=256)
+def _template(path: str) -> tuple[str, ...]:
+    """A route template's segments: split once per template, not per request."""
+    return tuple(s for s in path.split("/") if s)
+
+
+@functools.lru_cache(maxsize=256)
+def _parameters(path: str) -> tuple[tuple[str, str], ...]:
+    """Per segment of a route template, (name, kind) of a `{name:kind}` parameter; ("", "") for a literal."""
+    parsed: list[tuple[str, str]] = []
+    for segment in _template(path):
+        if segment.startswith("{"):
+            name, _, kind = segment[1:-1].partition(":")
+            parsed.append((name, kind))
+        else:
+            parsed.append(("", ""))
+    return tuple(parsed)
 
 
 def parse_id(value: str, name: str) -> int:
@@ -135,9 +163,13 @@ def no_content() -> Reply:
     return Reply(204)
 
 
+_UNPARSED: Any = object()  # Call.parsed when the body was not parsed on the way in
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
-    """What an api function sees of a request: typed path params, query, headers and raw body."""
+    """What an api function sees of a request: typed path params, query, headers and raw body. `parsed`: the
+    body as JSON when it was parsed on the way in (for the request's log context): `json` parses it once."""
 
     method: str
     path: str
@@ -145,6 +177,7 @@ class Call:
     query: Mapping[str, str]
     headers: Mapping[str, str]
     body: bytes
+    parsed: Any = _UNPARSED
 
     def id(self, name: str) -> int:
         value = self.params[name]
@@ -157,10 +190,12 @@ class Call:
     def json(self, model: type[M]) -> M:
         if not self.body.strip():
             raise InvalidInputError("a JSON request body is required")
-        try:
-            data = json.loads(self.body)
-        except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, a huge number, deep nesting
-            raise InvalidInputError("the request body is not valid JSON") from None
+        data = self.parsed
+        if data is _UNPARSED:
+            try:
+                data = json.loads(self.body)
+            except (ValueError, RecursionError):  # JSONDecodeError, bad UTF-8, a huge number, deep nesting
+                raise InvalidInputError("the request body is not valid JSON") from None
         return validate(model, data)
 
     def query_model(self, model: type[M]) -> M:
@@ -295,24 +330,30 @@ def handle(
     before anything of the request is parsed: a caller without credentials learns nothing about its input.
     """
     try:
-        if not route.matches(request.path):
-            raise RouteNotFoundError(f"no route for {request.path}")
-        if not route.allows(request.method):
+        path, method, headers = request.path, request.method, request.headers
+        given = route.match(path)
+        if given is None:
+            raise RouteNotFoundError(f"no route for {path}")
+        if not route.allows(method):
             raise MethodNotAllowedError([route.method])
         if authenticate is not None:
-            authenticate(service(), cast(Mapping[str, str], request.headers))
-        require_json_body(route, request.headers)
+            authenticate(service(), cast(Mapping[str, str], headers))
+        require_json_body(route, headers)
+        params = route.params_of(given)
+        query = single_valued(request.args) if request.query_string else {}  # parsed only when given
+        body = read_body(request) if route.takes_body else b""  # a GET's body means nothing: not read
         call = Call(
-            method=request.method,
-            path=request.path,
-            params=route.params(request.path),
-            query=single_valued(request.args) if request.query_string else {},  # parsed only when given
-            headers=cast(Mapping[str, str], request.headers),  # werkzeug Headers: a case-insensitive mapping
-            body=read_body(request) if route.takes_body else b"",  # a GET's body means nothing: not read
+            method=method,
+            path=path,
+            params=params,
+            query=query,
+            headers=cast(Mapping[str, str], headers),  # werkzeug Headers: a case-insensitive mapping
+            body=body,
+            # the body parsed once: for the request's log context here, and for the endpoint's call.json
+            parsed=observed.annotate_request(params, query, body, _UNPARSED),
         )
-        observed.annotate_request(call.params, call.query, call.body)
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and route.idempotent and idempotency is not None:
+        key = headers.get("Idempotency-Key") if route.idempotent and idempotency is not None else None
+        if key is not None and idempotency is not None:
             if not _KEY_PATTERN.match(key):
                 raise InvalidInputError("Idempotency-Key must be 1 to 200 visible ASCII characters")
             instance = service()
@@ -332,13 +373,17 @@ def handle(
     return to_flask(reply)
 
 
+# json.dumps(body, ensure_ascii=False, separators=(",", ":")) builds a new encoder per call; one does
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def to_flask(reply: Reply) -> flask.Response:
     if reply.body is None:
         response = flask.Response(status=reply.status)
     elif isinstance(reply.body, bytes):
         response = flask.Response(reply.body, status=reply.status, content_type="application/json")
     else:
-        payload = json.dumps(reply.body, ensure_ascii=False, separators=(",", ":"))
+        payload = _ENCODER.encode(reply.body).encode()
         response = flask.Response(payload, status=reply.status, content_type="application/json")
     for name, value in reply.headers.items():
         response.headers[name] = value

@@ -175,17 +175,23 @@ def _event_delay(environ: dict[str, Any], topic: str) -> float | None:
     return delay
 
 
-def annotate_request(params: Mapping[str, Any], query: Mapping[str, Any], body: bytes) -> None:
-    """The key ids of a request under observation (path, query, a small JSON object body); else nothing."""
+def annotate_request(
+    params: Mapping[str, Any], query: Mapping[str, Any], body: bytes, unparsed: Any = None
+) -> Any:
+    """The key ids of a request under observation (path, query, a small JSON object body); else nothing.
+
+    Returns the body as parsed for it (a JSON object), so that the caller need not parse it again; `unparsed`
+    when it did not parse one (not observed, no body, a body too large or not an object, invalid JSON)."""
     if not logs.in_request():
-        return
-    parsed: Any = None
+        return unparsed
+    parsed: Any = unparsed
     if body and len(body) <= 4096 and body.lstrip()[:1] == b"{":
         try:
             parsed = json.loads(body)
         except (ValueError, RecursionError):
-            parsed = None
+            parsed = unparsed
     annotate(params, query, parsed if isinstance(parsed, dict) else None)
+    return parsed
 
 
 def annotate_reply(body: Any) -> None:

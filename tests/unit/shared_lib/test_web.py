@@ -325,3 +325,36 @@ def test_a_chunked_body_over_the_limit_is_413() -> None:
         assert response.status_code == status, size
         if status == 200:
             assert response.get_data() == b"z" * size
+
+
+def test_an_observed_request_body_is_parsed_once_for_its_log_context_and_its_endpoint() -> None:
+    from shared_lib.observability import logs
+
+    seen: list[Any] = []
+
+    def remember(service: object, call: web.Call) -> web.Reply:
+        seen.append(call.parsed)
+        return web.ok({"count": call.json(Body).count})
+
+    app = flask.Flask("t")
+
+    @app.route("/<path:path>", methods=["POST"])
+    def any_path(path: str) -> flask.Response:
+        with logs.request_context("svc", "f") as context:
+            response = web.handle(flask.request, ROUTE, remember, lambda: object())
+            seen.append(dict(context))
+        return response
+
+    client = app.test_client()
+    assert client.post("/user/7/cart/9", json={"count": 2}).json == {"count": 2}
+    parsed, context = seen
+    assert parsed == {"count": 2}  # the log context's parse, handed to call.json
+    assert context["user_id"] == 7 and context["sku"] == 9
+    seen.clear()
+    invalid = client.post("/user/7/cart/9", data=b"{", content_type="application/json")
+    assert invalid.status_code == 400 and json_of(invalid)["code"] == 3
+    seen.clear()
+    # a body that is no JSON object is not parsed on the way in: call.json parses it and refuses it
+    refused = client.post("/user/7/cart/9", data=b"[1]", content_type="application/json")
+    assert refused.status_code == 400
+    assert seen[0] is not None and not isinstance(seen[0], (dict, list))
