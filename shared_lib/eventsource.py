@@ -218,7 +218,6 @@ class KafkaEventSource:
         fetch_max_wait_ms: int = 20,
         max_backlog: int = 500,
         stall_warning_seconds: float = 60.0,
-        measure_dead_letters: bool = True,
     ) -> None:
         if max_backlog < 1:
             raise ValueError("max_backlog must be at least 1")
@@ -243,9 +242,7 @@ class KafkaEventSource:
         self.dead_letters = deadletters.KafkaDeadLetterPublisher(
             bootstrap, self.dead_letter_topic, f"eventsource-{group}-dlq", timeout_seconds
         )
-        self._dlq_backlog = (
-            deadletters.DeadLetterBacklog(bootstrap, self.dead_letter_topic) if measure_dead_letters else None
-        )
+        self._dlq_backlog = deadletters.DeadLetterBacklog(bootstrap, self.dead_letter_topic)
         self.stats = SourceStats()
         self._stats_lock = threading.Lock()
         self._workers: dict[TopicPartition, _Worker] = {}
@@ -335,8 +332,7 @@ class KafkaEventSource:
             finally:
                 self._close(consumer)
         self.dead_letters.close()
-        if self._dlq_backlog is not None:
-            self._dlq_backlog.close()
+        self._dlq_backlog.close()
 
     def _connect(self, quiet: bool) -> Any | None:
         """A new consumer, or None while Kafka is unreachable (said once per outage, not per try)."""
@@ -415,7 +411,7 @@ class KafkaEventSource:
         second; the dead-letter topic's backlog every few seconds. True when a partition has records waiting
         on the broker that this consumer stopped fetching (then the caller rebuilds the consumer)."""
         now = time.monotonic()
-        if now - self._dlq_measured >= DLQ_INTERVAL_SECONDS and self._dlq_backlog is not None:
+        if now - self._dlq_measured >= DLQ_INTERVAL_SECONDS:
             self._dlq_measured = now
             waiting = self._dlq_backlog.measure()
             if waiting is not None:
