@@ -3,13 +3,13 @@ broker-acknowledged sends.
 
 `Event` is what the shop publishes (loms' outbox rows) and what the event source delivers: its attributes, its
 data as the bytes they are (never decoded or re-encoded here), the Kafka record key and the producer's trace
-context. On the wire it is a CloudEvent in binary mode, written and read by the SDK (`cloudevents.kafka`
-`to_binary`/`from_binary` on records: `ce_id`, `ce_source`, … headers; `cloudevents.conversion.to_binary` and
-`cloudevents.http.from_http` on HTTP: `ce-id`, `ce-source`, …); a structured-mode event (one JSON envelope,
-content type `application/cloudevents+json`) is read too. The record key travels as the record's key, never
-as an attribute; `traceparent` travels as its own W3C Trace Context header beside the event on both
-transports, as consumers expect it. A publish is timed, counted and (when tracing) a producer span linked to
-each event's producer. Nothing service-specific here.
+context. On the wire it is a CloudEvent in binary mode, written by the SDK (`cloudevents.kafka.to_binary` on
+records: `ce_id`, `ce_source`, … headers; `cloudevents.conversion.to_binary` on HTTP: `ce-id`, `ce-source`, …)
+and read back from records by it (`from_binary`; a structured-mode record, one JSON envelope of content type
+`application/cloudevents+json`, too; functions-framework reads what HTTP delivers). The record key travels as
+the record's key, never as an attribute; `traceparent` travels as its own W3C Trace Context header beside the
+event on both transports, as consumers expect it. A publish is timed, counted and (when tracing) a producer
+span linked to each event's producer. Nothing service-specific here.
 """
 
 from __future__ import annotations
@@ -144,20 +144,6 @@ def http_request(event: Event) -> tuple[dict[str, str], bytes]:
     if event.traceparent:
         headers["traceparent"] = event.traceparent
     return headers, body
-
-
-def from_http(headers: Mapping[str, str], body: bytes) -> Event:
-    """The event an HTTP request holds, binary or structured; MalformedEventError when it holds none."""
-    try:
-        sdk = cloudevents.conversion.from_http(Received, headers, body, as_is)
-    except MalformedEventError:
-        raise
-    except UNREADABLE as exc:
-        raise MalformedEventError(f"not a readable CloudEvent ({type(exc).__name__})") from None
-    data = sdk.get_data()
-    if isinstance(data, str):  # a structured event's `data`: the SDK hands it over as JSON text
-        data = json.loads(data)
-    return _event(sdk, data, None, headers.get("traceparent"))
 
 
 def _event(sdk: AnyCloudEvent, data: Any, key: bytes | None, traceparent: str | None) -> Event:

@@ -7,16 +7,34 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+import cloudevents.http
 from werkzeug.wrappers import Request, Response
 
-from shared_lib.events import Event, from_http, kafka_message
+from shared_lib.events import Event, kafka_message
 from tests.fixtures.kafka import read_records
 from tests.integration.shared_lib.serving import serve_in_thread
+
+
+def event_from_http(headers: Mapping[str, str], body: bytes) -> Event:
+    """The event a binary-mode CloudEvent request holds (what a CloudEvent function is given), read by the
+    cloudevents SDK, its data the bytes they are."""
+    sdk = cloudevents.http.from_http(headers, body, data_unmarshaller=lambda data: data)
+    return Event(
+        id=sdk["id"],
+        source=sdk["source"],
+        type=sdk["type"],
+        data=sdk.get_data() or b"",
+        time=datetime.fromisoformat(sdk["time"]),
+        subject=sdk.get("subject"),
+        traceparent=headers.get("traceparent"),
+        content_type=sdk.get("datacontenttype") or "application/json",
+    )
 
 
 def kafka_headers(event: Event) -> list[tuple[str, bytes]]:
@@ -54,7 +72,7 @@ class Sink:
         return self._answer(Request(environ))(environ, start_response)
 
     def _answer(self, request: Request) -> Response:
-        event = from_http({k.lower(): v for k, v in request.headers.items()}, request.get_data())
+        event = event_from_http({k.lower(): v for k, v in request.headers.items()}, request.get_data())
         lane = partition_of(event)
         with self.lock:
             self.received.append(event)

@@ -28,9 +28,10 @@ from functions.loms.adapters.pg_shards import Shards
 from functions.loms.domain import Item, OrderStatus
 from functions.loms.settings import LomsSettings
 from shared_lib.devtools.ports import free_port
-from shared_lib.events import Event, from_http
+from shared_lib.events import Event
 from tests.conftest import ROOT
 from tests.http_client import fetch
+from tests.integration.events.sink import event_from_http
 from tests.integration.loms.conftest import MakeDatabase, PgLoms
 from tests.integration.loms.test_events_kafka import read_topic
 from tests.polling import wait_for as eventually
@@ -142,7 +143,7 @@ class Sink:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
-        event = from_http({k.lower(): v for k, v in request.headers.items()}, request.get_data())
+        event = event_from_http({k.lower(): v for k, v in request.headers.items()}, request.get_data())
         with self.lock:
             self.events.append(event)
         return Response(status=204)(environ, start_response)

@@ -21,7 +21,6 @@ from shared_lib.events import (
     HttpDeliveryPublisher,
     HttpEventSender,
     MalformedEventError,
-    from_http,
     from_kafka,
     http_request,
     kafka_message,
@@ -52,11 +51,6 @@ def closed_port() -> int:
 
 def test_an_event_survives_a_kafka_record_round_trip() -> None:
     assert from_kafka(kafka_headers(EVENT), EVENT.data, EVENT.key) == EVENT
-
-
-def test_an_event_survives_an_http_round_trip_except_its_key() -> None:
-    got = from_http(http_request(EVENT)[0], EVENT.data)
-    assert got == dataclasses.replace(EVENT, key=None)
 
 
 def test_a_record_without_cloudevent_headers_is_malformed_for_from_kafka() -> None:
@@ -108,13 +102,11 @@ STRUCTURED = {
 }
 
 
-def test_a_structured_mode_record_and_request_are_read_too() -> None:
+def test_a_structured_mode_record_is_read_too() -> None:
     envelope = json.dumps(STRUCTURED).encode()
     headers = [("content-type", b"application/cloudevents+json"), ("traceparent", b"00-ab-cd-01")]
     expected = dataclasses.replace(EVENT, data=b'{"order_id":1,"status":"new"}', traceparent="00-ab-cd-01")
     assert from_kafka(headers, envelope, EVENT.key) == expected
-    http = {"Content-Type": "application/cloudevents+json", "traceparent": "00-ab-cd-01"}
-    assert from_http(http, envelope) == dataclasses.replace(expected, key=None)
     as_bytes = {**STRUCTURED, "data_base64": base64.b64encode(b"\x00\x01").decode()}
     del as_bytes["data"]
     assert from_kafka(headers, json.dumps(as_bytes).encode(), None).data == b"\x00\x01"
@@ -151,8 +143,6 @@ def test_a_record_that_is_not_a_whole_cloudevent_1_0_is_malformed(headers: list[
 def test_an_unreadable_structured_record_is_malformed(envelope: bytes) -> None:
     with pytest.raises(MalformedEventError):
         from_kafka([("content-type", b"application/cloudevents+json")], envelope, None)
-    with pytest.raises(MalformedEventError):
-        from_http({"Content-Type": "application/cloudevents+json"}, envelope)
 
 
 def test_a_cloudevent_record_is_delivered_as_it_is() -> None:
