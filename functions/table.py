@@ -8,6 +8,7 @@ functions/<service>/main.py; adding a worker is one row of WORKERS plus its modu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -143,6 +144,7 @@ BY_NAME: dict[str, Function] = {f.name: f for f in FUNCTIONS}  # the functions-f
 WORKER_BY_NAME: dict[str, Worker] = {w.name: w for w in WORKERS}
 
 
+@functools.cache  # a frozen Route built once per function: every request of the function asks for it
 def route(name: str) -> Route:
     """The HTTP route of one function, with its service's error conventions.
 

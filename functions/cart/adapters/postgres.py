@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 from shared_lib.postgres import ConnectionPool
@@ -18,14 +19,19 @@ ON CONFLICT (user_id, sku) DO UPDATE
 RETURNING c.count
 """
 
+_ITEMS = "SELECT json_object_agg(sku, count)::text FROM cart_items WHERE user_id = :u"
+
 
 class PgCartRepository:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
 
     def items_of(self, user_id: int) -> dict[int, int]:
-        rows = self.pool.run("SELECT sku, count FROM cart_items WHERE user_id = :u", u=user_id)
-        return {int(sku): int(count) for sku, count in rows}
+        # one row, the lines as one JSON object (sku -> count; NULL for no lines): reading a row per line
+        # in pg8000 cost ~35 us more of this process's CPU for an 11-line cart
+        rows = self.pool.run(_ITEMS, u=user_id)
+        text = rows[0][0] if rows else None
+        return {} if text is None else {int(sku): int(count) for sku, count in json.loads(text).items()}
 
     def add(self, user_id: int, sku: int, count: int, limit: int) -> bool:
         return bool(self.pool.run(_ADD, user_id=user_id, sku=sku, count=count, limit=limit))
