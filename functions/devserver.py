@@ -218,7 +218,7 @@ def load_sample_order(database_url: str, sample: Path = SAMPLE_ORDER) -> str:
 
     from functions.orders.adapters.postgres import PgOrderRepository
     from functions.orders.consumer import parse
-    from functions.orders.domain import SourceRecord
+    from functions.orders.domain import EncodedOrder, SourceRecord
     from shared_lib.postgres import ConnectionPool
 
     submission = parse(SourceRecord(value=sample.read_bytes()), datetime.now(UTC), timedelta(minutes=5))
@@ -226,7 +226,7 @@ def load_sample_order(database_url: str, sample: Path = SAMPLE_ORDER) -> str:
         raise ValueError(f"{sample} is not a valid order: {submission.problem}")
     pool = ConnectionPool(database_url, size=1, name="devserver-sample")
     try:
-        PgOrderRepository(pool).store([submission.order])
+        PgOrderRepository(pool).store([EncodedOrder.of(submission.order)])
     finally:
         pool.close()
     return submission.order.order_uid

@@ -316,10 +316,34 @@ class Order:
         return fingerprint(self.to_json())
 
 
+def canonical(document: Mapping[str, Any]) -> bytes:
+    """An order's canonical JSON (of its to_json): compact, keys in declaration order, UTF-8 as is. The same
+    bytes as shared_lib.cache.encode of the same document, so they are also what the caches hold."""
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def fingerprint(document: Mapping[str, Any]) -> str:
     """SHA-256 of an order's canonical JSON (its to_json)."""
-    canonical = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical(document)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedOrder:
+    """An order with its canonical JSON, encoded once: its fingerprint, its rows in the database and its
+    cached bytes all come from `data`."""
+
+    order: Order
+    data: bytes
+    fingerprint: str
+
+    @classmethod
+    def of(cls, order: Order) -> EncodedOrder:
+        data = canonical(order.to_json())
+        return cls(order, data, hashlib.sha256(data).hexdigest())
+
+    @property
+    def order_uid(self) -> str:
+        return self.order.order_uid
 
 
 # The two mappings below are generated once, as source, from the fields (as dataclasses generates __init__):

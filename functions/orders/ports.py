@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from functions.orders.domain import DeadLetter, Order, OrderSummary, StoreResult
+from functions.orders.domain import DeadLetter, EncodedOrder, Order, OrderSummary, StoreResult
 
 
 class OrderRepository(Protocol):
-    def store(self, orders: Sequence[Order]) -> StoreResult:
+    def store(self, orders: Sequence[EncodedOrder]) -> StoreResult:
         """Store every order whose uid is new, in one transaction; an order with a stored uid changes nothing.
+        Each order comes with its canonical JSON and fingerprint (stored with it), encoded once by the caller.
 
         The result names the uids inserted now and, for every uid of `orders`, the fingerprint stored under it
         (so the caller tells a redelivery from a conflict). Raises OrderRejectedError when the database

@@ -11,13 +11,14 @@ the shared cache that other replicas fill and read); a not-found one never is, a
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from functions.orders.domain import (
     DeadLetter,
-    Order,
+    EncodedOrder,
     OrderNotFoundError,
     OrderRejectedError,
     OrderSummary,
@@ -63,10 +64,12 @@ class OrdersService:
         database or the dead-letter topic is unavailable): nothing may be acknowledged, the batch comes again,
         and its redelivery changes nothing that this attempt stored.
         """
-        first: dict[str, Order] = {}  # per uid, the first order of the batch: the one that may be stored
+        # per uid, the first order of the batch (the one that may be stored), encoded once: its fingerprint,
+        # its rows and its cached bytes
+        first: dict[str, EncodedOrder] = {}
         for submission in submissions:
-            if submission.order is not None:
-                first.setdefault(submission.order.order_uid, submission.order)
+            if submission.order is not None and submission.order.order_uid not in first:
+                first[submission.order.order_uid] = EncodedOrder.of(submission.order)
         inserted, fingerprints, refused = self._store(list(first.values()))
 
         verdicts = []
@@ -76,11 +79,14 @@ class OrdersService:
                 verdicts.append(Verdict(submission.record, Outcome.INVALID, reason=submission.problem))
                 continue
             uid = order.order_uid
+            encoded = first[uid]
             if uid in refused:
                 verdicts.append(Verdict(submission.record, Outcome.INVALID, uid, refused[uid]))
-            elif first[uid] is order and uid in inserted:
+            elif encoded.order is order and uid in inserted:
                 verdicts.append(Verdict(submission.record, Outcome.STORED, uid))
-            elif fingerprints.get(uid) == order.fingerprint:
+            elif fingerprints.get(uid) == (
+                encoded.fingerprint if encoded.order is order else order.fingerprint
+            ):
                 verdicts.append(Verdict(submission.record, Outcome.DUPLICATE, uid))
             else:
                 reason = f"conflict: order_uid {uid} is stored with a different body"
@@ -88,16 +94,16 @@ class OrdersService:
 
         letters = [DeadLetter(v.record, v.reason) for v in verdicts if v.dead_lettered]
         self.dead_letters.send(letters)
-        for verdict in verdicts:
-            self.counters.increment(verdict.outcome.value)
-            if verdict.dead_lettered:
-                log.warning("dead-lettered %s: %s", verdict.record.where(), verdict.reason)
+        for outcome, count in Counter(verdict.outcome.value for verdict in verdicts).items():
+            self.counters.increment(outcome, count)
+        for letter in letters:
+            log.warning("dead-lettered %s: %s", letter.record.where(), letter.reason)
         if self.warm_cache:
-            for uid in inserted:
-                self.cache.set(cache_key(uid), first[uid].to_json(), self.cache_ttl_seconds)
+            for uid in inserted:  # the bytes stored are the bytes cached (shared_lib.cache.encode's)
+                self.cache.set_encoded(cache_key(uid), first[uid].data, self.cache_ttl_seconds)
         return verdicts
 
-    def _store(self, orders: list[Order]) -> tuple[frozenset[str], dict[str, str], dict[str, str]]:
+    def _store(self, orders: list[EncodedOrder]) -> tuple[frozenset[str], dict[str, str], dict[str, str]]:
         """(inserted uids, stored fingerprint per uid, refused uid -> reason); one by one after a refusal."""
         if not orders:
             return frozenset(), {}, {}

@@ -2,15 +2,16 @@
 
 The only module of the order viewer that speaks SQL. The tables' columns are the order's JSON keys (the
 domain's field names), so the statements are derived from the domain's Order, and a row is a part of the
-order's to_json. A batch is a handful of statements whatever its size: each table's rows travel as one JSON
-document expanded by jsonb_to_recordset, so a poll of a thousand orders costs the same few round trips as one.
+order's to_json. A batch is one statement whatever its size (and one more to read the fingerprints stored
+under the uids it did not insert): the orders' canonical JSON travels as one JSON array that PostgreSQL splits
+into the four tables, so a poll of a thousand orders costs the same round trips as one, and nothing is
+encoded again for the database.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pg8000.exceptions import DatabaseError
 
 from functions.orders.domain import (
     Delivery,
+    EncodedOrder,
     Item,
     Order,
     OrderRejectedError,
@@ -28,7 +30,6 @@ from functions.orders.domain import (
     Payment,
     StoreResult,
 )
-from functions.orders.domain import fingerprint as domain_fingerprint
 from shared_lib import postgres
 from shared_lib.postgres import ConnectionPool
 
@@ -49,18 +50,20 @@ class _Table:
         return [f.name for f in dataclasses.fields(self.part) if f.name not in self.skip]
 
     @functools.cached_property
-    def columns(self) -> list[tuple[str, str]]:
-        """(name, SQL type) of every column the rows carry, in order."""
+    def typed(self) -> list[tuple[str, str]]:
+        """(name, SQL type) of the part's own fields, in order."""
         hints = typing.get_type_hints(self.part)
-        typed = [(name, _SQL_TYPES[hints[name]]) for name in self.fields]
-        return [*self.keys, *typed, *self.extra]
+        return [(name, _SQL_TYPES[hints[name]]) for name in self.fields]
 
-    def insert(self, conflict: str = "") -> str:
-        names = ", ".join(name for name, _ in self.columns)
-        record = ", ".join(f"{name} {kind}" for name, kind in self.columns)
+    def insert(self, keys: str, source: str, document: str, extra: str = "", conflict: str = "") -> str:
+        """INSERT of the rows `source` yields: `keys` (the SQL of the key columns' values), then the fields of
+        the part's JSON object `document`, then `extra`."""
+        names = ", ".join(name for name, _ in [*self.keys, *self.typed, *self.extra])
+        record = ", ".join(f"{name} {kind}" for name, kind in self.typed)
+        values = ", ".join([keys, *(f"r.{name}" for name in self.fields), *([extra] if extra else [])])
         return (
-            f"INSERT INTO {self.name} ({names}) SELECT {names}"
-            f" FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({record}) {conflict}"
+            f"INSERT INTO {self.name} ({names}) SELECT {values}"
+            f" FROM {source}, jsonb_to_record({document}) AS r({record}) {conflict}"
         )
 
     def select(self, alias: str) -> str:
@@ -80,10 +83,32 @@ _DELIVERIES = _Table("deliveries", _UID, Delivery)
 _PAYMENTS = _Table("payments", _UID, Payment)
 _ITEMS = _Table("order_items", (*_UID, ("position", "integer")), Item)
 
-_INSERT_ORDERS = _ORDERS.insert("ON CONFLICT (order_uid) DO NOTHING RETURNING order_uid")
-_INSERT_DELIVERIES = _DELIVERIES.insert()
-_INSERT_PAYMENTS = _PAYMENTS.insert()
-_INSERT_ITEMS = _ITEMS.insert()
+# A batch in one statement: the orders' canonical JSON documents (as received, validated, encoded once) travel
+# as one JSON array beside their fingerprints, and PostgreSQL splits them into the four tables. The parts of
+# the orders that ON CONFLICT skipped (a stored uid) are not inserted; the statement returns the new uids.
+_INSERT_BATCH = (
+    "WITH batch AS (SELECT b.document, b.fingerprint, b.document->>'order_uid' AS order_uid"
+    " FROM ROWS FROM (jsonb_array_elements(CAST(:documents AS jsonb)), unnest(CAST(:fingerprints AS text[])))"
+    " AS b(document, fingerprint)),"
+    " new AS ("
+    + _ORDERS.insert(
+        "b.order_uid",
+        "batch b",
+        "b.document",
+        "b.fingerprint",
+        "ON CONFLICT (order_uid) DO NOTHING RETURNING order_uid",
+    )
+    + "), fresh AS (SELECT b.* FROM batch b JOIN new USING (order_uid)),"
+    " deliveries AS (" + _DELIVERIES.insert("b.order_uid", "fresh b", "b.document->'delivery'") + "),"
+    " payments AS (" + _PAYMENTS.insert("b.order_uid", "fresh b", "b.document->'payment'") + "),"
+    " items AS ("
+    + _ITEMS.insert(
+        "b.order_uid, CAST(i.n - 1 AS integer)",
+        "fresh b, jsonb_array_elements(b.document->'items') WITH ORDINALITY AS i(item, n)",
+        "i.item",
+    )
+    + ") SELECT order_uid FROM new"
+)
 _HEAD_FIELDS = ["order_uid", *_ORDERS.fields]
 _SELECT_ORDER = (
     f"SELECT o.order_uid, {_ORDERS.select('o')}, {_DELIVERIES.select('d')}, {_PAYMENTS.select('p')}"
@@ -93,52 +118,23 @@ _SELECT_ORDER = (
 _SELECT_ITEMS = f"SELECT {_ITEMS.select('i')} FROM order_items i WHERE i.order_uid = :u ORDER BY i.position"
 
 
-class _Rows:
-    """A batch of orders as each table's rows: the order's JSON (to_json) split by table."""
-
-    def __init__(self, orders: Sequence[Order]) -> None:
-        self.heads: list[dict[str, Any]] = []
-        self.deliveries: list[dict[str, Any]] = []
-        self.payments: list[dict[str, Any]] = []
-        self.items: list[dict[str, Any]] = []
-        self.fingerprints: dict[str, str] = {}
-        for order in orders:
-            document = order.to_json()
-            uid = document["order_uid"]
-            fingerprint = self.fingerprints[uid] = domain_fingerprint(document)
-            head = {name: document[name] for name in _HEAD_FIELDS}
-            head["fingerprint"] = fingerprint
-            self.heads.append(head)
-            self.deliveries.append({"order_uid": uid, **document["delivery"]})
-            self.payments.append({"order_uid": uid, **document["payment"]})
-            self.items.extend(
-                {"order_uid": uid, "position": position, **item}
-                for position, item in enumerate(document["items"])
-            )
-
-
-def _json(rows: list[dict[str, Any]], only: frozenset[str] | None = None) -> str:
-    if only is not None:
-        rows = [row for row in rows if row["order_uid"] in only]
-    return json.dumps(rows, ensure_ascii=False)
-
-
 class PgOrderRepository:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
 
-    def store(self, orders: Sequence[Order]) -> StoreResult:
+    def store(self, orders: Sequence[EncodedOrder]) -> StoreResult:
         if not orders:
             return StoreResult(frozenset())
-        rows = _Rows(orders)
+        documents = b"[" + b",".join(o.data for o in orders) + b"]"
         try:
-            with self.pool.transaction() as conn:
-                inserted = frozenset(r[0] for r in conn.run(_INSERT_ORDERS, rows=_json(rows.heads)) or [])
-                if inserted:
-                    conn.run(_INSERT_DELIVERIES, rows=_json(rows.deliveries, inserted))
-                    conn.run(_INSERT_PAYMENTS, rows=_json(rows.payments, inserted))
-                    conn.run(_INSERT_ITEMS, rows=_json(rows.items, inserted))
-                fingerprints = {uid: rows.fingerprints[uid] for uid in inserted}
+            with self.pool.connection() as conn:  # one statement: atomic without BEGIN and COMMIT
+                rows = conn.run(
+                    _INSERT_BATCH,
+                    documents=documents.decode(),
+                    fingerprints=[o.fingerprint for o in orders],
+                )
+                inserted = frozenset(r[0] for r in rows or [])
+                fingerprints = {o.order_uid: o.fingerprint for o in orders if o.order_uid in inserted}
                 others = [o.order_uid for o in orders if o.order_uid not in inserted]
                 if others:
                     found = conn.run(

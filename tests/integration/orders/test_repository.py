@@ -12,7 +12,7 @@ import pytest
 
 from functions.orders import consumer
 from functions.orders.adapters.postgres import PgOrderRepository
-from functions.orders.domain import Order, OrderRejectedError, Outcome
+from functions.orders.domain import EncodedOrder, Order, OrderRejectedError, Outcome
 from functions.orders.service import OrdersService
 from shared_lib.cache import InProcessCache
 from shared_lib.counters import InProcessCounters
@@ -43,7 +43,7 @@ def unique() -> str:
 def test_an_order_round_trips_exactly(orders_pool: ConnectionPool) -> None:
     repository = PgOrderRepository(orders_pool)
     stored = fresh(unique())
-    result = repository.store([stored])
+    result = repository.store([EncodedOrder.of(stored)])
     assert result.inserted == {stored.order_uid}
     loaded = repository.get(stored.order_uid)
     assert loaded == stored
@@ -56,10 +56,10 @@ def test_an_order_round_trips_exactly(orders_pool: ConnectionPool) -> None:
 def test_a_batch_stores_the_new_and_reports_the_stored_fingerprints(orders_pool: ConnectionPool) -> None:
     repository = PgOrderRepository(orders_pool)
     old = fresh(unique())
-    repository.store([old])
+    repository.store([EncodedOrder.of(old)])
     new = [fresh(unique()) for _ in range(50)]
     changed = dataclasses.replace(old, entry="OTHER")
-    result = repository.store([*new, changed])
+    result = repository.store([EncodedOrder.of(o) for o in [*new, changed]])
     assert result.inserted == {o.order_uid for o in new}
     assert result.fingerprints[old.order_uid] == old.fingerprint != changed.fingerprint
     assert repository.get(old.order_uid) == old
@@ -72,7 +72,7 @@ def test_a_row_the_database_refuses_is_an_order_rejected_error(orders_pool: Conn
     bad = fresh(unique())
     bad = dataclasses.replace(bad, items=(dataclasses.replace(bad.items[0], sale=150),))
     with pytest.raises(OrderRejectedError, match="SQLSTATE 23514"):
-        repository.store([bad])
+        repository.store([EncodedOrder.of(bad)])
     assert repository.get(bad.order_uid) is None
 
 
@@ -98,6 +98,6 @@ def test_the_database_down_is_a_transient_error() -> None:
     pool = ConnectionPool(f"postgresql://postgres@127.0.0.1:{free_port()}/orders", size=1)
     repository = PgOrderRepository(pool)
     with pytest.raises(TransientError):
-        repository.store([fresh(unique())])
+        repository.store([EncodedOrder.of(fresh(unique()))])
     with pytest.raises(TransientError):
         repository.get("x")

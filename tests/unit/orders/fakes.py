@@ -18,6 +18,7 @@ from typing import Any
 from functions.orders import bootstrap as composition
 from functions.orders.domain import (
     DeadLetter,
+    EncodedOrder,
     Order,
     OrderRejectedError,
     OrderSummary,
@@ -59,7 +60,7 @@ class InMemoryOrders:
         self.batches: list[int] = []  # the size of every store() call
         self._lock = threading.Lock()
 
-    def store(self, orders: Sequence[Order]) -> StoreResult:
+    def store(self, orders: Sequence[EncodedOrder]) -> StoreResult:
         if self.down:
             raise TransientError("the database is unavailable")
         self.batches.append(len(orders))
@@ -67,10 +68,11 @@ class InMemoryOrders:
             raise OrderRejectedError("invalid: the database refused the order (SQLSTATE 23514)")
         with self._lock:
             inserted = frozenset(o.order_uid for o in orders if o.order_uid not in self.orders)
-            for order in orders:
-                if order.order_uid in inserted:
-                    self.orders[order.order_uid] = order
-                    self.ingested.append(order.order_uid)
+            for encoded in orders:
+                assert encoded == EncodedOrder.of(encoded.order)  # the caller's encoding is the order's
+                if encoded.order_uid in inserted:
+                    self.orders[encoded.order_uid] = encoded.order
+                    self.ingested.append(encoded.order_uid)
             return StoreResult(inserted, {o.order_uid: self.orders[o.order_uid].fingerprint for o in orders})
 
     def get(self, order_uid: str) -> Order | None:

@@ -3,16 +3,18 @@ one-by-one fallback that isolates the order the database refuses; transient fail
 
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import timedelta
 
 import pytest
 
 from functions.orders import consumer
-from functions.orders.domain import OrderNotFoundError, Outcome
+from functions.orders.domain import EncodedOrder, OrderNotFoundError, Outcome
 from functions.orders.service import cache_key
 from shared_lib.cache import InProcessCache, encode
 from shared_lib.errors import TransientError
-from tests.unit.orders.fakes import SAMPLE_BYTES, Viewer, record, sample
+from tests.unit.orders.fakes import NOW, SAMPLE_BYTES, Viewer, record, sample
 
 pytestmark = pytest.mark.function("ingest_worker")
 UID = "b563feb7b2b84b6test"
@@ -31,7 +33,18 @@ def test_a_valid_order_is_stored_and_cached_and_a_redelivery_changes_nothing() -
     assert viewer.orders.orders[UID] is stored
     assert viewer.dead_letters.letters == []
     assert viewer.cache.get(cache_key(UID)) == stored.to_json()
+    # the bytes cached on ingest (the order's canonical JSON, encoded once) are what the cache's encode writes
+    assert viewer.cache.get_encoded(cache_key(UID)) == encode(stored.to_json())
     assert viewer.counters.snapshot() == {"stored": 1, "duplicate": 2}
+
+
+def test_an_orders_encoding_is_its_canonical_json_and_its_fingerprint() -> None:
+    order = consumer.parse(record(sample(entry="Ünïcode ✓")), NOW, timedelta(minutes=5)).order
+    assert order is not None
+    encoded = EncodedOrder.of(order)
+    assert encoded.data == encode(order.to_json())  # the cache's bytes, non-ASCII kept as UTF-8
+    assert "Ünïcode ✓".encode() in encoded.data
+    assert encoded.fingerprint == order.fingerprint == hashlib.sha256(encoded.data).hexdigest()
 
 
 def test_another_body_under_a_stored_uid_is_a_conflict_dead_lettered_never_an_overwrite() -> None:
