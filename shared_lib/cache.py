@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Protocol, TypeVar
 
@@ -63,6 +63,10 @@ class EncodedCache(Cache, Protocol):
 
     def set_encoded(self, key: str, data: bytes, ttl: float) -> None:
         """Store `data`, which must be `encode(value)` of a value (the caller encoded it)."""
+        ...
+
+    def set_many_encoded(self, items: Mapping[str, bytes], ttl: float) -> None:
+        """set_encoded of each key's data, in one call (one round trip per Memcached server)."""
         ...
 
 
@@ -209,6 +213,14 @@ class InProcessCache:
             return
         with self._lock:
             self._store(key, data, ttl)
+
+    @traced("set_many")
+    def set_many_encoded(self, items: Mapping[str, bytes], ttl: float) -> None:
+        if ttl <= 0:
+            return
+        with self._lock:
+            for key, data in items.items():
+                self._store(key, data, ttl)
 
     @traced("get_many")
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
@@ -393,6 +405,13 @@ class MemcachedCache:
             return
         mkey = self._key(key)
         self._call("set", lambda c: c.set(mkey, data, expire=_expiry(ttl), noreply=False))
+
+    @traced("set_many")
+    def set_many_encoded(self, items: Mapping[str, bytes], ttl: float) -> None:
+        if ttl <= 0 or not items:
+            return
+        mapped = {self._key(key): data for key, data in items.items()}
+        self._call("set_many", lambda c: c.set_many(mapped, expire=_expiry(ttl), noreply=False))
 
     @traced("get_many")
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:

@@ -98,9 +98,9 @@ class OrdersService:
             self.counters.increment(outcome, count)
         for letter in letters:
             log.warning("dead-lettered %s: %s", letter.record.where(), letter.reason)
-        if self.warm_cache:
-            for uid in inserted:  # the bytes stored are the bytes cached (shared_lib.cache.encode's)
-                self.cache.set_encoded(cache_key(uid), first[uid].data, self.cache_ttl_seconds)
+        if self.warm_cache and inserted:  # the bytes stored are the bytes cached, in one round trip
+            cached = {cache_key(uid): first[uid].data for uid in inserted}
+            self.cache.set_many_encoded(cached, self.cache_ttl_seconds)
         return verdicts
 
     def _store(self, orders: list[EncodedOrder]) -> tuple[frozenset[str], dict[str, str], dict[str, str]]:

@@ -115,6 +115,17 @@ class CacheContract:
         cache.set_encoded(other, encode(value), self.ttl)
         assert (cache.get(other), cache.get_encoded(other)) == (value, encode(value))
 
+    def test_set_many_encoded_stores_each_value_in_one_call(self, cache: EncodedCache) -> None:
+        items = {fresh(): encode({"n": n, "name": "Чайник"}) for n in range(20)}
+        items[fresh() + "x" * 1000] = encode("a key too long for memcached, hashed")
+        cache.set_many_encoded(items, self.ttl)
+        assert {key: cache.get_encoded(key) for key in items} == items
+        assert cache.get(next(iter(items))) == {"n": 0, "name": "Чайник"}
+        nothing = {fresh(): encode(1)}
+        cache.set_many_encoded(nothing, 0)  # no lifetime: nothing stored, as set_encoded
+        cache.set_many_encoded({}, self.ttl)
+        assert cache.get_encoded(next(iter(nothing))) is None
+
     def test_load_through_encoded_loads_once_and_serves_the_stored_bytes(self, cache: EncodedCache) -> None:
         key, loads = fresh(), []
 
