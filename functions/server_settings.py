@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-
-from shared_lib.settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
 

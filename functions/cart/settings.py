@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from pydantic import Field
-
-from shared_lib.settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class CartSettings(BaseSettings):

@@ -10,8 +10,7 @@ import functools
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
-
-from shared_lib.settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ObservabilitySettings(BaseSettings):

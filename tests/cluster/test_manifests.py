@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
 
 from functions import table
 from k8s import generate
 from shared_lib import eventsource
-from shared_lib.settings import BaseSettings
 from tests.cluster.conftest import KNATIVE_OVERLAYS, ROOT, Resource, of_kind
 
 # the cluster tooling of the dev dependencies (kubernetes-validate, cloudcoil's Knative models, jsonschema)

@@ -34,11 +34,8 @@ NOT_FOR_GET_PRODUCT = (
     "pymemcache",
     "yaml",
     "ctypes",
-    "subprocess",  # the profiler's: py-spy runs only for a profile asked for
-    # never imported at run time any more (shared_lib.settings reads the environment): its import brought
-    # asyncio, python-dotenv and its CLI and cloud sources into every cold start
-    "pydantic_settings",
-    "asyncio",
+    # (not "subprocess": the profiler imports it only for a profile asked for, but pydantic-settings' import
+    # brings it in through asyncio anyway)
 )
 TRACING_ENV = (
     "SHOP_TRACING",
