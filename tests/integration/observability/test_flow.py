@@ -73,6 +73,7 @@ def shop(
     environment = {
         "CART_DATABASE_URL": make_database("cart"),
         "CART_MEMCACHED": memcached_address,
+        "CART_PRODUCT_LOCAL_TTL_SECONDS": "0",  # no tier in the process: a second list reads Memcached
         "CART_PRODUCT_RPS": "200",
         "LOMS_SHARD_DSNS": make_database("loms"),
         "LOMS_KAFKA_BOOTSTRAP": kafka_bootstrap,
