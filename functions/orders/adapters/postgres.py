@@ -84,12 +84,14 @@ _PAYMENTS = _Table("payments", _UID, Payment)
 _ITEMS = _Table("order_items", (*_UID, ("position", "integer")), Item)
 
 # A batch in one statement: the orders' canonical JSON documents (as received, validated, encoded once) travel
-# as one JSON array beside their fingerprints, and PostgreSQL splits them into the four tables. The parts of
-# the orders that ON CONFLICT skipped (a stored uid) are not inserted; the statement returns the new uids.
+# as one JSON array beside their fingerprints (one text, hex digests separated by commas: a text[] parameter
+# costs pg8000 an escape per character), and PostgreSQL splits them into the four tables. The parts of the
+# orders that ON CONFLICT skipped (a stored uid) are not inserted; the statement returns the new uids as one
+# text separated by spaces (an order_uid has none: domain.ORDER_UID), not a row each.
 _INSERT_BATCH = (
     "WITH batch AS (SELECT b.document, b.fingerprint, b.document->>'order_uid' AS order_uid"
-    " FROM ROWS FROM (jsonb_array_elements(CAST(:documents AS jsonb)), unnest(CAST(:fingerprints AS text[])))"
-    " AS b(document, fingerprint)),"
+    " FROM ROWS FROM (jsonb_array_elements(CAST(:documents AS jsonb)),"
+    " unnest(string_to_array(:fingerprints, ','))) AS b(document, fingerprint)),"
     " new AS ("
     + _ORDERS.insert(
         "b.order_uid",
@@ -107,7 +109,7 @@ _INSERT_BATCH = (
         "fresh b, jsonb_array_elements(b.document->'items') WITH ORDINALITY AS i(item, n)",
         "i.item",
     )
-    + ") SELECT order_uid FROM new"
+    + ") SELECT string_agg(order_uid, ' ') FROM new"
 )
 _HEAD_FIELDS = ["order_uid", *_ORDERS.fields]
 _SELECT_ORDER = (
@@ -131,9 +133,9 @@ class PgOrderRepository:
                 rows = conn.run(
                     _INSERT_BATCH,
                     documents=documents.decode(),
-                    fingerprints=[o.fingerprint for o in orders],
+                    fingerprints=",".join(o.fingerprint for o in orders),
                 )
-                inserted = frozenset(r[0] for r in rows or [])
+                inserted = frozenset((rows[0][0] or "").split(" ")) - {""}
                 fingerprints = {o.order_uid: o.fingerprint for o in orders if o.order_uid in inserted}
                 others = [o.order_uid for o in orders if o.order_uid not in inserted]
                 if others:
