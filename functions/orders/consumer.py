@@ -157,7 +157,7 @@ def parse(record: SourceRecord, now: datetime, future_skew: timedelta) -> Submis
             model = OrderModel.model_validate(data, context=context)
         except pydantic.ValidationError as exc:
             return Submission(record, None, "invalid: " + web.describe(exc))
-    order = Order.from_json(model.model_dump())
+    order = Order.from_attributes(model)
     problems = sum_problems(order)
     if problems:
         return Submission(record, None, "invalid: " + "; ".join(problems))

@@ -311,6 +311,13 @@ class Order:
         order: Order = _ORDER_FROM_JSON(document)
         return order
 
+    @classmethod
+    def from_attributes(cls, source: Any) -> Order:
+        """The order whose fields `source` holds as attributes, its parts (and each item) likewise, as they
+        would be in from_json's document (a validated model of that shape: no dump to a dict in between)."""
+        order: Order = _ORDER_FROM_ATTRIBUTES(source)
+        return order
+
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.to_json())
@@ -372,18 +379,19 @@ def _dumper(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
     return dump
 
 
-def _loader(cls: type[Any]) -> Callable[[Mapping[str, Any]], Any]:
+def _loader(cls: type[Any], attributes: bool = False) -> Callable[[Any], Any]:
     """The inverse of _dumper: a dataclass from a document of its JSON shape (date-times as RFC 3339 text or
-    aware datetimes); keys beyond its fields are ignored."""
+    aware datetimes); keys beyond its fields are ignored. With `attributes`, from an object holding the same
+    values as attributes (and its parts as such objects) instead of a mapping."""
     scope: dict[str, Any] = {"cls": cls, "utc": _utc}
     arguments = []
     for name, kind, part in _fields_of(cls):
-        value = f"document[{name!r}]"
+        value = f"document.{name}" if attributes else f"document[{name!r}]"
         if kind == "part":
-            scope[f"load_{name}"] = _loader(part)
+            scope[f"load_{name}"] = _loader(part, attributes)
             value = f"load_{name}({value})"
         elif kind == "parts":
-            scope[f"load_{name}"] = _loader(part)
+            scope[f"load_{name}"] = _loader(part, attributes)
             value = f"tuple([load_{name}(v) for v in {value}])"
         elif kind == "instant":
             value = f"utc({value})"
@@ -541,3 +549,4 @@ class OrderRejectedError(ShopError):
 
 _ORDER_TO_JSON = _dumper(Order)  # after rfc3339 and instant, which they call
 _ORDER_FROM_JSON = _loader(Order)
+_ORDER_FROM_ATTRIBUTES = _loader(Order, attributes=True)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from functions.devtools import orders_generator as generator
-from functions.orders.consumer import parse
+from functions.orders.consumer import OrderModel, parse
 from functions.orders.domain import Order, sum_problems
 from tests.unit.orders.fakes import NOW, SAMPLE_BYTES, record, sample
 
@@ -130,6 +130,11 @@ def test_the_generator_valid_orders_are_valid() -> None:
     rng = random.Random(1)
     for _ in range(200):
         assert parse(record(generator.make_order(rng, now=NOW)), NOW, SKEW).order is not None
+
+
+def test_a_validated_model_maps_to_the_order_its_dump_describes() -> None:
+    model = OrderModel.model_validate_json(SAMPLE_BYTES)  # parse's way: its fields read, no dump in between
+    assert Order.from_attributes(model) == Order.from_json(model.model_dump())
 
 
 def test_the_json_shape_maps_back_to_the_same_order() -> None:
