@@ -86,11 +86,14 @@ class OtelBackend:
 
     name = "otlp"
 
-    def __init__(self, provider: Any) -> None:
+    def __init__(self, provider: Any, parent_based: bool = False) -> None:
+        """`parent_based`: the provider's sampler is ParentBased with its default delegates, so a span under
+        an unsampled parent is never recorded; span() then skips the SDK for it (see _UnsampledSpan)."""
         from opentelemetry import context, trace
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self.provider = provider
+        self.parent_based = parent_based
         self.tracer = provider.get_tracer("shop")
         self._trace = trace
         self._context = context
@@ -112,7 +115,7 @@ class OtelBackend:
             sampler=ParentBased(root),
         )
         provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
-        return cls(provider)
+        return cls(provider, parent_based=True)
 
     def server(self, name: str, headers: Mapping[str, str], attributes: Attributes) -> Span:
         carrier = {k: v for k in ("traceparent", "tracestate") if (v := headers.get(k))}
@@ -125,6 +128,13 @@ class OtelBackend:
         return _OtelSpan(self, name, "consumer", attributes, Context(), self._links([traceparent]))
 
     def span(self, name: str, kind: Kind, attributes: Attributes, links: Sequence[str] = ()) -> Span:
+        if self.parent_based:
+            current = self._trace.get_current_span()
+            span_context = current.get_span_context()
+            if span_context.is_valid and not span_context.trace_flags.sampled:
+                # the sampler would say no: nine requests in ten at 1 in 10. No SDK span, no links parsed, no
+                # context attached; what it injects is the unsampled parent's context, so it still propagates
+                return _UnsampledSpan(self, current)
         return _OtelSpan(self, name, kind, attributes, None, self._links(links))
 
     def _links(self, traceparents: Sequence[str | None]) -> list[Any]:
@@ -215,6 +225,39 @@ class _OtelSpan:
     def inject(self, headers: MutableMapping[str, str]) -> None:
         self._backend._propagator.inject(
             headers, context=self._backend._trace.set_span_in_context(self._span)
+        )
+
+
+class _UnsampledSpan:
+    """A span under an unsampled parent (which ParentBased never records): it records nothing, and carries the
+    parent's context to outbound calls (a W3C traceparent with the sampled flag off still propagates)."""
+
+    __slots__ = ("_backend", "_parent")
+
+    def __init__(self, backend: OtelBackend, parent: Any) -> None:
+        self._backend = backend
+        self._parent = parent
+
+    def __enter__(self) -> _UnsampledSpan:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        pass
+
+    def set(self, key: str, value: Attribute) -> None:
+        pass
+
+    def update(self, attributes: Attributes) -> None:
+        pass
+
+    def fail(self, description: str) -> None:
+        pass
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        self._backend._propagator.inject(
+            headers, context=self._backend._trace.set_span_in_context(self._parent)
         )
 
 

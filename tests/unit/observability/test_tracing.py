@@ -125,6 +125,24 @@ def test_an_outbound_call_is_a_client_span_whose_context_reaches_the_peer(
     assert (int(sent[0], 16), int(sent[1], 16)) == (call.context.trace_id, call.context.span_id)
 
 
+def test_under_an_unsampled_caller_nothing_is_recorded_and_the_context_still_propagates(
+    spans: InMemorySpanExporter, echo_headers: tuple[str, list[dict[str, str]]]
+) -> None:
+    url, seen = echo_headers
+    client = HttpClient(url, name="the product service")
+    unsampled = CALLER[:-2] + "00"
+    with tracing.backend().server("GET /cart", {"traceparent": unsampled}, {}):
+        with tracing.span("SELECT cart", "client", {"db.system.name": "postgresql"}) as query:
+            query.set("shop.rows", 1)
+        assert tracing.current_traceparent() is not None
+        assert client.get("/product/1").status == 200
+    client.close()
+    assert spans.get_finished_spans() == ()
+    sent = tracing.parse_traceparent(seen[0]["HTTP_TRACEPARENT"])
+    assert sent is not None
+    assert sent[0] == CALLER.split("-")[1] and sent[2] is False  # the caller's trace, not sampled
+
+
 def test_without_tracing_no_trace_header_is_sent(echo_headers: tuple[str, list[dict[str, str]]]) -> None:
     url, seen = echo_headers
     tracing.use(tracing.NoopBackend())
