@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-from pymemcache.client.base import PooledClient
 from pymemcache.client.hash import HashClient
 from pymemcache.client.rendezvous import RendezvousHash
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
@@ -286,14 +285,13 @@ def node_score(text: str, seed: int) -> int:
 
 class MemcachedCache:
     """Memcached through pymemcache's HashClient: a pooled client per server, keys spread by rendezvous
-    hashing; with one server, its pooled client alone (PooledClient: nothing to spread, and HashClient's
-    choosing and bookkeeping were ~5% of a get_order hit's CPU).
+    hashing.
 
     Every failure is logged and becomes a miss or a no-op. A server that fails to connect or answer leaves
-    the ring for `retry_after` seconds (HashClient's dead_timeout, with no retry attempts before it; the
-    lone server the same way, here), so an outage costs one timeout, not one per call; meanwhile its keys go
-    to the other servers, and with none left every call is a miss. HashClient's failure bookkeeping takes no
-    lock: threads racing on a failing server can make it raise, which is a miss like any other failure.
+    the ring for `retry_after` seconds (HashClient's dead_timeout, with no retry attempts before it), so an
+    outage costs one timeout, not one per call; meanwhile its keys go to the other servers, and with none
+    left every call is a miss. HashClient's failure bookkeeping takes no lock: threads racing on a failing
+    server can make it raise, which is a miss like any other failure.
     """
 
     system = "memcached"
@@ -315,19 +313,6 @@ class MemcachedCache:
         self.name = name or ("memcached-" + prefix.strip(":") if prefix.strip(":") else "memcached")
         self.prefix = prefix
         self.retry_after = retry_after
-        self._out_until = 0.0  # the lone server's: time.monotonic() until which it is not asked
-        self._client: HashClient | PooledClient
-        if len(addresses) == 1:
-            self._client = PooledClient(
-                addresses[0],
-                connect_timeout=connect_timeout,
-                timeout=timeout,
-                no_delay=True,
-                max_pool_size=pool_size,
-                ignore_exc=False,
-                default_noreply=False,
-            )
-            return
         self._client = HashClient(
             addresses,
             hasher=functools.partial(RendezvousHash, hash_function=node_score),
@@ -345,12 +330,10 @@ class MemcachedCache:
     def _key(self, key: str) -> str:
         return safe_key(self.prefix + key)
 
-    def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
+    def _call(self, what: str, fn: Callable[[HashClient], Any]) -> Any:
         """The answer, or _MISSED when memcached did not give one (logged)."""
         try:
-            if isinstance(self._client, HashClient):
-                return fn(self._client)
-            return self._call_lone(fn)
+            return fn(self._client)
         except OSError as exc:  # refused, reset, timed out: HashClient has taken the server out
             log.warning("memcached is unavailable (%s: %s); serving without that server", what, exc)
         except MemcacheUnexpectedCloseError:
@@ -360,18 +343,6 @@ class MemcachedCache:
         except Exception:  # HashClient's unlocked bookkeeping raced; the cache never breaks a request
             log.exception("memcached client failed on %s", what)
         return _MISSED
-
-    def _call_lone(self, fn: Callable[[Any], Any]) -> Any:
-        """`fn` on the lone server's client, unless it failed within `retry_after` seconds (as HashClient
-        takes a failed server out of its ring for its dead_timeout)."""
-        if self._out_until and time.monotonic() < self._out_until:
-            raise MemcacheError("All servers seem to be down right now")  # HashClient's words for it
-        try:
-            answer = fn(self._client)
-        except OSError:
-            self._out_until = time.monotonic() + self.retry_after
-            raise
-        return answer
 
     @staticmethod
     def _decode(key: str, data: Any) -> Any | None:
