@@ -40,8 +40,10 @@ class Span(Protocol):
         ...
 
 
-class _NoopSpan:
-    def __enter__(self) -> _NoopSpan:
+class NoopSpan:
+    """A span that records nothing and carries no context."""
+
+    def __enter__(self) -> NoopSpan:
         return self
 
     def __exit__(
@@ -62,7 +64,7 @@ class _NoopSpan:
         pass
 
 
-NOOP_SPAN = _NoopSpan()
+NOOP_SPAN = NoopSpan()
 
 
 def parse_traceparent(value: str | None) -> tuple[str, str, bool] | None:

@@ -22,6 +22,7 @@ from shared_lib.observability.spans import NOOP_SPAN as NOOP_SPAN
 from shared_lib.observability.spans import Attribute as Attribute
 from shared_lib.observability.spans import Attributes as Attributes
 from shared_lib.observability.spans import Kind as Kind
+from shared_lib.observability.spans import NoopSpan
 from shared_lib.observability.spans import Span as Span
 from shared_lib.observability.spans import parse_traceparent as parse_traceparent
 
@@ -228,7 +229,7 @@ class _OtelSpan:
         )
 
 
-class _UnsampledSpan:
+class _UnsampledSpan(NoopSpan):
     """A span under an unsampled parent (which ParentBased never records): it records nothing, and carries the
     parent's context to outbound calls (a W3C traceparent with the sampled flag off still propagates)."""
 
@@ -237,23 +238,6 @@ class _UnsampledSpan:
     def __init__(self, backend: OtelBackend, parent: Any) -> None:
         self._backend = backend
         self._parent = parent
-
-    def __enter__(self) -> _UnsampledSpan:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        pass
-
-    def set(self, key: str, value: Attribute) -> None:
-        pass
-
-    def update(self, attributes: Attributes) -> None:
-        pass
-
-    def fail(self, description: str) -> None:
-        pass
 
     def inject(self, headers: MutableMapping[str, str]) -> None:
         self._backend._propagator.inject(
