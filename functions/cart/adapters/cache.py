@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from functions.cart.domain import Product
 from functions.cart.ports import ProductCatalog
-from shared_lib.cache import Cache, InProcessCache, count_lookups, load_through
+from shared_lib.cache import Cache, InProcessCache, load_through
 from shared_lib.workpool import map_bounded
 
 
@@ -50,11 +50,10 @@ class InMemoryTtlProductCache:
 
 
 class LocalProducts:
-    """Products kept in this process in front of the shared cache: each for at most `ttl_seconds`, and never
-    past the moment its shared entry goes stale (`until`, wall-clock seconds, written into the entry by the
-    replica that loaded it), so this tier adds no staleness to the shared cache's TTL. At most `max_entries`;
-    beyond that the oldest kept go first. Frozen Products are handed out as they are: nothing to decode or
-    copy per hit. Lookups are counted under `name`."""
+    """Products kept in this process in front of the shared cache (an InProcessCache): each for at most
+    `ttl_seconds`, and never past the moment its shared entry goes stale (`until`, wall-clock seconds, written
+    into the entry by the replica that loaded it), so this tier adds no staleness to the shared cache's TTL.
+    At most `max_entries`, the least recently used going first. Lookups are counted under `name`."""
 
     def __init__(
         self,
@@ -66,26 +65,24 @@ class LocalProducts:
         name: str = "cart-products-in-process",
     ) -> None:
         self.ttl = ttl_seconds
-        self.max_entries = max_entries
-        self.name = name
-        self._clock = clock
+        self.cache = InProcessCache(max_entries, clock, name)
         self._wall_clock = wall_clock
-        self._entries: dict[int, tuple[float, Product]] = {}  # sku -> (deadline on `clock`, product)
-        self._lock = threading.Lock()  # for writers; a reader's single dict lookup needs none
+
+    @staticmethod
+    def key(sku: int) -> str:
+        return f"product:{sku}"
 
     def get_many(self, skus: Sequence[int]) -> tuple[dict[int, Product], list[int]]:
         """(the products kept and still fresh, the SKUs that were not)."""
-        now = self._clock()
-        entries = self._entries
+        kept = self.cache.get_many([self.key(sku) for sku in skus])
         found: dict[int, Product] = {}
         missing: list[int] = []
         for sku in skus:
-            entry = entries.get(sku)
-            if entry is not None and now < entry[0]:
-                found[sku] = entry[1]
-            else:
+            value = kept.get(self.key(sku))
+            if value is None:
                 missing.append(sku)
-        count_lookups(self.name, len(found), len(missing))
+            else:
+                found[sku] = _from_json(value)
         return found, missing
 
     def keep(self, product: Product, until: object) -> None:
@@ -93,18 +90,12 @@ class LocalProducts:
         if not isinstance(until, (int, float)) or isinstance(until, bool):
             return
         life = min(self.ttl, float(until) - self._wall_clock())
-        if life <= 0:
-            return
-        deadline = self._clock() + life
-        with self._lock:
-            self._entries.pop(product.sku, None)  # re-inserted last: the newest
-            self._entries[product.sku] = (deadline, product)
-            while len(self._entries) > self.max_entries:
-                del self._entries[next(iter(self._entries))]
+        if life > 0:
+            self.cache.set(self.key(product.sku), _to_json(product), life)
 
     @property
     def size(self) -> int:
-        return len(self._entries)
+        return self.cache.size[0]
 
 
 class CachedProductCatalog:
