@@ -7,6 +7,7 @@ the cluster's Deployment run it): its probes and metrics, SIGTERM, and a restart
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -264,6 +265,23 @@ def worker_get(port: int, path: str) -> tuple[int, bytes]:
         return 0, b""
 
 
+@contextlib.contextmanager
+def worker_process(env: dict[str, str]) -> Iterator[int]:
+    """The worker as its own process (`--port N`, as the cluster's Deployment runs it), its port for the body;
+    then SIGTERM, which it must answer by exiting 0 (killed instead when the body failed)."""
+    port = free_port()
+    command = [sys.executable, "-m", "functions.orders.ingest_worker", "--port", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    try:
+        yield port
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_the_worker_process_serves_its_probes_stops_on_sigterm_and_a_restart_goes_on_where_it_left_off(
     configured: tuple[str, Callable[..., Any]],
     kafka_bootstrap: str,
@@ -283,14 +301,7 @@ def test_the_worker_process_serves_its_probes_stops_on_sigterm_and_a_restart_goe
     send(kafka_bootstrap, topic, plan)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # ORDERS_* as configured
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each process's own metrics
-
-    def start() -> tuple[subprocess.Popen[bytes], int]:
-        port = free_port()
-        command = [sys.executable, "-m", "functions.orders.ingest_worker", "--port", str(port)]
-        return subprocess.Popen(command, cwd=ROOT, env=env), port
-
-    process, port = start()
-    try:
+    with worker_process(env) as port:
         wait_until(lambda: stored(orders_pool, {o["order_uid"] for o in before}) == 5, timeout=60)
         read_topic(kafka_bootstrap, f"{topic}.dlq", expected=1, timeout=30)
         status, body = worker_get(port, "/healthz")
@@ -301,30 +312,17 @@ def test_the_worker_process_serves_its_probes_stops_on_sigterm_and_a_restart_goe
         assert status == 200
         assert "shop_orders_ingested_total 5.0" in body.decode()
         assert worker_get(port, "/elsewhere")[0] == 404
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     send(
         kafka_bootstrap,
         topic,
         generator.Plan([(o["order_uid"], generator.encode(o), "valid") for o in after]),
     )
-    process, port = start()
-    try:
+    with worker_process(env) as port:
         every = {o["order_uid"] for o in before + after}
         wait_until(lambda: stored(orders_pool, every) == 10, timeout=60)
         wait_until(
             lambda: "shop_orders_ingested_total 5.0" in worker_get(port, "/metrics")[1].decode(), timeout=30
         )
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     # the restart took only the new records: the invalid one was not dead-lettered a second time (both
     # processes have exited: the topic holds all they wrote)
     assert [r.value for r in read_topic(kafka_bootstrap, f"{topic}.dlq", expected=1)] == [invalid]
