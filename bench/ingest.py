@@ -151,17 +151,6 @@ def run_path(
     return figures
 
 
-def print_profile(output: Path) -> None:
-    from bench.profile import breakdown
-
-    total, layers, leaves, lines = breakdown(output.read_text())
-    print(f"\n== the ingest worker under py-spy ({total} samples holding the GIL; raw stacks in {output})")
-    for title, counter in (("by layer", layers), ("by leaf frame", leaves), ("by line", lines)):
-        print(f"  {title}:")
-        for label, count in counter.most_common(15):
-            print(f"    {count / max(total, 1) * 100:5.1f}%  {label}")
-
-
 KEY_FIGURES = {
     "records/s": "records/s (from first stored)",
     "worker µs/record": "worker CPU µs/record",
@@ -234,7 +223,9 @@ def main() -> None:
     figures["load average (1 min) after"] = os.getloadavg()[0]
     report("orders ingestion: Kafka to PostgreSQL, batch worker", figures)
     if profile is not None:
-        print_profile(profile)
+        from bench.profile import print_breakdown
+
+        print_breakdown("the ingest worker under py-spy", profile, top=15)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,17 @@ def breakdown(raw: str) -> tuple[int, Counter[str], Counter[str], Counter[str]]:
     return total, layers, leaves, lines
 
 
+def print_breakdown(title: str, output: Path, top: int) -> None:
+    """Print the py-spy raw stacks in `output` as shares of their samples: the `top` layers, leaf frames and
+    lines."""
+    total, layers, leaves, lines = breakdown(output.read_text())
+    print(f"\n== {title} ({total} samples holding the GIL; raw stacks in {output})")
+    for heading, counter in (("by layer", layers), ("by leaf frame", leaves), ("by line", lines)):
+        print(f"  {heading}:")
+        for label, count in counter.most_common(top):
+            print(f"    {count / max(total, 1) * 100:5.1f}%  {label}")
+
+
 def record(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     command = [py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds))]
@@ -114,12 +125,7 @@ def profile(
         spy.wait(seconds + 60)
     loader.join()
     for part, output in outputs.items():
-        total, layers, leaves, lines = breakdown(output.read_text())
-        print(f"\n== {name}: {part} ({total} samples holding the GIL)")
-        for title, counter in (("by layer", layers), ("by leaf frame", leaves), ("by line", lines)):
-            print(f"  {title}:")
-            for label, count in counter.most_common(12):
-                print(f"    {count / max(total, 1) * 100:5.1f}%  {label}")
+        print_breakdown(f"{name}: {part}", output, top=12)
 
 
 @contextlib.contextmanager
