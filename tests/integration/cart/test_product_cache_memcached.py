@@ -165,37 +165,30 @@ def test_concurrent_lists_on_several_replicas_fetch_each_product_once(
     assert counting.requests == Counter({f"/product/{sku}": 1 for sku in SKUS})
 
 
-def test_memcached_stopped_mid_test_costs_product_calls_not_failures(
+@pytest.mark.parametrize(
+    ("local_ttl", "product_calls"),
+    [
+        # no local tier: every list asks memcached, so the outage costs a product call per line, not a failure
+        pytest.param(0, len(SKUS), id="without-the-local-tier-product-calls-not-failures"),
+        # far longer than the test: never lapses here, so the replica serves what it kept
+        pytest.param(300, 0, id="the-local-tier-serves-what-it-kept"),
+    ],
+)
+def test_memcached_stopped_mid_test_costs_product_calls_never_failures_or_none_with_the_local_tier(
     replica: Callable[..., Client],
     product: tuple[CountingProduct, str],
     memcached_flap: MemcachedServer,
     cart_dsn: str,
     unique_id: Callable[[], int],
+    local_ttl: float,
+    product_calls: int,
 ) -> None:
     counting, url = product
     user = unique_id()
     fill_cart(cart_dsn, user)
-    cart = replica(url, memcached_flap.address, local_ttl=0)  # no local tier: every list asks memcached
-    warm = list_cart(cart, user)
-    memcached_flap.stop()
-    before = counting.total()
-    assert list_cart(cart, user) == warm
-    assert counting.total() == before + len(SKUS)
-
-
-def test_the_local_tier_serves_a_memcached_outage_from_what_it_kept(
-    replica: Callable[..., Client],
-    product: tuple[CountingProduct, str],
-    memcached_flap: MemcachedServer,
-    cart_dsn: str,
-    unique_id: Callable[[], int],
-) -> None:
-    counting, url = product
-    user = unique_id()
-    fill_cart(cart_dsn, user)
-    cart = replica(url, memcached_flap.address, local_ttl=300)  # far longer than the test: never lapses here
+    cart = replica(url, memcached_flap.address, local_ttl=local_ttl)
     warm = list_cart(cart, user)
     assert counting.total() == len(SKUS)
     memcached_flap.stop()
     assert list_cart(cart, user) == warm
-    assert counting.total() == len(SKUS)  # neither memcached nor the product service was needed
+    assert counting.total() == len(SKUS) + product_calls  # 0: neither memcached nor the product service
