@@ -12,6 +12,10 @@ alternating for --rounds rounds; the figure is CPU µs per request of the functi
 and PostgreSQL's (from /proc), medians, and the function's ratio to the floor. Every answer must be a 200; how
 many came from a cache (X-Cache: hit, either tier) is printed per variant (a Memcached timeout on a loaded
 machine is answered from PostgreSQL: a miss); Memcached's CPU per request tells the tiers apart.
+`--baseline DIR` serves the same variants from another tree as well (a `git worktree` of an older commit,
+same venv), alternating with this tree's in every round: "<variant> at baseline", and the paired ratio of
+this tree's to it ("<variant>: function / at baseline", median over rounds). `--memcached-only` leaves out
+the variant served from the process's own tier (a shorter run when only a Memcached hit is studied).
 Target (issue 14): the function at most 1.3× the floor.
 """
 
@@ -20,12 +24,38 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from bench import floor, load
-from bench.common import report
-from bench.cpu import Window, alternate, measure
+from bench.common import free_port, report, scratch_dir
+from bench.cpu import Window, alternate, measure, median_ratio
 from bench.stack import memcached, postgres
 from functions import devserver
+
+BASELINE = " at baseline"
+
+
+@contextlib.contextmanager
+def function_at(
+    tree: Path, target: str, environment: Mapping[str, str], threads: int, worker_class: str
+) -> Iterator[floor.Served]:
+    """`target` served as floor.function serves it, from another tree's code (its cwd and PYTHONPATH)."""
+    port = free_port()
+    command = floor.function_command(target, port, floor.WORKERS, threads, worker_class)
+    log = (scratch_dir("shop-bench-serve-") / f"{target}-baseline.log").open("ab")
+    env = {**os.environ, **environment, "PYTHONPATH": str(tree)}
+    process = subprocess.Popen(
+        command, cwd=tree, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+    )
+    log.close()
+    served = floor.Served(f"{target}{BASELINE}", port, process)
+    try:
+        floor.wait_ready(served, "/readyz")
+        yield served
+    finally:
+        served.stop()
 
 
 def main() -> None:
@@ -34,9 +64,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per load window")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=floor.THREADS)
+    parser.add_argument("--baseline", type=Path, help="another tree, alternating")
+    parser.add_argument(
+        "--memcached-only", action="store_true", help="only the variant with the process's own tier off"
+    )
     floor.add_server_option(parser)
     args = parser.parse_args()
     floor.check_servers(args.servers)
+    if args.baseline is not None and not (args.baseline / "functions" / "entrypoint.py").is_file():
+        raise SystemExit(f"--baseline: {args.baseline} is not a tree of the shop")
     with contextlib.ExitStack() as stack:
         pg = stack.enter_context(postgres())
         cache = stack.enter_context(memcached())
@@ -44,15 +80,25 @@ def main() -> None:
         devserver.prepare_databases(pg.dsn, environment)
         uid = devserver.load_sample_order(environment["ORDERS_DATABASE_URL"])
         remote = {**environment, "ORDERS_LOCAL_CACHE_ENTRIES": "0"}
+        variants = [("get_order memcached tier", remote)]
+        if not args.memcached_only:
+            variants.insert(0, ("get_order", environment))
+        names = [name for name, _ in variants]
+        if args.baseline is not None:
+            names += [name + BASELINE for name, _ in variants]
         served: dict[str, floor.Served] = {}
         for server in args.servers:
             served[floor.variant_name("bare", server, args.servers)] = stack.enter_context(
                 floor.bare(threads=args.threads, worker_class=server)
             )
-            for name, env in (("get_order", environment), ("get_order memcached tier", remote)):
+            for name, env in variants:
                 served[floor.variant_name(name, server, args.servers)] = stack.enter_context(
                     floor.function("get_order", env, threads=args.threads, worker_class=server)
                 )
+                if args.baseline is not None:
+                    served[floor.variant_name(name + BASELINE, server, args.servers)] = stack.enter_context(
+                        function_at(args.baseline.resolve(), "get_order", env, args.threads, server)
+                    )
         request = load.get(f"/order/{uid}")
         for name, one in served.items():
             if not name.startswith("bare"):
@@ -73,7 +119,17 @@ def main() -> None:
         for one in served.values():  # pools open, code paths warm
             load.run(one.port, request, args.connections, 2.0)
         results = alternate({name: (lambda name=name: variant(name)) for name in served}, args.rounds)  # type: ignore[misc]
-    figures = floor.side_by_side(results, args.servers, ["get_order", "get_order memcached tier"])
+    figures = floor.side_by_side(results, args.servers, names)
+    if args.baseline is not None:
+        for server in args.servers:
+            for name, _ in variants:
+                here = floor.variant_name(name, server, args.servers)
+                there = floor.variant_name(name + BASELINE, server, args.servers)
+                figures[f"{here}: function / at baseline"] = median_ratio(
+                    [w.per_request_us("function") for w in results[here]],
+                    [w.per_request_us("function") for w in results[there]],
+                )
+        figures["baseline"] = str(args.baseline)
     figures["connections"] = args.connections
     figures["gunicorn workers × threads"] = f"{floor.WORKERS} × {args.threads}"
     figures["servers"] = ", ".join(args.servers)
