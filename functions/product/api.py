@@ -12,7 +12,9 @@ from shared_lib import web
 
 
 class ListQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # an unknown query parameter is a typo worth a 400
+    # an unknown query parameter is a typo worth a 400; the validator is built on the first list_products,
+    # not at import: get_product's cold start does not use it
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     count: int = Field(100, ge=1, le=1000)
     start_after_sku: int = Field(0, ge=0, le=web.INT64_MAX)
