@@ -9,6 +9,10 @@ configuration, and the bare functions-framework target (bench/bare.py) the same 
 (--connections keep-alive clients for --seconds), alternating for --rounds rounds. Figures: CPU µs per request
 of list_cart's process tree, Memcached, PostgreSQL and the product service (which a warm list must not call:
 its figure stays at its idle noise), medians, and list_cart's ratio to the floor.
+`--baseline DIR` also serves list_cart from another tree (a `git worktree` of an older commit) on the same
+database and Memcached, alternating with this tree's in every round: "list_cart / baseline" is the median
+over rounds of the two trees' CPU per request paired by round (a before/after figure on a machine whose load
+moves).
 Target (issue 14): list_cart at most 1.5× the floor.
 """
 
@@ -17,14 +21,39 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from bench import floor, load
-from bench.common import report
-from bench.cpu import Window, alternate, measure
+from bench.common import free_port, report, scratch_dir
+from bench.cpu import Window, alternate, measure, median_ratio
 from bench.list_cart import SKUS
 from bench.stack import memcached, shop
 
 USER = 42
+BASELINE = "list_cart baseline"
+
+
+@contextlib.contextmanager
+def function_at(
+    tree: Path, target: str, environment: Mapping[str, str], worker_class: str
+) -> Iterator[floor.Served]:
+    """`target` as floor.function serves it, but the code of `tree` (its modules first on the path)."""
+    port = free_port()
+    command = floor.function_command(target, port, worker_class=worker_class)
+    log = (scratch_dir("shop-bench-serve-") / f"{target}-baseline.log").open("ab")
+    env = {**os.environ, **environment, "PYTHONPATH": str(tree)}
+    process = subprocess.Popen(
+        command, cwd=tree, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+    )
+    log.close()
+    served = floor.Served(f"{target} at {tree}", port, process)
+    try:
+        floor.wait_ready(served, "/readyz")
+        yield served
+    finally:
+        served.stop()
 
 
 def main() -> None:
@@ -32,6 +61,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=5.0, help="per load window")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--baseline", type=Path, help="another tree whose list_cart alternates with this one's"
+    )
     floor.add_server_option(parser)
     args = parser.parse_args()
     floor.check_servers(args.servers)
@@ -53,6 +85,10 @@ def main() -> None:
             served[floor.variant_name("list_cart", server, args.servers)] = stack.enter_context(
                 floor.function("list_cart", running.environment, worker_class=server)
             )
+            if args.baseline is not None:
+                served[floor.variant_name(BASELINE, server, args.servers)] = stack.enter_context(
+                    function_at(args.baseline.resolve(), "list_cart", running.environment, server)
+                )
         request = load.get(f"/user/{USER}/cart")
         for name, one in served.items():
             status = load.one(one.port, request).status
@@ -74,7 +110,19 @@ def main() -> None:
         for one in served.values():  # pools open, code paths warm
             load.run(one.port, request, args.connections, 2.0)
         results = alternate({name: (lambda name=name: variant(name)) for name in served}, args.rounds)  # type: ignore[misc]
-    figures = floor.side_by_side(results, args.servers, ["list_cart"])
+    names = ["list_cart", BASELINE] if args.baseline is not None else ["list_cart"]
+    figures = floor.side_by_side(results, args.servers, names)
+    if args.baseline is not None:
+        figures["baseline tree"] = str(args.baseline)
+        for server in args.servers:
+            new, old = (
+                [
+                    w.per_request_us("function")
+                    for w in results[floor.variant_name(name, server, args.servers)]
+                ]
+                for name in ("list_cart", BASELINE)
+            )
+            figures[floor.variant_name("list_cart / baseline", server, args.servers)] = median_ratio(new, old)
     figures["SKUs in the cart"] = len(SKUS)
     figures["connections"] = args.connections
     figures["gunicorn workers × threads"] = f"{floor.WORKERS} × {floor.THREADS}"
