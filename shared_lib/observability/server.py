@@ -113,14 +113,15 @@ class ObservedFunction:
                 result = self.app(environ, recording_start_response)
                 status = statuses[-1][:3] if statuses else "500"
             finally:
-                # the request's key ids, bound to its log lines meanwhile, go onto its span in one call
-                ended: dict[str, tracing.Attribute] = {"http.response.status_code": int(status)}
-                for key in logs.ID_FIELDS:
-                    if key in context:
-                        ended[f"shop.{key}"] = context[key]
-                span.update(ended)
-                if status >= "500":
-                    span.fail(f"HTTP {status}")
+                if span.recording:
+                    # the request's key ids, bound to its log lines meanwhile, go onto its span in one call
+                    ended: dict[str, tracing.Attribute] = {"http.response.status_code": int(status)}
+                    for key in logs.ID_FIELDS:
+                        if key in context:
+                            ended[f"shop.{key}"] = context[key]
+                    span.update(ended)
+                    if status >= "500":
+                        span.fail(f"HTTP {status}")
                 elapsed = time.perf_counter() - started
                 metrics.HTTP_REQUESTS.labels(self.function, self.route, status).inc()
                 metrics.HTTP_DURATION.labels(self.function, self.route, status).observe(elapsed)

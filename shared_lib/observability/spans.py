@@ -21,6 +21,11 @@ class Span(Protocol):
     """An open span, used as a context manager: entering makes it current, leaving ends it (an exception
     leaving it marks it failed)."""
 
+    @property
+    def recording(self) -> bool:
+        """Whether what is set on it is kept: callers skip building attributes when not."""
+        ...
+
     def __enter__(self) -> Span: ...
 
     def __exit__(
@@ -42,6 +47,8 @@ class Span(Protocol):
 
 class NoopSpan:
     """A span that records nothing and carries no context."""
+
+    recording = False
 
     def __enter__(self) -> NoopSpan:
         return self

@@ -176,6 +176,10 @@ class _EntitySpan:
         _apply(entity, attributes)
         self._token: contextvars.Token[Any] | None = None
 
+    @property
+    def recording(self) -> bool:
+        return bool(self.entity.sampled)
+
     def __enter__(self) -> _EntitySpan:
         if self.parent is not None:
             self.parent.add_subsegment(self.entity)

@@ -170,3 +170,71 @@ def test_parse_traceparent_refuses_what_is_not_one() -> None:
         "junk",
     ):
         assert tracing.parse_traceparent(bad) is None
+
+
+def test_a_new_trace_the_sampler_drops_records_nothing_and_still_propagates(
+    echo_headers: tuple[str, list[dict[str, str]]],
+) -> None:
+    url, seen = echo_headers
+    exporter = InMemorySpanExporter()
+    tracing.use(tracing.OtelBackend.exporting("test", exporter, sample_ratio=0.0, batch=False))
+    client = HttpClient(url, name="the product service")
+    try:
+        with tracing.backend().server("GET /cart", {}, {"faas.name": "list_cart"}) as request:
+            assert not request.recording
+            outer = tracing.current_traceparent()
+            ids = tracing.current_ids()
+            with tracing.span("SELECT cart", "client") as query:
+                assert not query.recording
+                assert tracing.current_traceparent() == outer
+            assert client.get("/product/1").status == 200
+        assert tracing.current_traceparent() is None  # its context is current only while it is open
+    finally:
+        client.close()
+        tracing.reset()
+    assert exporter.get_finished_spans() == ()
+    own = tracing.parse_traceparent(outer)
+    assert own is not None and own[2] is False  # a trace of its own, not sampled
+    assert ids == (own[0], own[1])  # the request's log lines name it
+    assert tracing.parse_traceparent(seen[0]["HTTP_TRACEPARENT"]) == own  # the peer continues it
+
+
+def test_new_traces_are_sampled_by_their_trace_id_as_the_sdks_sampler_decides() -> None:
+    from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
+
+    exporter = InMemorySpanExporter()
+    tracing.use(tracing.OtelBackend.exporting("test", exporter, sample_ratio=0.5, batch=False))
+    decided: dict[int, bool] = {}
+    try:
+        for _ in range(400):
+            with tracing.backend().server("GET /order/{uid}", {}, {}), tracing.span("cache get", "client"):
+                seen = tracing.parse_traceparent(tracing.current_traceparent())
+                assert seen is not None
+                decided[int(seen[0], 16)] = seen[2]
+    finally:
+        tracing.reset()
+    sampler = TraceIdRatioBased(0.5)
+    for trace_id, sampled in decided.items():
+        assert sampled == (sampler.should_sample(None, trace_id, "x").decision is Decision.RECORD_AND_SAMPLE)
+    finished = exporter.get_finished_spans()
+    recorded = {span.context.trace_id for span in finished}
+    assert recorded == {trace_id for trace_id, sampled in decided.items() if sampled}
+    # one in two, as asked: a trace decided sampled here is not decided again on another id (which would
+    # sample one in four). 200 expected, 10 the standard deviation: outside 150-250 at odds of ~1e-6
+    assert 150 <= len(recorded) <= 250
+    assert len(finished) == 2 * len(recorded)  # a sampled request's span and its child's
+
+
+def test_a_request_under_an_unsampled_caller_continues_its_trace_in_a_span_of_its_own(
+    spans: InMemorySpanExporter,
+) -> None:
+    unsampled = CALLER[:-2] + "00"
+    with tracing.backend().server("GET /cart", {"traceparent": unsampled, "tracestate": "k=v"}, {}):
+        inner = tracing.parse_traceparent(tracing.current_traceparent())
+        carrier: dict[str, str] = {}
+        tracing.span("call").inject(carrier)
+    assert spans.get_finished_spans() == ()
+    assert inner is not None
+    assert inner[0] == CALLER.split("-")[1] and inner[2] is False
+    assert inner[1] != CALLER.split("-")[2]  # a span id of its own, as the SDK gives a dropped span
+    assert carrier.get("tracestate") == "k=v"  # the caller's trace state goes on too
