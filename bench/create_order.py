@@ -9,8 +9,10 @@ of a random SKU out of 100 plentiful ones. Both are loaded alike (--connections 
 --seconds), alternating for --rounds rounds; after each window the relay is given time to publish the window's
 events (bounded) before CPU is read again, so its work for them counts. Figures: CPU µs per order of loms'
 process tree, the relay, PostgreSQL's postmaster and backends (from /proc), medians; the relay per event too;
-loms' ratio to the floor; and the database statements loms ran per order (its shop_db_queries_total from its
-/metrics, read outside the CPU windows: BEGIN and COMMIT count, each statement is at least one round trip).
+loms' ratio to the floor; how many of loms' (or the floor's) server threads waited for a CPU, on average over
+each window (floor.waited_for_cpu: what a throughput drop on a crowded machine is made of); and the database
+statements loms ran per order (its shop_db_queries_total from its /metrics, read outside the CPU windows:
+BEGIN and COMMIT count, each statement is at least one round trip).
 (bench/create_order.pgbench.sql is the same transaction for pgbench, kept for comparing PostgreSQL's share by
 hand.)
 Targets (issue 14): loms at most 2.0× the floor; the relay at most 250 µs per event.
@@ -110,10 +112,11 @@ def main() -> None:
             if relay.process.poll() is not None:
                 raise RuntimeError(f"the relay exited with {relay.process.returncode}")
 
-        def events() -> dict[str, float]:
+        def events(one: floor.Served) -> dict[str, float]:
             return {
                 "events": float(loms_db.run("SELECT last_value FROM outbox_seq")[0][0]),
-                **{f"statements {name}": statements(one.port) for name, one in shops.items()},
+                **{f"statements {name}": statements(shop.port) for name, shop in shops.items()},
+                "waited for a CPU": floor.waited_for_cpu(one.pid),
             }
 
         def variant(name: str) -> Window:
@@ -123,15 +126,20 @@ def main() -> None:
                 processes,
                 lambda: load.run(one.port, request, args.connections, args.seconds),
                 settle=drained,
-                extra=events,
+                extra=lambda: events(one),
             )
 
         for one in served.values():  # pools open, statements prepared, code paths warm
             load.run(one.port, request, args.connections, 2.0)
         drained()
-        results = alternate({name: (lambda name=name: variant(name)) for name in served}, args.rounds)  # type: ignore[misc]
+        results = alternate(
+            {name: (lambda name=name: variant(name)) for name in served},  # type: ignore[misc]
+            args.rounds,
+            lambda _name, window: floor.window_line(window),
+        )
         left = unsent()
     figures = floor.side_by_side(results, args.servers, ["create_order"])
+    figures.update(floor.cpu_wait_figures(results))
     for name in shops:
         orders = results[name]
         figures[f"{name}: events per order"] = sum(w.extra["events"] for w in orders) / sum(

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import free_port, scratch_dir
-from bench.cpu import Window, median_ratio, summarise
+from bench.cpu import Window, default_line, median_ratio, summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 BARE = Path(__file__).with_name("bare.py")
@@ -166,8 +166,18 @@ def bare_command(
 def spawn(name: str, command: list[str], environment: Mapping[str, str], port: int) -> Served:
     log = (scratch_dir("shop-bench-serve-") / f"{name.replace('/', '-')}.log").open("ab")
     env = {**os.environ, **environment, "PYTHONPATH": str(ROOT)}
+    # Its own session: with the kernel's autogroup scheduling (sched_autogroup_enabled) a session is one
+    # scheduling group, as a container is one cgroup. In the benchmark's session it would share one group's
+    # CPU with the load generator's threads and whatever else that session runs, thread by thread: gevent's
+    # one thread then gets one thread's share while gthread's 17 get more (README "Benchmarks").
     process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        command,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     log.close()
     return Served(name, port, process)
@@ -229,6 +239,59 @@ def bare(
         yield served
     finally:
         served.stop()
+
+
+def waited_for_cpu(pid: int) -> float:
+    """Seconds the process tree of `pid` (every thread of the gunicorn arbiter and its workers) has spent
+    runnable but waiting for a CPU: the second field of each thread's /proc/<pid>/task/<tid>/schedstat.
+    Read before and after a load window (measure's `extra`), divided by the window's wall time, it says how
+    many of the server's threads wanted a CPU they did not get, on average: on a crowded machine a throughput
+    drop with an unchanged CPU per request is made of this, not of the server blocking (threads that exited
+    inside the window are not counted)."""
+    waited = 0
+    for one in (pid, *_children(pid)):
+        try:
+            tasks = os.listdir(f"/proc/{one}/task")
+        except OSError:  # exited
+            continue
+        for task in tasks:
+            try:
+                waited += int(Path(f"/proc/{one}/task/{task}/schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return waited / 1e9
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def cpu_wait_share(window: Window, key: str = "waited for a CPU") -> float:
+    """How many of the server's threads were waiting for a CPU, on average over a window (see
+    waited_for_cpu): for a single-threaded server (gevent) the share of the window it wanted a CPU and had
+    none; gthread's threads add up (one waiting half the window and another all of it: 1.5)."""
+    return window.extra.get(key, 0.0) / window.seconds if window.seconds > 0 else 0.0
+
+
+def cpu_wait_figures(results: Mapping[str, list[Window]]) -> dict[str, float | int | str]:
+    """Per variant, the median over its windows of its server's threads waiting for a CPU (cpu_wait_share)."""
+    import statistics
+
+    return {
+        f"{name}: threads waiting for a CPU, on average (median)": statistics.median(
+            cpu_wait_share(w) for w in windows
+        )
+        for name, windows in results.items()
+        if windows and "waited for a CPU" in windows[0].extra
+    }
+
+
+def window_line(window: Window) -> str:
+    """bench.cpu's line for a window, with the server's wait for a CPU."""
+    return f"{default_line(window)}; waiting for a CPU: {cpu_wait_share(window):.2f} threads on average"
 
 
 # --- the floor and the shop under both servers, side by side ------------------------------------------

@@ -8,10 +8,12 @@ gthread,gevent), loaded alike (--connections keep-alive clients for --seconds), 
 rounds (gevent_pywsgi too, or gunicorn's sync worker, which the entrypoint does not offer: the shop's function
 is then served by bench.floor, its app built as the entrypoint builds it). Figures: CPU µs per request of each
 server's process tree (arbiter and worker), medians, and each later server's ratio to the first, paired round
-by round. With --target NAME a function of the shop that needs no backing service (e.g. get_product) is served
-under each server beside the floor, as its container serves it (functions.entrypoint --worker-class …), loaded
-with GET --path. The shop's benchmarks take --servers too (bench.get_order, bench.create_order,
-bench.warm_list_cart), for their own functions.
+by round; and how many of the server's threads were runnable but waiting for a CPU, on average over each
+window (floor.waited_for_cpu: on a crowded machine a single-threaded server's throughput falls with it while
+its CPU per request holds). With --target NAME a function of the shop that needs no backing service (e.g.
+get_product) is served under each server beside the floor, as its container serves it (functions.entrypoint
+--worker-class …), loaded with GET --path. The shop's benchmarks take --servers too (bench.get_order,
+bench.create_order, bench.warm_list_cart), for their own functions.
 """
 
 from __future__ import annotations
@@ -62,10 +64,16 @@ def main() -> None:
             return measure(
                 {"function": one.pid},
                 lambda: load.run(one.port, request_of(name), args.connections, args.seconds),
+                extra=lambda: {"waited for a CPU": floor.waited_for_cpu(one.pid)},
             )
 
-        results = alternate({name: (lambda name=name: variant(name)) for name in served}, args.rounds)  # type: ignore[misc]
+        results = alternate(
+            {name: (lambda name=name: variant(name)) for name in served},  # type: ignore[misc]
+            args.rounds,
+            lambda _name, window: floor.window_line(window),
+        )
     figures = floor.side_by_side(results, args.servers, names)
+    figures.update(floor.cpu_wait_figures(results))
     figures["connections"] = args.connections
     figures["gunicorn workers × threads"] = f"{floor.WORKERS} × {floor.THREADS}"
     figures["load average (1 min) at the end"] = os.getloadavg()[0]
