@@ -19,9 +19,9 @@ import collections
 import contextlib
 import functools
 import logging
+import queue
 import select
 import socket
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -261,39 +261,63 @@ class ConnectionPool:
         self.acquire_timeout = acquire_timeout
         self.name = name
         # Last in, first out (the warmest connection); a deque's append and pop are thread-safe and, unlike a
-        # queue.Queue's, take no lock and notify no condition: the semaphore alone bounds and waits.
+        # queue.Queue's, take no lock and notify no condition.
         self._idle: collections.deque[Connection] = collections.deque()
-        self._slots = threading.BoundedSemaphore(size)
+        # The free slots, a token each, bound and wait: SimpleQueue's get and put are C, where a
+        # threading.BoundedSemaphore runs a Condition in Python on both (0.5 against 4.5 us a statement).
+        self._slots: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        for _ in range(size):
+            self._slots.put(True)
         self._closed = False
+
+    def _lend(self) -> Connection:
+        """A slot and a connection in it (the warmest idle one, else a new one); give both back with
+        `_give_back`."""
+        try:
+            self._slots.get(timeout=self.acquire_timeout)
+        except queue.Empty:
+            raise TransientError("the database connection pool is exhausted") from None
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pass
+        try:
+            return connect(self.dsn, application_name=self.name)
+        except BaseException:
+            self._slots.put(True)
+            raise
+
+    def _failed(self, conn: Connection, exc: Exception) -> Connection | None:
+        """After `exc` came out of a use of `conn`: the connection to give back, None when it was discarded
+        (broken, or left in a failed transaction). A transient error is raised again as TransientError."""
+        if is_transient(exc):
+            self._discard(conn)
+            raise TransientError("the database is unavailable") from exc
+        if _in_failed_state(conn):
+            self._discard(conn)
+            return None
+        return conn
+
+    def _give_back(self, conn: Connection | None) -> None:
+        if conn is not None:
+            if self._closed:
+                self._discard(conn)
+            else:
+                self._idle.append(conn)
+        self._slots.put(True)
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Connection]:
         """A connection in autocommit mode; broken connections are discarded, driver errors translated."""
-        if not self._slots.acquire(timeout=self.acquire_timeout):
-            raise TransientError("the database connection pool is exhausted")
-        conn: Connection | None = None
+        lent = conn = self._lend()
         try:
-            try:
-                conn = self._idle.pop()
-            except IndexError:
-                conn = connect(self.dsn, application_name=self.name)
-            try:
-                yield conn
-            except Exception as exc:
-                if is_transient(exc):
-                    self._discard(conn)
-                    conn = None
-                    raise TransientError("the database is unavailable") from exc
-                if conn is not None and _in_failed_state(conn):
-                    self._discard(conn)
-                    conn = None
-                raise
+            yield lent
+        except Exception as exc:
+            conn = None  # given back below only if still good (_failed may raise instead)
+            conn = self._failed(lent, exc)
+            raise
         finally:
-            if conn is not None and not self._closed:
-                self._idle.append(conn)
-            elif conn is not None:
-                self._discard(conn)
-            self._slots.release()
+            self._give_back(conn)
 
     @contextlib.contextmanager
     def transaction(self, isolation: str = "READ COMMITTED") -> Iterator[Connection]:
@@ -309,8 +333,17 @@ class ConnectionPool:
             conn.run("COMMIT")
 
     def run(self, sql: str, **params: Any) -> list[list[Any]]:
-        with self.connection() as conn:
-            return conn.run(sql, **params) or []
+        """One statement, autocommitted, on a lent connection (`connection`'s handling, without its generator:
+        this is every single-statement read's path)."""
+        lent = conn = self._lend()
+        try:
+            return lent.run(sql, **params) or []
+        except Exception as exc:
+            conn = None
+            conn = self._failed(lent, exc)
+            raise
+        finally:
+            self._give_back(conn)
 
     def close(self) -> None:
         self._closed = True

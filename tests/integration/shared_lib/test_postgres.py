@@ -191,3 +191,45 @@ def test_a_notify_makes_the_listening_connection_readable(make_database) -> None
         ]
     finally:
         listener.close()
+
+
+def test_the_pool_lends_at_most_size_connections_and_a_waiter_gets_one_given_back(make_database) -> None:  # type: ignore[no-untyped-def]
+    pool = ConnectionPool(make_database("cart"), size=2, acquire_timeout=0.2)
+    pid = "SELECT pg_backend_pid() WHERE :x = 1"
+    with pool.connection() as first, pool.connection() as second:
+        lent = {first.run(pid, x=1)[0][0], second.run(pid, x=1)[0][0]}
+        with pytest.raises(TransientError, match="exhausted"):
+            pool.run(pid, x=1)
+        with pytest.raises(TransientError, match="exhausted"), pool.connection():
+            pass
+        pool.acquire_timeout = 60
+        seen: list[int] = []
+        waiter = threading.Thread(target=lambda: seen.append(pool.run(pid, x=1)[0][0]))
+        waiter.start()
+        assert not seen  # both lent: it waits
+    waiter.join(60)
+    assert len(seen) == 1 and seen[0] in lent  # a connection given back, no third one opened
+    assert {pool.run(pid, x=1)[0][0] for _ in range(4)} <= lent
+
+
+@pytest.mark.parametrize("through", ["run", "connection"])
+def test_a_failed_statement_gives_its_slot_back_and_a_broken_connection_is_replaced(  # type: ignore[no-untyped-def]
+    make_database, through: str
+) -> None:
+    pool = ConnectionPool(make_database("cart"), size=1, acquire_timeout=5)
+
+    def run(sql: str) -> list[list[object]]:
+        if through == "run":
+            return pool.run(sql, x=1)
+        with pool.connection() as conn:
+            rows: list[list[object]] = conn.run(sql, x=1)
+            return rows
+
+    pid = "SELECT pg_backend_pid() WHERE :x = 1"
+    before = run(pid)[0][0]
+    with pytest.raises(DatabaseError, match="22012"):  # division by zero: not transient
+        run("SELECT 1 / (:x - 1)")
+    assert run(pid)[0][0] == before  # the one slot is free again, and the connection kept
+    with pytest.raises(TransientError):  # the server ends this connection: 57P01
+        run("SELECT pg_terminate_backend(pg_backend_pid()) WHERE :x = 1")
+    assert run(pid)[0][0] != before  # the broken one was discarded and its slot given back
