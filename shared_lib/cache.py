@@ -228,6 +228,14 @@ class InProcessCache:
         count_lookups(self.name, len(found), _counted_keys(dict.fromkeys(keys)) - len(found))
         return {key: decode(data) for key, data in found.items()}
 
+    @traced("get_many")
+    def get_many_encoded(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """get_many's values as the bytes stored (the same object on every hit of one entry), not decoded."""
+        with self._lock:
+            found = {key: data for key in keys if (data := self._live(key)) is not None}
+        count_lookups(self.name, len(found), _counted_keys(dict.fromkeys(keys)) - len(found))
+        return found
+
     @traced("set")
     def set(self, key: str, value: Any, ttl: float) -> None:
         data = encode(value)

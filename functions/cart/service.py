@@ -50,9 +50,10 @@ class CartService:
         items = self.carts.items_of(user_id)
         if not items:
             raise EmptyCartError(user_id)
-        products = self._products(sorted(items))
+        skus = sorted(items)
+        products = self._products(skus)
         lines = []
-        for sku in sorted(items):
+        for sku in skus:
             product = products.get(sku)
             if product is None:  # withdrawn from the catalogue since it was added: nothing to show or price
                 log.warning("cart of user %s holds sku %s that the catalogue no longer knows", user_id, sku)

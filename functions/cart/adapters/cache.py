@@ -7,13 +7,14 @@ Names and prices change rarely; the catalogue stays the source of truth, so losi
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
 
 from functions.cart.domain import Product
 from functions.cart.ports import ProductCatalog
-from shared_lib.cache import Cache, InProcessCache, load_through
+from shared_lib.cache import Cache, InProcessCache, decode, load_through
 from shared_lib.workpool import map_bounded
 
 
@@ -67,6 +68,11 @@ class LocalProducts:
         self.ttl = ttl_seconds
         self.cache = InProcessCache(max_entries, clock, name)
         self._wall_clock = wall_clock
+        # An entry's bytes are decoded into its Product once, not on every hit: the decoding is memoised by
+        # the stored bytes (the cache hands out the same bytes object for an entry until it is replaced). A
+        # Product is frozen, so every caller may share it; a changed product is other bytes, decoded anew,
+        # and the lifetimes stay the cache's own (the memo only spares json.loads of what it still holds).
+        self._decoded = functools.lru_cache(maxsize=max_entries)(_decode)
 
     @staticmethod
     def key(sku: int) -> str:
@@ -74,15 +80,17 @@ class LocalProducts:
 
     def get_many(self, skus: Sequence[int]) -> tuple[dict[int, Product], list[int]]:
         """(the products kept and still fresh, the SKUs that were not)."""
-        kept = self.cache.get_many([self.key(sku) for sku in skus])
+        keys = [self.key(sku) for sku in skus]
+        kept = self.cache.get_many_encoded(keys)
         found: dict[int, Product] = {}
         missing: list[int] = []
-        for sku in skus:
-            value = kept.get(self.key(sku))
-            if value is None:
+        decoded = self._decoded
+        for sku, key in zip(skus, keys, strict=True):
+            data = kept.get(key)
+            if data is None:
                 missing.append(sku)
             else:
-                found[sku] = _from_json(value)
+                found[sku] = decoded(data)
         return found, missing
 
     def keep(self, product: Product, until: object) -> None:
@@ -187,3 +195,7 @@ def _to_json(product: Product | None) -> dict[str, object] | None:
 
 def _from_json(value: dict[str, object]) -> Product:
     return Product(sku=int(str(value["sku"])), name=str(value["name"]), price=int(str(value["price"])))
+
+
+def _decode(data: bytes) -> Product:
+    return _from_json(decode(data))

@@ -242,6 +242,27 @@ def test_list_shows_lines_by_sku_with_names_prices_and_the_total(shop: Shop) -> 
 
 
 @pytest.mark.function("list_cart")
+def test_list_answers_these_exact_bytes(shop: Shop) -> None:
+    """The answer's bytes, pinned: compact, names as UTF-8 (not \\u escapes), fields in this order."""
+    shop.carts.add(USER, TEA.sku, 1, limit=10)  # loms keeps no stock of it: straight into the cart
+    shop.service.add_item(USER, PEN.sku, 3)
+    shop.service.add_item(USER, BOOK.sku, 2)
+    for _ in range(2):  # and the same again
+        response = app("list_cart").get(f"/user/{USER}/cart")
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "application/json"
+        assert (
+            response.get_data()
+            == (
+                '{"items":['
+                '{"sku":1076963,"name":"Теория нравственных чувств | Смит Адам","count":2,"price":3379},'
+                '{"sku":1148162,"name":"Шариковая ручка","count":3,"price":100},'
+                '{"sku":2956315,"name":"Чай зелёный","count":1,"price":250}],"total_price":7308}'
+            ).encode()
+        )
+
+
+@pytest.mark.function("list_cart")
 def test_list_of_an_empty_or_absent_cart_is_404(shop: Shop) -> None:
     assert_error(app("list_cart").get(f"/user/{USER}/cart"), 404, 5)
     shop.service.add_item(USER, BOOK.sku, 1)

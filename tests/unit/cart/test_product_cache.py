@@ -182,6 +182,21 @@ def test_the_local_tier_serves_a_warm_list_without_the_shared_cache() -> None:
     assert catalog.served == 3
 
 
+def test_the_local_tier_decodes_an_entry_once_and_a_changed_product_anew() -> None:
+    catalog = InMemoryCatalog(BOOK)
+    cached, _shared, clock = tiered(catalog, local_ttl=5)
+    loaded = cached.many([BOOK.sku])[BOOK.sku]
+    kept = cached.many([BOOK.sku])[BOOK.sku]
+    assert kept == BOOK
+    assert cached.many([BOOK.sku])[BOOK.sku] is kept and cached.get(BOOK.sku) is kept  # no decode per hit
+    changed = Product(BOOK.sku, "Новое издание", BOOK.price + 1)
+    catalog.products[BOOK.sku] = changed
+    clock.now += 61  # past the shared entry's expiry: loaded again, with the change
+    assert cached.many([BOOK.sku]) == {BOOK.sku: changed}
+    assert cached.many([BOOK.sku]) == {BOOK.sku: changed}  # from the local tier now: the new values
+    assert loaded == BOOK and catalog.served == 2
+
+
 def test_the_local_tier_keeps_an_entry_for_its_ttl_only() -> None:
     catalog = InMemoryCatalog(BOOK)
     cached, shared, clock = tiered(catalog, local_ttl=5)

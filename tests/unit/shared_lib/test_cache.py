@@ -164,6 +164,16 @@ class TestInProcessCache(CacheContract):
             cache.set(key, key, 60)
         assert cache.get_many(["a", "b", "c"]) == {"b": "b", "c": "c"}
 
+    def test_get_many_encoded_hands_out_the_stored_bytes_of_live_entries(self, clock: FakeClock) -> None:
+        cache = InProcessCache(clock=clock)
+        cache.set("a", {"name": "Чай"}, 10)
+        cache.set_encoded("b", b"[1]", 60)
+        first = cache.get_many_encoded(["a", "b", "c"])
+        assert first == {"a": encode({"name": "Чай"}), "b": b"[1]"}  # c: never stored
+        assert cache.get_many_encoded(["a"])["a"] is first["a"]  # not decoded, nor copied
+        clock.now += 10
+        assert cache.get_many_encoded(["a", "b"]) == {"b": b"[1]"}  # a expired
+
     def test_a_zero_ttl_keeps_nothing(self) -> None:
         cache = InProcessCache()
         cache.set("k", 1, 0)
