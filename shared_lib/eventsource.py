@@ -41,10 +41,11 @@ from shared_lib.retry import Backoff
 log = logging.getLogger(__name__)
 
 KAFKA_EVENT_TYPE = "dev.knative.kafka.event"
-# headers the dead-letter copy carries besides the original ones
+# between tries to reach Kafka: a consumer, the topic, a dead letter's publish
 _RECONNECT = Backoff(base=0.2, max=2.0)
 LAG_INTERVAL_SECONDS = 1.0
 DLQ_INTERVAL_SECONDS = 10.0
+FETCH_MAX_WAIT_MS = 20  # a record waits at most this long on the broker for more to fetch with it
 DEFAULT_RETRY_MINUTES = 60.0  # a transient failure is retried this long: rides out a 15-minute outage
 # Every poll takes all the records the fetcher holds. kafka-python 3.0.12 parks the rest of a partly taken
 # fetch when its partition is paused and brings it back on resume only if its one "next records" slot is
@@ -177,7 +178,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.source._revoke(revoked)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self.source._assign(assigned)
+        self.source._assigned.set()
 
 
 class KafkaEventSource:
@@ -213,9 +214,7 @@ class KafkaEventSource:
         backoff_delay: float = 0.2,
         backoff_max: float = 10.0,
         timeout_seconds: float = 10.0,
-        dead_letter_topic: str | None = None,
         initial_offset: Literal["earliest", "latest"] = "earliest",
-        fetch_max_wait_ms: int = 20,
         max_backlog: int = 500,
         stall_warning_seconds: float = 60.0,
     ) -> None:
@@ -225,9 +224,8 @@ class KafkaEventSource:
         self.topic = topic
         self.group = group
         self.sink = sink
-        self.dead_letter_topic = dead_letter_topic or f"{topic}.dlq"
+        self.dead_letter_topic = f"{topic}.dlq"
         self.initial_offset = initial_offset
-        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.max_backlog = max_backlog
         self.timeout_seconds = timeout_seconds
         self.stall_warning_seconds = stall_warning_seconds
@@ -249,7 +247,6 @@ class KafkaEventSource:
         self._retired: dict[TopicPartition, _Worker] = {}
         self._workers_lock = threading.Lock()
         self._completed: Queue[tuple[_Worker, int]] = Queue()
-        self._assignment: frozenset[int] = frozenset()
         self._assigned = threading.Event()
         self._stopping = threading.Event()
         self._broken = threading.Event()  # a worker died: start over from the committed offsets
@@ -283,18 +280,10 @@ class KafkaEventSource:
             log.warning("event source for %s did not stop within %.1f s", self.topic, timeout)
         self.sender.close()
 
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def wait_assigned(self, timeout: float) -> bool:
         """True once the group gave this source its partitions (records before that are not lost, only
         not yet fetched)."""
         return self._assigned.wait(timeout)
-
-    @property
-    def assignment(self) -> frozenset[int]:
-        """The partitions of `topic` this source currently owns."""
-        return self._assignment
 
     def __enter__(self) -> KafkaEventSource:
         self.start()
@@ -351,7 +340,7 @@ class KafkaEventSource:
                 self.group,
                 f"eventsource-{self.group}",
                 initial_offset=self.initial_offset,
-                fetch_max_wait_ms=self.fetch_max_wait_ms,
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                 max_poll_records=MAX_POLL_RECORDS,
             )
         except Exception as exc:
@@ -554,7 +543,6 @@ class KafkaEventSource:
         for worker in leftovers.values():
             worker.retire()
         self._retired.update(leftovers)
-        self._assignment = frozenset()
         self._assigned.clear()
         self._next.clear()
         self._enqueued.clear()
@@ -579,12 +567,7 @@ class KafkaEventSource:
                 if worker is not None:
                     worker.retire()
                     self._retired[tp] = worker
-        self._assignment = frozenset()
         self._assigned.clear()
-
-    def _assign(self, assigned: Iterable[TopicPartition]) -> None:
-        self._assignment = frozenset(tp.partition for tp in assigned if tp.topic == self.topic)
-        self._assigned.set()
 
     # -- one record (on its partition's worker thread) -------------------------------------------------------
 
@@ -694,7 +677,6 @@ def main(argv: list[str] | None = None) -> int:
         "--backoff-max", type=float, default=10.0, help="longest wait between retries, seconds"
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the sink's answer")
-    parser.add_argument("--dead-letter-topic", default=None, help="default: <topic>.dlq")
     parser.add_argument("--max-backlog", type=int, default=500, help="records waiting per partition, at most")
     parser.add_argument(
         "--stall-warning-seconds",
@@ -717,7 +699,6 @@ def main(argv: list[str] | None = None) -> int:
         backoff_delay=args.backoff_delay,
         backoff_max=args.backoff_max,
         timeout_seconds=args.timeout,
-        dead_letter_topic=args.dead_letter_topic,
         max_backlog=args.max_backlog,
         stall_warning_seconds=args.stall_warning_seconds,
         initial_offset=args.initial_offset,
