@@ -106,12 +106,9 @@ class Route:
     def matches(self, path: str) -> bool:
         return self.match(path) is not None
 
-    def params(self, path: str) -> dict[str, int | str]:
-        """Typed path parameters; a malformed id is an InvalidInputError (the path's shape is known)."""
-        return self.params_of([s for s in path.split("/") if s])
-
     def params_of(self, given: list[str]) -> dict[str, int | str]:
-        """`params` of a path already split into its segments (`match`'s answer)."""
+        """Typed path parameters of a path already split into its segments (`match`'s answer); a malformed id
+        is an InvalidInputError (the path's shape is known)."""
         values: dict[str, int | str] = {}
         for (name, kind), value in zip(_parameters(self.path), given, strict=True):
             if name:
