@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared_lib.errors import TransientError
-from shared_lib.events import kafka_producer, kafka_reachable
+from shared_lib.events import close_producer, kafka_producer, kafka_reachable
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +215,7 @@ class KafkaDeadLetterPublisher:
         with self._lock:
             producer, self._producer = self._producer, None
         if producer is not None:
-            try:
-                producer.close(timeout=self.timeout_seconds)
-            except Exception:
-                log.warning("closing the dead-letter producer failed", exc_info=True)
+            close_producer(producer, self.timeout_seconds)
 
 
 # --- reading dead letters back ------------------------------------------------------------------------------

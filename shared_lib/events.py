@@ -257,7 +257,7 @@ class KafkaPublisher:
     every record, in order per key; any failure is a PartialPublishError (a TransientError) naming the
     events the broker did acknowledge, and the caller must not mark the others sent.
 
-    A broker that goes away mid-publish is waited for up to `delivery_timeout_seconds`: meanwhile the
+    A broker that goes away mid-publish is waited for up to three times `timeout_seconds`: meanwhile the
     producer retries the very records it sent (same idempotent sequence numbers), so a broker back in time
     stores each exactly once, even one whose acknowledgement was lost with the connection."""
 
@@ -266,15 +266,12 @@ class KafkaPublisher:
         bootstrap_servers: str,
         client_id: str = "shop",
         timeout_seconds: float = 10.0,
-        delivery_timeout_seconds: float | None = None,  # default: three times timeout_seconds
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
         self.timeout_seconds = timeout_seconds
-        self.delivery_timeout_seconds = max(
-            delivery_timeout_seconds if delivery_timeout_seconds is not None else 3 * timeout_seconds,
-            timeout_seconds + 0.01,  # Kafka requires delivery.timeout >= request.timeout + linger
-        )
+        # Kafka requires delivery.timeout >= request.timeout + linger (2 ms): so for any timeout over 1 ms
+        self.delivery_timeout_seconds = 3 * timeout_seconds
         self._producer: Any = None
 
     def _ensure(self) -> Any:
@@ -325,14 +322,7 @@ class KafkaPublisher:
     def close(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            try:
-                producer.close(timeout=self.timeout_seconds)
-            except Exception:  # closing a broken producer must not mask the real error
-                log.warning("closing the Kafka producer failed; closing without waiting", exc_info=True)
-                try:
-                    producer.close(timeout=0)  # else it stays open and its finaliser raises again later
-                except Exception:  # nothing more to do for a producer that cannot close
-                    log.debug("the Kafka producer could not be closed", exc_info=True)
+            close_producer(producer, self.timeout_seconds)
 
 
 # What a CloudEvent function's answer means for the record (the same classes as Knative's dispatcher retries):
@@ -378,7 +368,6 @@ class HttpEventSender:
         backoff_delay: float = 0.2,
         backoff_max: float = 10.0,
         timeout_seconds: float = 10.0,
-        max_connections: int = 8,
         retry_for: float | None = None,
     ) -> None:
         if retries is not None and retries < 0:
@@ -394,7 +383,7 @@ class HttpEventSender:
 
         self._pool = urllib3.PoolManager(
             num_pools=8,
-            maxsize=max_connections,
+            maxsize=8,  # keep-alive connections per sink
             retries=False,  # the retry policy is ours, counted and spaced above
             timeout=urllib3.Timeout(connect=timeout_seconds, read=timeout_seconds),
         )
@@ -522,6 +511,19 @@ def kafka_producer(bootstrap: str, client_id: str, timeout_seconds: float, **ove
         return KafkaProducer(**options)
     except Exception as exc:
         raise TransientError("Kafka is unavailable") from exc
+
+
+def close_producer(producer: Any, timeout_seconds: float) -> None:
+    """Close a kafka-python producer, waiting up to `timeout_seconds` for what it still holds. Never raises:
+    closing a broken producer must not mask the real error."""
+    try:
+        producer.close(timeout=timeout_seconds)
+    except Exception:
+        log.warning("closing the Kafka producer failed; closing without waiting", exc_info=True)
+        try:
+            producer.close(timeout=0)  # else it stays open and its finaliser raises again later
+        except Exception:  # nothing more to do for a producer that cannot close
+            log.debug("the Kafka producer could not be closed", exc_info=True)
 
 
 def kafka_reachable(bootstrap: str) -> bool:
