@@ -59,7 +59,7 @@ def target_of(name: str) -> str:
 class HttpClient:
     """Keep-alive connections to one base URL; thread-safe (urllib3 lends each call its own connection).
 
-    `target` names the peer in metrics and spans (by default derived from `name`).
+    Metrics and spans name the peer by its `target`, derived from `name` (`target_of`).
     """
 
     def __init__(
@@ -68,14 +68,12 @@ class HttpClient:
         *,
         name: str = "the peer",
         timeout: float = 5.0,
-        connect_timeout: float | None = None,
         headers: Mapping[str, str] | None = None,
         max_connections: int = 10,
-        target: str = "",
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.name = name
-        self.target = target or target_of(name)
+        self.target = target_of(name)
         # imported by the first client, not with this module: a function that never calls a peer (the
         # notifier's default log sink) does not pay for urllib3 at its cold start
         import urllib3
@@ -85,7 +83,7 @@ class HttpClient:
             num_pools=4,
             maxsize=max_connections,
             retries=False,  # retries are the caller's decision (shared_lib.retry), never hidden here
-            timeout=urllib3.Timeout(connect=connect_timeout or timeout, read=timeout),
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
         )
         # kept here, not in the PoolManager: urllib3 drops its default headers when a call passes any
         self.headers = {"Accept": "application/json", **(headers or {})}
