@@ -50,14 +50,6 @@ def source_for(
     )
 
 
-@pytest.fixture
-def running() -> Iterator[list[KafkaEventSource]]:
-    sources: list[KafkaEventSource] = []
-    yield sources
-    for source in sources:
-        source.stop(5)
-
-
 def started(sources: list[KafkaEventSource], source: KafkaEventSource) -> KafkaEventSource:
     sources.append(source)
     source.start()

@@ -4,7 +4,6 @@ restarts of the source and of the broker. Each test has its own topics and consu
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,15 +22,6 @@ def source_for(
 ) -> KafkaEventSource:
     settings = {"retries": 3, "backoff_delay": 0.02, "backoff_max": 0.2, "timeout_seconds": 2.0, **settings}
     return KafkaEventSource(bootstrap, topic, group or f"g-{uuid.uuid4().hex[:8]}", url, **settings)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def running() -> Iterator[list[KafkaEventSource]]:
-    """Sources a test starts are stopped at its end, whatever happened."""
-    sources: list[KafkaEventSource] = []
-    yield sources
-    for source in sources:
-        source.stop(5)
 
 
 def test_each_partition_in_order_while_partitions_proceed_independently(

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 from kafka import KafkaProducer
@@ -21,14 +20,6 @@ from tests.integration.events.sink import Answer, Sink, numbered, produce, read_
 from tests.polling import wait_for as eventually
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def running() -> Iterator[list[KafkaEventSource]]:
-    sources: list[KafkaEventSource] = []
-    yield sources
-    for source in sources:
-        source.stop(5)
 
 
 def test_a_redrive_applies_each_dead_letter_once_and_a_second_changes_nothing(
