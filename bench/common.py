@@ -11,9 +11,10 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from shared_lib.devtools.kafka_server import topic_size
 from shared_lib.devtools.ports import free_port
 
-__all__ = ["free_port"]
+__all__ = ["free_port", "topic_size"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -24,18 +25,6 @@ def scratch_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
-
-
-def topic_size(bootstrap: str, topic: str) -> int:
-    """How many records a Kafka topic holds (the sum of its partitions' end offsets)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return sum(consumer.end_offsets(partitions).values())
-    finally:
-        consumer.close()
 
 
 def percentile(values: Sequence[float], p: float) -> float:

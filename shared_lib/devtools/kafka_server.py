@@ -138,6 +138,18 @@ def available() -> tuple[bool, str]:
     return True, "java and mvn on PATH"
 
 
+def topic_size(bootstrap: str, topic: str) -> int:
+    """How many records a Kafka topic holds (the sum of its partitions' end offsets)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum(consumer.end_offsets(partitions).values())
+    finally:
+        consumer.close()
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)

@@ -19,6 +19,7 @@ import pytest
 
 from functions.loms.domain import InsufficientStockError, Item
 from functions.loms.service import EVENT_SOURCE, EVENT_TYPE, ORDER_EVENTS_TOPIC
+from shared_lib.devtools.kafka_server import topic_size
 from shared_lib.errors import TransientError
 from shared_lib.events import Event, KafkaPublisher, PartialPublishError
 from tests.fixtures.kafka import MakeTopic, read_records
@@ -334,21 +335,10 @@ class _KillsTheBrokerAt(Sequence[Event]):
     def __iter__(self) -> Iterator[Event]:
         for index, event in enumerate(self.events):
             if index == self.at and not self.killed:
-                wait_for(lambda: _stored(self.server.bootstrap, self.topic) >= self.at, timeout=60)
+                wait_for(lambda: topic_size(self.server.bootstrap, self.topic) >= self.at, timeout=60)
                 self.server.kill()
                 self.killed = True
             yield event
-
-
-def _stored(bootstrap: str, topic: str) -> int:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return sum(consumer.end_offsets(partitions).values())
-    finally:
-        consumer.close()
 
 
 class KillsTheBrokerMidBatch:
