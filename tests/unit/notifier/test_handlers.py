@@ -155,21 +155,15 @@ def test_a_wrong_specversion_is_poison(notifier: Notifier) -> None:
 
 
 @pytest.mark.function("notify_status")
-def test_a_database_outage_is_a_500_so_the_source_retries(notifier: Notifier) -> None:
-    notifier.db.down = True
+@pytest.mark.parametrize("down", ["db", "sink"], ids=["the-database", "the-sink"])
+def test_an_outage_is_a_500_so_the_source_retries_and_the_redelivery_delivers(
+    notifier: Notifier, down: str
+) -> None:
+    part = notifier.db if down == "db" else notifier.sink
+    part.down = True
     headers, body = cloud_event(change(1))
     assert post(headers, body).status_code == 500
-    notifier.db.down = False
-    assert post(headers, body).status_code == 200
-    assert notifier.sink.events() == [1]
-
-
-@pytest.mark.function("notify_status")
-def test_a_sink_outage_is_a_500_and_the_redelivery_delivers(notifier: Notifier) -> None:
-    notifier.sink.down = True
-    headers, body = cloud_event(change(1))
-    assert post(headers, body).status_code == 500
-    notifier.sink.down = False
+    part.down = False
     assert post(headers, body).status_code == 200
     assert notifier.sink.events() == [1]
 
