@@ -5,7 +5,9 @@ Helpers arrange stock rows and look at what the databases hold.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 
 import pytest
@@ -147,6 +149,23 @@ class PgLoms:
                 s=seconds_ago,
                 ids=event_ids,
             )
+
+
+@contextlib.contextmanager
+def relays_running(relays: Sequence[OutboxRelay]) -> Iterator[list[threading.Thread]]:
+    """The relays at once, each in a thread of its own, for the body; then stopped, joined and closed."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=r.run_until, args=(stop,)) for r in relays]
+    for thread in threads:
+        thread.start()
+    try:
+        yield threads
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        for relay in relays:
+            relay.close()
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from shared_lib.devtools.kafka_server import topic_size
 from shared_lib.errors import TransientError
 from shared_lib.events import Event, KafkaPublisher, PartialPublishError
 from tests.fixtures.kafka import MakeTopic, read_records
-from tests.integration.loms.conftest import MakeShards, PgLoms
+from tests.integration.loms.conftest import MakeShards, PgLoms, relays_running
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
@@ -237,11 +237,7 @@ def test_several_relays_at_once_on_two_shards(
     loms, sku, topic = PgLoms(make_shards(2)), unique_id(), fresh_topic(2)
     loms.put_stock(sku, 10_000)
     relays = [loms.relay(publishers(), batch_size=20, poll_seconds=0.1, topic=topic) for _ in range(3)]
-    stop = threading.Event()
-    threads = [threading.Thread(target=r.run_until, args=(stop,)) for r in relays]
-    for thread in threads:
-        thread.start()
-    try:
+    with relays_running(relays):
 
         def shop(i: int) -> None:
             order_id = loms.service.create_order(unique_id() * 2 + i % 2, [Item(sku, 1)])
@@ -250,12 +246,6 @@ def test_several_relays_at_once_on_two_shards(
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(shop, range(150)))
         records = read_topic(kafka_bootstrap, topic, lambda rs: len(rs) >= 450)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=10)
-        for relay in relays:
-            relay.close()
     assert distinct_ids(records) == set(loms.outbox_ids())
     assert len(records) == 450  # one relay per shard at a time: not even a duplicate
     assert_each_order_in_order(records)

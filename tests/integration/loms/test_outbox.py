@@ -20,7 +20,7 @@ from functions.loms.adapters.pg_outbox import PgOutbox
 from functions.loms.domain import InsufficientStockError, Item, OrderStatus
 from shared_lib.errors import TransientError
 from shared_lib.events import Event
-from tests.integration.loms.conftest import MakeShards, PgLoms
+from tests.integration.loms.conftest import MakeShards, PgLoms, relays_running
 from tests.polling import wait_for as eventually
 from tests.unit.loms.fakes import RecordingPublisher
 
@@ -240,11 +240,7 @@ def test_several_relays_at_once_lose_and_reorder_nothing(
     loms.put_stock(sku, 10_000)
     publisher = RecordingPublisher()
     relays = [loms.relay(publisher, batch_size=5, poll_seconds=0.05) for _ in range(4)]
-    stop = threading.Event()
-    threads = [threading.Thread(target=r.run_until, args=(stop,)) for r in relays]
-    for thread in threads:
-        thread.start()
-    try:
+    with relays_running(relays) as threads:
         rng = random.Random(11)
 
         def shop(i: int) -> None:
@@ -258,12 +254,6 @@ def test_several_relays_at_once_lose_and_reorder_nothing(
             list(pool.map(shop, range(200)))
         eventually(lambda: len(publisher.events()) >= 600)
         eventually(lambda: loms.unsent() == 0)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=10)
-        for relay in relays:
-            relay.close()
     assert not any(thread.is_alive() for thread in threads)
     ids = [int(e.id) for e in publisher.events()]
     assert len(ids) == 600 and set(ids) == set(loms.outbox_ids())  # claims: not even a duplicate
