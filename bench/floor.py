@@ -163,16 +163,19 @@ def bare_command(
     ]
 
 
-def spawn(name: str, command: list[str], environment: Mapping[str, str], port: int) -> Served:
+def spawn(
+    name: str, command: list[str], environment: Mapping[str, str], port: int, tree: Path = ROOT
+) -> Served:
+    """`command` started from `tree` (its cwd, first on its path: another tree is a baseline's code)."""
     log = (scratch_dir("shop-bench-serve-") / f"{name.replace('/', '-')}.log").open("ab")
-    env = {**os.environ, **environment, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **environment, "PYTHONPATH": str(tree)}
     # Its own session: with the kernel's autogroup scheduling (sched_autogroup_enabled) a session is one
     # scheduling group, as a container is one cgroup. In the benchmark's session it would share one group's
     # CPU with the load generator's threads and whatever else that session runs, thread by thread: gevent's
     # one thread then gets one thread's share while gthread's 17 get more (README "Benchmarks").
     process = subprocess.Popen(
         command,
-        cwd=ROOT,
+        cwd=tree,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -211,15 +214,17 @@ def function(
     threads: int = THREADS,
     name: str | None = None,
     worker_class: str = DEFAULT_WORKER_CLASS,
+    tree: Path = ROOT,
 ) -> Iterator[Served]:
     """One function of the shop served as its container serves it, on a free port, ready (GET /readyz). Under
-    a worker class the entrypoint does not offer (sync), by bench.floor (see serve)."""
+    a worker class the entrypoint does not offer (sync), by bench.floor (see serve). `tree`: whose code (a
+    git worktree of an older commit serves a baseline)."""
     port = free_port()
     if worker_class in WORKER_CLASSES:
         command = function_command(target, port, workers, threads, worker_class)
     else:
         command = [*bare_command(port, workers, threads, worker_class), "--target", target]
-    served = spawn(name or target, command, environment, port)
+    served = spawn(name or target, command, environment, port, tree)
     try:
         wait_ready(served, "/readyz")
         yield served

@@ -24,38 +24,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import subprocess
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from bench import floor, load
-from bench.common import free_port, report, scratch_dir
+from bench.common import report
 from bench.cpu import Window, alternate, measure, median_ratio
 from bench.stack import memcached, postgres
 from functions import devserver
 
 BASELINE = " at baseline"
-
-
-@contextlib.contextmanager
-def function_at(
-    tree: Path, target: str, environment: Mapping[str, str], threads: int, worker_class: str
-) -> Iterator[floor.Served]:
-    """`target` served as floor.function serves it, from another tree's code (its cwd and PYTHONPATH)."""
-    port = free_port()
-    command = floor.function_command(target, port, floor.WORKERS, threads, worker_class)
-    log = (scratch_dir("shop-bench-serve-") / f"{target}-baseline.log").open("ab")
-    env = {**os.environ, **environment, "PYTHONPATH": str(tree)}
-    process = subprocess.Popen(
-        command, cwd=tree, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-    )
-    log.close()
-    served = floor.Served(f"{target}{BASELINE}", port, process)
-    try:
-        floor.wait_ready(served, "/readyz")
-        yield served
-    finally:
-        served.stop()
 
 
 def main() -> None:
@@ -97,7 +74,14 @@ def main() -> None:
                 )
                 if args.baseline is not None:
                     served[floor.variant_name(name + BASELINE, server, args.servers)] = stack.enter_context(
-                        function_at(args.baseline.resolve(), "get_order", env, args.threads, server)
+                        floor.function(
+                            "get_order",
+                            env,
+                            threads=args.threads,
+                            name=f"get_order{BASELINE}",
+                            worker_class=server,
+                            tree=args.baseline.resolve(),
+                        )
                     )
         request = load.get(f"/order/{uid}")
         for name, one in served.items():

@@ -37,7 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,31 +151,6 @@ def export_tree(commit: str) -> Path:
     return directory
 
 
-@contextlib.contextmanager
-def function_at(tree: Path, name: str, environment: Mapping[str, str]) -> Iterator[floor.Served]:
-    """get_order served as bench.floor.function serves it, but from another tree (a baseline commit)."""
-    port = free_port()
-    command = floor.function_command("get_order", port)
-    log = (scratch_dir("shop-bench-serve-") / f"{name.replace('/', '-').replace(' ', '-')}.log").open("ab")
-    env = {**os.environ, **environment, "PYTHONPATH": str(tree)}
-    process = subprocess.Popen(  # in its own session, as bench.floor.spawn does (autogroup scheduling)
-        command,
-        cwd=tree,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log.close()
-    served = floor.Served(name, port, process)
-    try:
-        floor.wait_ready(served, "/readyz")
-        yield served
-    finally:
-        served.stop()
-
-
 def served_mode(mode: str, environment: Mapping[str, str]) -> contextlib.AbstractContextManager[floor.Served]:
     return floor.function("get_order", environment, name=f"get_order-{mode}")
 
@@ -224,10 +199,14 @@ def main() -> None:
             if compared is None:
                 served[mode] = stack.enter_context(served_mode(mode, environment_of))
             else:
-                served[mode] = stack.enter_context(function_at(compared, f"get_order-{mode}", environment_of))
+                served[mode] = stack.enter_context(
+                    floor.function("get_order", environment_of, name=f"get_order-{mode}", tree=compared)
+                )
             if tree is not None:
                 name = f"{mode}{baseline}"
-                served[name] = stack.enter_context(function_at(tree, f"get_order-{name}", environment_of))
+                served[name] = stack.enter_context(
+                    floor.function("get_order", environment_of, name=f"get_order-{name}", tree=tree)
+                )
         request = load.get(f"/order/{uid}")
         tally = load.Tally("X-Cache")
         for server in served.values():  # caches warm, pools open, code paths warm

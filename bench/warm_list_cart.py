@@ -22,12 +22,10 @@ import argparse
 import contextlib
 import os
 import random
-import subprocess
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from bench import floor, load
-from bench.common import free_port, report, scratch_dir
+from bench.common import report
 from bench.cpu import Window, alternate, measure, median_ratio
 from bench.list_cart import SKUS
 from bench.stack import memcached, shop
@@ -49,27 +47,6 @@ def free_offset() -> int:
         if all(bindable(port + offset) for port in ports):
             return offset
     raise RuntimeError("no port offset with every service's port free in 200 tries")
-
-
-@contextlib.contextmanager
-def function_at(
-    tree: Path, target: str, environment: Mapping[str, str], worker_class: str
-) -> Iterator[floor.Served]:
-    """`target` as floor.function serves it, but the code of `tree` (its modules first on the path)."""
-    port = free_port()
-    command = floor.function_command(target, port, worker_class=worker_class)
-    log = (scratch_dir("shop-bench-serve-") / f"{target}-baseline.log").open("ab")
-    env = {**os.environ, **environment, "PYTHONPATH": str(tree)}
-    process = subprocess.Popen(
-        command, cwd=tree, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-    )
-    log.close()
-    served = floor.Served(f"{target} at {tree}", port, process)
-    try:
-        floor.wait_ready(served, "/readyz")
-        yield served
-    finally:
-        served.stop()
 
 
 def main() -> None:
@@ -103,7 +80,13 @@ def main() -> None:
             )
             if args.baseline is not None:
                 served[floor.variant_name(BASELINE, server, args.servers)] = stack.enter_context(
-                    function_at(args.baseline.resolve(), "list_cart", running.environment, server)
+                    floor.function(
+                        "list_cart",
+                        running.environment,
+                        name=f"list_cart at {args.baseline.resolve()}",
+                        worker_class=server,
+                        tree=args.baseline.resolve(),
+                    )
                 )
         request = load.get(f"/user/{USER}/cart")
         for name, one in served.items():
