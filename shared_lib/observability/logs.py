@@ -9,14 +9,12 @@ module for a reader.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from shared_lib.observability import tracing
@@ -41,15 +39,24 @@ def set_process(service: str = "", function: str = "") -> None:
         _process.setdefault("function", function)
 
 
-@contextlib.contextmanager
-def request_context(service: str, function: str) -> Iterator[dict[str, Any]]:
-    """A request's log context: lines logged inside name its service and function, and the ids bound."""
-    context: dict[str, Any] = {"service": service, "function": function}
-    token = _request.set(context)
-    try:
-        yield context
-    finally:
-        _request.reset(token)
+class request_context:
+    """A request's log context: lines logged inside name its service and function, and the ids bound. A class
+    rather than a generator: entered around every request, it costs no generator and no contextlib frames."""
+
+    __slots__ = ("_context", "_token")
+
+    def __init__(self, service: str, function: str) -> None:
+        self._context: dict[str, Any] = {"service": service, "function": function}
+        self._token: contextvars.Token[dict[str, Any] | None] | None = None
+
+    def __enter__(self) -> dict[str, Any]:
+        self._token = _request.set(self._context)
+        return self._context
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._token is not None:
+            _request.reset(self._token)
+            self._token = None
 
 
 def in_request() -> bool:

@@ -154,7 +154,9 @@ class ObservedFunction:
             if delay is not None:
                 attributes["shop.event.delay_seconds"] = round(delay, 6)  # from the change to its handling
             return backend.consumer(self.span_name, environ.get("HTTP_TRACEPARENT"), attributes)
-        headers = {name: environ[key] for name, key in _TRACE_HEADERS.items() if key in environ}
+        headers: dict[str, str] = {}
+        if "HTTP_TRACEPARENT" in environ:  # most requests have no caller's context: nothing to copy
+            headers = {name: environ[key] for name, key in _TRACE_HEADERS.items() if key in environ}
         if _XRAY_HEADER in environ:
             headers["X-Amzn-Trace-Id"] = environ[_XRAY_HEADER]
         return backend.server(self.span_name, headers, attributes)

@@ -193,15 +193,13 @@ class OtelBackend:
         return _OtelSpan(self, name, kind, attributes, self._new_context(), links, trace_id)
 
     def _links(self, traceparents: Sequence[str | None]) -> list[Any]:
-        from opentelemetry.trace import Link
-
         found = []
         for traceparent in traceparents:
             if traceparent:
                 context = self._propagator.extract({"traceparent": traceparent})
                 span_context = self._trace.get_current_span(context).get_span_context()
                 if span_context.is_valid:
-                    found.append(Link(span_context))
+                    found.append(self._trace.Link(span_context))
         return found
 
     def annotate(self, attributes: Attributes) -> None:
