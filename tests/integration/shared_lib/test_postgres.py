@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from shared_lib.postgres import (
     Dsn,
     connect,
     ensure_database,
+    is_transient,
     migrate,
     split_sql,
     wait_readable,
@@ -233,3 +235,15 @@ def test_a_failed_statement_gives_its_slot_back_and_a_broken_connection_is_repla
     with pytest.raises(TransientError):  # the server ends this connection: 57P01
         run("SELECT pg_terminate_backend(pg_backend_pid()) WHERE :x = 1")
     assert run(pid)[0][0] != before  # the broken one was discarded and its slot given back
+
+
+def test_a_statement_outlasting_the_connection_timeout_fails_as_a_transient_timeout(make_database) -> None:  # type: ignore[no-untyped-def]
+    conn = connect(Dsn.parse(make_database("cart")), timeout=0.3)
+    try:
+        assert conn.run("SELECT 1 WHERE :x = 1", x=1) == [[1]]  # within the bound: answered
+        with pytest.raises(OSError) as caught:  # the server answers after 5 s: the read gives up first
+            conn.run("SELECT pg_sleep(5)")
+        assert isinstance(caught.value, TimeoutError) and is_transient(caught.value)
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
