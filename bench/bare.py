@@ -1,7 +1,8 @@
 """The floor every benchmark is compared with: a bare functions-framework HTTP target.
 
-Served by bench.floor exactly as the shop's functions are served (gunicorn gthread, the same workers and
-threads), it costs what functions-framework, Flask and the server cost and nothing of the shop's.
+Served by bench.floor exactly as the shop's functions are served (gunicorn's worker of SHOP_WORKER_CLASS,
+the same workers and threads), it costs what functions-framework, Flask and the server cost and nothing of
+the shop's.
 """
 
 from __future__ import annotations

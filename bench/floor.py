@@ -2,16 +2,16 @@
 floor (bench/bare.py) served the same way.
 
 The shop's function: `python -m functions.entrypoint --target NAME` (the image's ENTRYPOINT: gunicorn's
-worker of SHOP_WORKER_CLASS, gevent by default, WEB_CONCURRENCY workers, GUNICORN_THREADS requests at once,
-keep-alive 30 s). The floor: `python -m bench.floor --port P --workers W --threads T --worker-class C`,
+worker of SHOP_WORKER_CLASS, gevent_pywsgi by default, WEB_CONCURRENCY workers, GUNICORN_THREADS requests at
+once, keep-alive 30 s). The floor: `python -m bench.floor --port P --workers W --threads T --worker-class C`,
 gunicorn with the entrypoint's settings around functions-framework's app of `bare` and nothing else (no
 observing wrapper, no health routes, no JSON error pages, gunicorn's own worker class: the shop's worker
 subclasses add only its request limit and its prompt stop on the path measured). It imports only gunicorn and
 functions-framework (and gevent, under gevent), so its cold start is the floor's too.
 
-Either can be served under either worker (`worker_class`: "gevent" or "gthread"), so a benchmark can show
-the floor and the shop under both servers side by side (`add_server_option`, `server_variants`,
-`side_by_side`; e.g. `python -m bench.get_order --servers gthread,gevent`).
+Either can be served under any of the worker classes (`worker_class`: "gevent_pywsgi", "gevent" or
+"gthread"), so a benchmark can show the floor and the shop under several servers side by side
+(`add_server_option`, `side_by_side`; e.g. `python -m bench.get_order --servers gthread,gevent_pywsgi`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ WORKER_CLASSES = ("gevent", "gthread", "gevent_pywsgi")  # functions.entrypoint.
 # the floor can also be served by gunicorn's sync worker, for comparison (one request at a time per worker,
 # no keep-alive: a connection per request); the shop then by bench.floor (see serve)
 BARE_WORKER_CLASSES = (*WORKER_CLASSES, "sync")
-DEFAULT_WORKER_CLASS = os.environ.get("SHOP_WORKER_CLASS") or "gthread"  # the container's default
+DEFAULT_WORKER_CLASS = os.environ.get("SHOP_WORKER_CLASS") or "gevent_pywsgi"  # the container's default
 
 
 def serve(

@@ -1,7 +1,7 @@
 """The container's entry point: serve the one function named by FUNCTION_TARGET (or --target) on PORT.
 
-`python -m functions.entrypoint --target get_product` runs gunicorn (its gthread worker, or the one
-SHOP_WORKER_CLASS names: gevent, gevent_pywsgi; functions.gevent_worker) around that function's
+`python -m functions.entrypoint --target get_product` runs gunicorn (its gevent_pywsgi worker, or the one
+SHOP_WORKER_CLASS names: gevent, gthread; functions.gevent_worker) around that function's
 functions-framework app, answering GET /healthz (liveness) and GET /readyz (readiness) beside it. On SIGTERM
 gunicorn stops accepting, drains the requests in flight (up to the graceful timeout), then each worker runs
 the shutdown hooks registered in shared_lib.lifecycle (producer flush, pool close) before it exits.
@@ -228,8 +228,8 @@ class DrainingWorker(Draining, JsonErrorWorker):
 
 # The servers a function can run under (SHOP_WORKER_CLASS): gunicorn's gevent worker (one greenlet per
 # connection: a keep-alive connection is read, answered and read again on one greenlet, where gthread hands
-# it between its poller thread and a pool thread twice per request), its gthread worker (the default), or its
-# gevent_pywsgi worker (gevent's own HTTP server instead of gunicorn's parser: the lowest floor measured).
+# it between its poller thread and a pool thread twice per request), its gthread worker, or its gevent_pywsgi
+# worker (gevent's own HTTP server instead of gunicorn's parser: the lowest floor measured; the default).
 WORKER_CLASSES = ("gevent", "gthread", "gevent_pywsgi")
 
 
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         "--worker-class",
         choices=WORKER_CLASSES,
         default=env.worker_class,
-        help="gunicorn's worker: gthread, gevent or gevent_pywsgi (SHOP_WORKER_CLASS; default gthread)",
+        help="gunicorn's worker: gevent_pywsgi, gevent or gthread (SHOP_WORKER_CLASS; default gevent_pywsgi)",
     )
     parser.add_argument(
         "--graceful-timeout",

@@ -1,4 +1,5 @@
-"""gunicorn's gevent worker as the shop serves its functions under SHOP_WORKER_CLASS=gevent.
+"""gunicorn's gevent workers as the shop serves its functions: gevent_pywsgi (gevent's own HTTP server, the
+default SHOP_WORKER_CLASS; ShopPyWSGIWorker below) and gevent (gunicorn's parser on greenlets).
 
 One greenlet per connection: it reads a request, runs the app and reads the next request of the keep-alive
 connection, all on itself. gthread instead hands every keep-alive connection from its poller thread to a pool

@@ -21,9 +21,11 @@ class ServerSettings(BaseSettings):
     port: int = Field(8080, validation_alias="PORT")
     workers: int = Field(1, ge=1, validation_alias="WEB_CONCURRENCY")
     threads: int = Field(16, ge=1, validation_alias="GUNICORN_THREADS")  # the most requests served at once
-    # gunicorn's worker (functions.entrypoint.WORKER_CLASSES): gevent, one greenlet per connection, or gthread
+    # gunicorn's worker (functions.entrypoint.WORKER_CLASSES): gevent_pywsgi (gevent's own HTTP server, one
+    # greenlet per connection: the lowest CPU per request measured), gevent (gunicorn's parser on greenlets)
+    # or gthread (a poller thread and a pool of threads)
     worker_class: Literal["gevent", "gthread", "gevent_pywsgi"] = Field(
-        "gthread", validation_alias="SHOP_WORKER_CLASS"
+        "gevent_pywsgi", validation_alias="SHOP_WORKER_CLASS"
     )
     # the gevent worker's most open connections (idle keep-alive ones too; gthread's limit on them as well)
     worker_connections: int = Field(1000, ge=1, validation_alias="GUNICORN_WORKER_CONNECTIONS")

@@ -67,7 +67,7 @@ def delivery_budget_seconds() -> float:
     return sum(delay * n for n in range(1, DELIVERY_RETRIES + 1))
 
 
-THREADS = 16  # gunicorn threads per container: the most requests one pod takes at once
+THREADS = 16  # GUNICORN_THREADS: the most requests a pod serves at once (the gevent workers' in-flight limit)
 
 
 @dataclass(frozen=True, slots=True)
