@@ -16,6 +16,13 @@ machine is answered from PostgreSQL: a miss); Memcached's CPU per request tells 
 same venv), alternating with this tree's in every round: "<variant> at baseline", and the paired ratio of
 this tree's to it ("<variant>: function / at baseline", median over rounds). `--memcached-only` leaves out
 the variant served from the process's own tier (a shorter run when only a Memcached hit is studied).
+
+`--in-process` measures the WSGI app instead, called in one thread of its own process (no server, no load
+generator beside it): each variant in a fresh process per round, alternating, CPU (user and system) of the
+calling thread per call, medians. Besides bare, get_order (its tier) and get_order memcached tier, a fourth
+variant, `get_order tier + pause`, is the tier hit with the thread blocked for --pause-us µs per request
+(time.sleep, patched into the benchmark's process only, where the round trip would wait): what blocking alone
+costs, whatever the thread waits for. "memcached tier / tier" and "pause / tier" are paired by round.
 Target (issue 14): the function at most 1.3× the floor.
 """
 
@@ -23,16 +30,130 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import json
 import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from bench import floor, load
 from bench.common import report
 from bench.cpu import Window, alternate, measure, median_ratio
+from bench.floor import ROOT
 from bench.stack import memcached, postgres
 from functions import devserver
 
 BASELINE = " at baseline"
+
+
+IN_PROCESS = ("bare", "get_order", "get_order tier + pause", "get_order memcached tier")
+
+
+def wsgi_app(variant: str, pause_us: float) -> tuple[Any, str]:
+    """(the app, the path to call) of an in-process variant, in this process (the environment is set)."""
+    if variant == "bare":
+        import functions_framework
+
+        return functions_framework.create_app(target="bare", source=str(ROOT / "bench" / "bare.py")), "/"
+    if variant == "get_order memcached tier":
+        os.environ["ORDERS_LOCAL_CACHE_ENTRIES"] = "0"
+    if variant == "get_order tier + pause":
+        from shared_lib.cache import InProcessCache
+
+        unpaused = InProcessCache.get_encoded
+
+        def paused(self: InProcessCache, key: str) -> bytes | None:
+            time.sleep(pause_us / 1e6)
+            return unpaused(self, key)
+
+        InProcessCache.get_encoded = paused  # type: ignore[method-assign]
+    from functions.entrypoint import function_app
+
+    return function_app("get_order"), f"/order/{os.environ['BENCH_ORDER_UID']}"
+
+
+def in_process_worker(variant: str, calls: int, pause_us: float) -> None:
+    """Print {"user": µs, "system": µs} per call of `variant`'s WSGI app, after a warm-up."""
+    app, path = wsgi_app(variant, pause_us)
+
+    def call() -> None:
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8080",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_HOST": "127.0.0.1:8080",
+            "REMOTE_ADDR": "127.0.0.1",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        statuses: list[str] = []
+        body = app(environ, lambda status, _headers, _exc=None: statuses.append(status))
+        b"".join(body)
+        if hasattr(body, "close"):
+            body.close()
+        if not statuses[0].startswith("200"):
+            raise RuntimeError(f"{variant}: {statuses[0]}")
+
+    for _ in range(max(200, calls // 10)):
+        call()
+    before = resource.getrusage(resource.RUSAGE_THREAD)
+    for _ in range(calls):
+        call()
+    after = resource.getrusage(resource.RUSAGE_THREAD)
+    user = (after.ru_utime - before.ru_utime) / calls * 1e6
+    system = (after.ru_stime - before.ru_stime) / calls * 1e6
+    print(json.dumps({"user": user, "system": system}))
+
+
+def in_process(args: argparse.Namespace) -> None:
+    """The --in-process benchmark: each variant's app in a fresh process per round, alternating."""
+    with contextlib.ExitStack() as stack:
+        pg = stack.enter_context(postgres())
+        cache = stack.enter_context(memcached())
+        environment = devserver.service_environment(pg.dsn, memcached=cache.address)
+        devserver.prepare_databases(pg.dsn, environment)
+        uid = devserver.load_sample_order(environment["ORDERS_DATABASE_URL"])
+        env = {**os.environ, **environment, "BENCH_ORDER_UID": uid, "PYTHONPATH": str(ROOT)}
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in IN_PROCESS}
+        for round_number in range(args.rounds):
+            order = IN_PROCESS if round_number % 2 == 0 else IN_PROCESS[::-1]
+            for name in order:
+                command = [sys.executable, "-m", "bench.get_order", "--in-process-variant", name]
+                command += ["--calls", str(args.calls), "--pause-us", str(args.pause_us)]
+                done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+                one = json.loads(done.stdout.strip().splitlines()[-1])
+                runs[name].append(one)
+                print(
+                    f"round {round_number + 1}/{args.rounds} {name:<26} CPU µs/call"
+                    f" {one['user'] + one['system']:,.0f} (user {one['user']:,.0f},"
+                    f" system {one['system']:,.0f})",
+                    flush=True,
+                )
+    total = {name: [r["user"] + r["system"] for r in rounds] for name, rounds in runs.items()}
+    figures: dict[str, float | int | str] = {"rounds": args.rounds, "calls per round": args.calls}
+    for name, rounds in runs.items():
+        figures[f"{name}: CPU µs/call"] = statistics.median(total[name])
+        figures[f"{name}: user µs/call"] = statistics.median(r["user"] for r in rounds)
+        figures[f"{name}: system µs/call"] = statistics.median(r["system"] for r in rounds)
+        if name != "bare":
+            figures[f"{name}: / bare"] = median_ratio(total[name], total["bare"])
+    for name in ("get_order tier + pause", "get_order memcached tier"):
+        figures[f"{name}: / get_order (tier)"] = median_ratio(total[name], total["get_order"])
+    figures["pause µs"] = args.pause_us
+    figures["load average (1 min) at the end"] = os.getloadavg()[0]
+    report("get_order in process: CPU per call of the WSGI app", figures)
 
 
 def main() -> None:
@@ -45,8 +166,18 @@ def main() -> None:
     parser.add_argument(
         "--memcached-only", action="store_true", help="only the variant with the process's own tier off"
     )
+    parser.add_argument("--in-process", action="store_true", help="the WSGI app in one thread, no server")
+    parser.add_argument("--calls", type=int, default=4000, help="--in-process: calls per variant and round")
+    parser.add_argument("--pause-us", type=float, default=50.0, help="--in-process: the pause variant's wait")
+    parser.add_argument("--in-process-variant", choices=IN_PROCESS, help=argparse.SUPPRESS)
     floor.add_server_option(parser)
     args = parser.parse_args()
+    if args.in_process_variant:
+        in_process_worker(args.in_process_variant, args.calls, args.pause_us)
+        return
+    if args.in_process:
+        in_process(args)
+        return
     floor.check_servers(args.servers)
     if args.baseline is not None and not (args.baseline / "functions" / "entrypoint.py").is_file():
         raise SystemExit(f"--baseline: {args.baseline} is not a tree of the shop")
