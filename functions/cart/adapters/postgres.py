@@ -19,7 +19,9 @@ ON CONFLICT (user_id, sku) DO UPDATE
 RETURNING c.count
 """
 
-_ITEMS = "SELECT json_object_agg(sku, count)::text FROM cart_items WHERE user_id = :u"
+# the lines as one JSON array of [sku, count] pairs (NULL for none): numbers, so dict() takes them as they
+# are decoded (an object's keys would be text, each turned back into an int: ~3 us more for 11 lines)
+_ITEMS = "SELECT json_agg(json_build_array(sku, count))::text FROM cart_items WHERE user_id = :u"
 
 
 class PgCartRepository:
@@ -27,11 +29,11 @@ class PgCartRepository:
         self.pool = pool
 
     def items_of(self, user_id: int) -> dict[int, int]:
-        # one row, the lines as one JSON object (sku -> count; NULL for no lines): reading a row per line
-        # in pg8000 cost ~35 us more of this process's CPU for an 11-line cart
+        # one row, the lines as one JSON text: reading a row per line in pg8000 cost ~35 us more of this
+        # process's CPU for an 11-line cart
         rows = self.pool.run(_ITEMS, u=user_id)
         text = rows[0][0] if rows else None
-        return {} if text is None else {int(sku): int(count) for sku, count in json.loads(text).items()}
+        return {} if text is None else dict(json.loads(text))
 
     def add(self, user_id: int, sku: int, count: int, limit: int) -> bool:
         return bool(self.pool.run(_ADD, user_id=user_id, sku=sku, count=count, limit=limit))
