@@ -14,7 +14,10 @@ Figures: CPU µs per request of the function's process tree (from /proc), median
 increase over `off` (and over `metrics`), **paired within each round**: the ratio of the two windows of one
 round, then the median of those per-round ratios with their spread (quartiles and extremes), so that a
 reader sees whether a +10% target is resolved or inside the noise. Every round's ratios are printed too.
-`--modes` measures fewer modes (fewer windows per round: the paired windows closer in time), `--baseline
+`--together` loads the compared variants at the same time in each round (each with its own --connections
+clients; the floor alone before them), so that the machine's state, which on a shared 2-core machine moves
+more between two windows than the overhead measured, is the same for every window of a pair. `--modes`
+measures fewer modes (fewer windows per round: the paired windows closer in time), `--baseline
 COMMIT` serves the same modes from that commit's tree as well (exported with `git archive`), paired round by
 round with this tree's: the before/after of a change in one run.
 
@@ -36,6 +39,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -43,7 +47,7 @@ from typing import Any
 
 from bench import floor, load
 from bench.common import free_port, percentile, report, scratch_dir
-from bench.cpu import Window, alternate, measure, summarise
+from bench.cpu import Window, alternate, cpu_of, default_line, measure, summarise
 from bench.stack import memcached, postgres
 from functions import devserver
 
@@ -174,6 +178,11 @@ def main() -> None:
         metavar="COMMIT",
         help="serve the compared side from COMMIT's tree, not the working tree (others' unfinished edits)",
     )
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="load the compared variants at the same time in each round (--connections each), not in turn",
+    )
     parser.add_argument("--in-process", action="store_true", help="the middleware alone, in this process")
     parser.add_argument(
         "--requests", type=int, default=20_000, help="--in-process: requests per mode and round"
@@ -224,8 +233,48 @@ def main() -> None:
                 settle=flushed,
             )
 
+        def together(round_number: int) -> dict[str, Window]:
+            """Every variant but the floor loaded at the same time, each by its own clients: one machine state
+            for all, so that what the load of others does to one window it does to its pair too."""
+            compared = {name: s for name, s in served.items() if name != "bare"}
+            loaded: dict[str, Any] = {}
+
+            def load_one(name: str, server: floor.Served) -> None:
+                loaded[name] = load.run(server.port, request, args.connections, args.seconds, tally=tally)
+
+            before = cpu_of({name: s.pid for name, s in compared.items()})
+            threads = [threading.Thread(target=load_one, args=item) for item in compared.items()]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            flushed()
+            after = cpu_of({name: s.pid for name, s in compared.items()})
+            windows = {
+                name: Window(
+                    requests=loaded[name].requests,
+                    errors=loaded[name].errors,
+                    seconds=loaded[name].seconds,
+                    cpu={"function": after[name] - before[name]},
+                )
+                for name in compared
+            }
+            for name, window in windows.items():
+                print(f"round {round_number + 1}/{args.rounds} {name:<12} {default_line(window)}", flush=True)
+            return windows
+
         started_load = os.getloadavg()
-        results = alternate({name: functools.partial(variant, s) for name, s in served.items()}, args.rounds)
+        if args.together:
+            results: dict[str, list[Window]] = {name: [] for name in served}
+            for round_number in range(args.rounds):
+                results["bare"].append(variant(served["bare"]))
+                shown = default_line(results["bare"][-1])
+                print(f"round {round_number + 1}/{args.rounds} {'bare':<12} {shown}", flush=True)
+                for name, window in together(round_number).items():
+                    results[name].append(window)
+        else:
+            variants = {name: functools.partial(variant, s) for name, s in served.items()}
+            results = alternate(variants, args.rounds)
         ended_load = os.getloadavg()
         exported = receiver.received()
     if any(mode in TRACED for mode in modes) and not exported:
@@ -249,6 +298,7 @@ def main() -> None:
     figures["get_order answers"] = ", ".join(f"X-Cache {k}: {n}" for k, n in sorted(tally.values.items()))
     figures["OTLP bytes received"] = exported
     figures["compared tree"] = args.commit or "the working tree"
+    figures["variants loaded"] = "together, each round" if args.together else "in turn, alternating"
     figures["connections"] = args.connections
     figures["seconds per window"] = args.seconds
     figures["load average (1, 5, 15 min) at start"] = ", ".join(f"{x:.1f}" for x in started_load)
