@@ -502,7 +502,10 @@ def load_through(
     the cache does not answer. The value is returned JSON round-tripped, as a hit would return it; a None
     from the loader is returned and not cached.
     """
-    return _load_through(cache, _decoded(cache), key, ttl, loader, lock_ttl, wait, poll, follower_timeout)
+    cached = cache.get(key)
+    if cached is not None:
+        return cached, True
+    return _load_missed(cache, _decoded(cache), key, ttl, loader, lock_ttl, wait, poll, follower_timeout)
 
 
 def load_through_encoded(
@@ -518,12 +521,15 @@ def load_through_encoded(
 ) -> tuple[bytes | None, bool]:
     """load_through, with the value as its encoded JSON bytes (`encode(value)`): a hit is the stored bytes,
     never decoded; a load is encoded once, stored and returned. None when the loader returned None."""
+    cached = cache.get_encoded(key)  # a hit costs nothing more than this
+    if cached is not None:
+        return cached, True
     way = _encoded(cache)
-    data, hit = _load_through(cache, way, key, ttl, loader, lock_ttl, wait, poll, follower_timeout)
+    data, hit = _load_missed(cache, way, key, ttl, loader, lock_ttl, wait, poll, follower_timeout)
     return data, hit
 
 
-def _load_through(
+def _load_missed(
     cache: Cache,
     way: _Way,
     key: str,
@@ -534,9 +540,7 @@ def _load_through(
     poll: float,
     follower_timeout: float,
 ) -> tuple[Any, bool]:
-    cached = way.read(key)
-    if cached is not None:
-        return cached, True
+    """load_through after its first read of `key` missed: one load per key in this process at a time."""
     ident = (id(cache), key, way.encoded)
     with _flights_lock:
         flight = _flights.get(ident)
