@@ -11,7 +11,6 @@ Nothing here knows about a service.
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Mapping, MutableMapping, Sequence
 from types import TracebackType
@@ -82,6 +81,7 @@ class NoopBackend:
 
 # --- OpenTelemetry ----------------------------------------------------------------------------------------
 
+
 _KINDS = ("server", "consumer", "client", "producer", "internal")
 
 
@@ -90,107 +90,57 @@ class OtelBackend:
 
     name = "otlp"
 
-    def __init__(
-        self, provider: Any, parent_based: bool = False, root_sampler: Any = None, ids: Any = None
-    ) -> None:
+    def __init__(self, provider: Any, parent_based: bool = False) -> None:
         """`parent_based`: the provider's sampler is ParentBased with its default delegates, so a span under
-        an unsampled parent is never recorded; span() then skips the SDK for it (see _UnsampledSpan).
-
-        `ids`: the provider's id generator (a _DecidedIds); with it, a request under an unsampled caller
-        skips the SDK too (_DroppedSpan). `root_sampler`, with `ids`: the root sampler of the provider's
-        ParentBased. A span that starts a trace is then decided here, on a trace id drawn from `ids`, with
-        the sampler's own should_sample: a dropped one never reaches the SDK (_DroppedSpan); a sampled one
-        does, with that trace id, and the provider's sampler decides it the same again."""
+        an unsampled parent is never recorded; span() then skips the SDK for it (see _UnsampledSpan)."""
         from opentelemetry import context, trace
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-        self._new_context = context.Context  # no parent: a new trace
-        self._kinds = {kind: trace.SpanKind[kind.upper()] for kind in _KINDS}
         self.provider = provider
         self.parent_based = parent_based
         self.tracer = provider.get_tracer("shop")
         self._trace = trace
         self._context = context
         self._propagator = TraceContextTextMapPropagator()
-        self._ids: _DecidedIds | None = ids
-        self._root_sampler = root_sampler if ids is not None else None
-        # a dropped trace's flags, as the SDK sets them: not sampled; the trace id random when it is
-        self._dropped_flags = trace.TraceFlags(
-            trace.TraceFlags.RANDOM_TRACE_ID if ids is not None and ids.is_trace_id_random() else 0
-        )
+        self._kinds = {kind: trace.SpanKind[kind.upper()] for kind in _KINDS}
 
     @classmethod
     def exporting(
         cls, service: str, exporter: Any, sample_ratio: float = 1.0, batch: bool = True
     ) -> OtelBackend:
-        """A backend whose spans go to `exporter` (OTLP in production, in-memory in tests). Batched, the
-        exporter gets its spans from the SDK's BatchSpanProcessor with its own settings (OTEL_BSP_*: every
-        5 s or 512 spans, whichever first)."""
+        """A backend whose spans go to `exporter` (OTLP in production, in-memory in tests)."""
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-        from opentelemetry.sdk.trace.id_generator import IdGenerator
         from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 
         root = ALWAYS_ON if sample_ratio >= 1.0 else TraceIdRatioBased(sample_ratio)  # the same decisions
-        ids = decided_ids()
-        assert isinstance(ids, IdGenerator)
         provider = TracerProvider(
             resource=Resource.create({"service.name": service, "service.namespace": "shop"}),
             sampler=ParentBased(root),
-            id_generator=ids,
         )
         provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
-        # every root sampled: nothing to decide before the SDK
-        return cls(provider, parent_based=True, root_sampler=None if sample_ratio >= 1.0 else root, ids=ids)
+        return cls(provider, parent_based=True)
 
     def server(self, name: str, headers: Mapping[str, str], attributes: Attributes) -> Span:
-        traceparent = headers.get("traceparent")
-        if traceparent:
-            carrier = {"traceparent": traceparent}
-            if tracestate := headers.get("tracestate"):
-                carrier["tracestate"] = tracestate
-            parent = self._propagator.extract(carrier)
-            caller = self._trace.get_current_span(parent).get_span_context()
-            if caller.is_valid:
-                if self.parent_based and self._ids is not None and not caller.trace_flags.sampled:
-                    # ParentBased follows the caller: not recorded. Its trace goes on, in a span of our own
-                    return _DroppedSpan(self, caller.trace_id, caller.trace_flags, caller.trace_state)
-                return _OtelSpan(self, name, "server", attributes, parent, [])
-        return self._current_or_root(name, "server", attributes, ())
+        carrier = {k: v for k in ("traceparent", "tracestate") if (v := headers.get(k))}
+        parent = self._propagator.extract(carrier) if carrier else None
+        return _OtelSpan(self, name, "server", attributes, parent, [])
 
     def consumer(self, name: str, traceparent: str | None, attributes: Attributes) -> Span:
-        return self._root(name, "consumer", attributes, self._links([traceparent]))
+        from opentelemetry.context import Context
+
+        return _OtelSpan(self, name, "consumer", attributes, Context(), self._links([traceparent]))
 
     def span(self, name: str, kind: Kind, attributes: Attributes, links: Sequence[str] = ()) -> Span:
-        return self._current_or_root(name, kind, attributes, links)
-
-    def _current_or_root(self, name: str, kind: str, attributes: Attributes, links: Sequence[str]) -> Span:
-        """A child of the current span, or, outside any (a request with no caller, a worker's loop), the first
-        span of a new trace."""
         if self.parent_based:
             current = self._trace.get_current_span()
             span_context = current.get_span_context()
-            if span_context.is_valid:
-                if not span_context.trace_flags.sampled:
-                    # the sampler would say no: nine requests in ten at 1 in 10. No SDK span, no links parsed,
-                    # no context attached; what it injects is the unsampled parent's context, so it still
-                    # propagates
-                    return _UnsampledSpan(self, current)
-            elif self._root_sampler is not None:
-                return self._root(name, kind, attributes, self._links(links))
+            if span_context.is_valid and not span_context.trace_flags.sampled:
+                # the sampler would say no: nine requests in ten at 1 in 10. No SDK span, no links parsed, no
+                # context attached; what it injects is the unsampled parent's context, so it still propagates
+                return _UnsampledSpan(self, current)
         return _OtelSpan(self, name, kind, attributes, None, self._links(links))
-
-    def _root(self, name: str, kind: str, attributes: Attributes, links: list[Any]) -> Span:
-        """A span that starts a new trace: decided here when the backend has the root sampler."""
-        ids, sampler = self._ids, self._root_sampler
-        if ids is None or sampler is None:
-            return _OtelSpan(self, name, kind, attributes, self._new_context(), links)
-        trace_id = ids.new_trace_id()
-        decided = sampler.should_sample(None, trace_id, name, self._kinds[kind], attributes, links)
-        if not decided.decision.is_recording():
-            return _DroppedSpan(self, trace_id, self._dropped_flags, decided.trace_state)
-        return _OtelSpan(self, name, kind, attributes, self._new_context(), links, trace_id)
 
     def _links(self, traceparents: Sequence[str | None]) -> list[Any]:
         found = []
@@ -223,19 +173,7 @@ class OtelBackend:
 
 
 class _OtelSpan:
-    __slots__ = (
-        "_attributes",
-        "_backend",
-        "_kind",
-        "_links",
-        "_name",
-        "_parent",
-        "_span",
-        "_token",
-        "_trace_id",
-    )
-
-    recording = True
+    __slots__ = ("_attributes", "_backend", "_kind", "_links", "_name", "_parent", "_span", "_token")
 
     def __init__(
         self,
@@ -245,7 +183,6 @@ class _OtelSpan:
         attributes: Attributes,
         parent: Any,
         links: list[Any],
-        trace_id: int = 0,  # a new trace's id, already decided sampled (OtelBackend._root)
     ) -> None:
         self._backend = backend
         self._name = name
@@ -253,14 +190,16 @@ class _OtelSpan:
         self._attributes = attributes
         self._parent = parent
         self._links = links
-        self._trace_id = trace_id
         self._span: Any = None
         self._token: Any = None
 
+    @property
+    def recording(self) -> bool:
+        """Whether the SDK keeps what is set on it (its sampler's decision, known once entered)."""
+        return self._span is None or bool(self._span.is_recording())
+
     def __enter__(self) -> _OtelSpan:
         backend = self._backend
-        if self._trace_id and backend._ids is not None:
-            backend._ids.decided(self._trace_id)
         self._span = backend.tracer.start_span(
             self._name,
             context=self._parent,
@@ -311,90 +250,6 @@ class _UnsampledSpan(NoopSpan):
         self._backend._propagator.inject(
             headers, context=self._backend._trace.set_span_in_context(self._parent)
         )
-
-
-class _DroppedSpan(NoopSpan):
-    """A span its sampler dropped (a new trace's, or a request's under an unsampled caller): nothing goes
-    through the SDK, but the trace goes on as the SDK would carry it: while it is open its context is the
-    current one (a span id of its own, the sampled flag off), so spans inside it are unsampled children,
-    log lines carry its ids and outbound calls and events carry its traceparent."""
-
-    __slots__ = ("_backend", "_span", "_token")
-
-    def __init__(self, backend: OtelBackend, trace_id: int, flags: Any, trace_state: Any) -> None:
-        trace = backend._trace
-        assert backend._ids is not None
-        context = trace.SpanContext(
-            trace_id,
-            backend._ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=trace.TraceFlags(flags & ~trace.TraceFlags.SAMPLED),
-            trace_state=trace_state,
-        )
-        self._backend = backend
-        self._span = trace.NonRecordingSpan(context)
-        self._token: Any = None
-
-    def __enter__(self) -> _DroppedSpan:
-        backend = self._backend
-        self._token = backend._context.attach(backend._trace.set_span_in_context(self._span))
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._backend._context.detach(self._token)
-
-    def inject(self, headers: MutableMapping[str, str]) -> None:
-        self._backend._propagator.inject(
-            headers, context=self._backend._trace.set_span_in_context(self._span)
-        )
-
-
-class _DecidedIds(Protocol):
-    """The provider's id generator (decided_ids()): the SDK's random one, except that the next root span of
-    this thread gets the trace id a sampling decision was already made on (`decided`), so that the SDK's
-    sampler, asked again, sees the same id and decides the same."""
-
-    def decided(self, trace_id: int) -> None: ...
-
-    def new_trace_id(self) -> int: ...  # a random one, as the SDK's: the id a decision is made on
-
-    def generate_trace_id(self) -> int: ...
-
-    def generate_span_id(self) -> int: ...
-
-    def is_trace_id_random(self) -> bool: ...
-
-
-def decided_ids() -> _DecidedIds:
-    """A new _DecidedIds: a subclass of the SDK's RandomIdGenerator, defined on use (the SDK is imported only
-    by a process that traces)."""
-    return _decided_ids_class()()
-
-
-@functools.cache
-def _decided_ids_class() -> type[_DecidedIds]:
-    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-
-    class DecidedIds(RandomIdGenerator):
-        def __init__(self) -> None:
-            self._decided = threading.local()
-
-        def decided(self, trace_id: int) -> None:
-            self._decided.trace_id = trace_id
-
-        def new_trace_id(self) -> int:  # no thread-local lookup: nine roots in ten go no further
-            return super().generate_trace_id()
-
-        def generate_trace_id(self) -> int:
-            trace_id: int = getattr(self._decided, "trace_id", 0)
-            if trace_id:
-                self._decided.trace_id = 0
-                return trace_id
-            return super().generate_trace_id()
-
-    return DecidedIds
 
 
 # --- choosing the backend ---------------------------------------------------------------------------------
