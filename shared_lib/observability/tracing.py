@@ -254,8 +254,12 @@ class _UnsampledSpan(NoopSpan):
 
 # --- choosing the backend ---------------------------------------------------------------------------------
 
+# Guards the three globals below and nothing that can wait: under gevent this lock, made when the module is
+# imported (in gunicorn's arbiter, before its worker patches threading), stays a native lock, and a greenlet
+# blocked on it blocks the worker's whole hub. So the backend is built outside it (see backend()).
 _lock = threading.Lock()
 _backend: Backend | None = None
+_building: threading.Event | None = None  # set once the backend being built is installed (or failed)
 _service = ""
 
 
@@ -272,15 +276,42 @@ def service() -> str:
 
 
 def backend() -> Backend:
-    """The process's backend, built from the settings on first use."""
+    """The process's backend, built from the settings on first use, once: a caller that comes while another
+    builds it waits for that one. Building starts the span processor's thread, which under gevent yields to
+    the hub, so it happens without holding _lock (a second request's greenlet blocking on that native lock
+    would block the hub, and with it the builder: the worker hung until gunicorn's WORKER TIMEOUT)."""
+    global _backend, _building
     current = _backend
     if current is not None:
         return current
-    with _lock:
-        if _backend is None:
-            _install(_from_settings())
-        assert _backend is not None
-        return _backend
+    while True:
+        with _lock:
+            if _backend is not None:
+                return _backend
+            waiting = _building
+            if waiting is None:
+                # threading.Event looked up now: gevent's once the worker patched threading
+                built = _building = threading.Event()
+        if waiting is not None:
+            waiting.wait()  # then look again: installed, or the builder failed and this caller builds
+            continue
+        try:
+            chosen = _from_settings()
+            with _lock:
+                installed = _backend is None  # else use() installed one meanwhile (tests): that one stays
+                if installed:
+                    _backend = chosen
+                current = _backend
+            if installed:
+                _install(chosen)
+            else:
+                chosen.shutdown()
+            assert current is not None
+            return current
+        finally:
+            with _lock:
+                _building = None
+            built.set()
 
 
 def _from_settings() -> Backend:
@@ -299,8 +330,6 @@ def _from_settings() -> Backend:
 
 
 def _install(chosen: Backend) -> None:
-    global _backend
-    _backend = chosen
     if not isinstance(chosen, NoopBackend):
         lifecycle.on_shutdown(chosen.shutdown)  # flush what is buffered when the worker stops
 
