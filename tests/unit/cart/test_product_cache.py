@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from functions.cart import bootstrap
+from functions.cart.adapters import cache as cache_module
 from functions.cart.adapters.cache import CachedProductCatalog, InMemoryTtlProductCache, LocalProducts
 from functions.cart.adapters.product_http import HttpProductCatalog
 from functions.cart.domain import Product
@@ -19,6 +20,7 @@ from functions.cart.service import CartService
 from functions.cart.settings import CartSettings
 from shared_lib.cache import InProcessCache
 from shared_lib.errors import TransientError
+from shared_lib.workpool import map_bounded
 from tests.unit.cart.fakes import (
     BOOK,
     PEN,
@@ -180,6 +182,28 @@ def test_the_local_tier_serves_a_warm_list_without_the_shared_cache() -> None:
     assert cached.get(PEN.sku) == PEN
     assert shared.lookups == asked
     assert catalog.served == 3
+
+
+@pytest.mark.parametrize("tier", ["shared cache", "local tier"])
+def test_a_warm_list_fans_nothing_out(tier: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warm list is served by the calling thread: the fan-out of product calls (map_bounded, a pool of
+    threads made per call) is built only for SKUs that no cache held, never for a list every cache held."""
+    fanned: list[list[int]] = []
+
+    def counted(fn: Any, items: Any, limit: int, **kwargs: Any) -> Any:
+        fanned.append(list(items))
+        return map_bounded(fn, fanned[-1], limit, **kwargs)
+
+    monkeypatch.setattr(cache_module, "map_bounded", counted)
+    catalog = InMemoryCatalog(BOOK, PEN, TEA)
+    shared = CachedProductCatalog(catalog, InProcessCache(), 60)
+    cached = shared if tier == "shared cache" else tiered(catalog)[0]
+    everything = {BOOK.sku: BOOK, PEN.sku: PEN, TEA.sku: TEA}
+    assert cached.many([BOOK.sku, PEN.sku, TEA.sku]) == everything
+    assert fanned == [[BOOK.sku, PEN.sku, TEA.sku]]  # cold: the three SKUs fanned out
+    assert cached.many([TEA.sku, BOOK.sku, PEN.sku]) == everything
+    assert cached.many([PEN.sku]) == {PEN.sku: PEN}
+    assert fanned == [[BOOK.sku, PEN.sku, TEA.sku]]  # warm: nothing more
 
 
 def test_the_local_tier_decodes_an_entry_once_and_a_changed_product_anew() -> None:
