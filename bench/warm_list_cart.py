@@ -13,6 +13,12 @@ its figure stays at its idle noise), medians, and list_cart's ratio to the floor
 database and Memcached, alternating with this tree's in every round: "list_cart / baseline" is the median
 over rounds of the two trees' CPU per request paired by round (a before/after figure on a machine whose load
 moves).
+`--in-process` measures in process instead, under plain threads and under gevent (monkey-patched first, as
+the gevent workers do): each of IN_PROCESS called --calls times in one thread (greenlet) of a fresh process
+per round, alternating, CPU (user and system) of that process per call, medians: the WSGI apps of bare and
+list_cart (no server), the cart's read of its lines (one PostgreSQL round trip through shared_lib.postgres'
+pool) and one product read from Memcached (the cart's shared cache: pymemcache's pooled HashClient), and
+"gevent / threads" paired by round: the round trips beside the apps that wait on them.
 Target (issue 14): list_cart at most 1.5× the floor.
 """
 
@@ -20,13 +26,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import json
 import os
 import random
+import resource
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bench import floor, load
 from bench.common import report
 from bench.cpu import Window, alternate, measure, median_ratio
+from bench.floor import ROOT
 from bench.list_cart import SKUS
 from bench.stack import memcached, shop
 from functions import table
@@ -35,6 +49,8 @@ from shared_lib.devtools.ports import LOWEST, bindable, ephemeral_start
 USER = 42
 BASELINE = "list_cart baseline"
 SERVICES = ("product", "loms", "cart")
+IN_PROCESS = ("bare", "list_cart", "cart lines (PostgreSQL)", "product (Memcached)")
+MODES = ("threads", "gevent")
 
 
 def free_offset() -> int:
@@ -49,6 +65,131 @@ def free_offset() -> int:
     raise RuntimeError("no port offset with every service's port free in 200 tries")
 
 
+def in_process_call(variant: str) -> Callable[[], object]:
+    """One call of `variant` in this process (the shop's environment is set; under gevent, patched first)."""
+    if variant in ("bare", "list_cart"):
+        if variant == "bare":
+            import functions_framework
+
+            app = functions_framework.create_app(target="bare", source=str(ROOT / "bench" / "bare.py"))
+            path = "/"
+        else:
+            from functions.entrypoint import function_app
+
+            app, path = function_app("list_cart"), f"/user/{USER}/cart"
+
+        def call() -> object:
+            environ = {
+                "REQUEST_METHOD": "GET",
+                "PATH_INFO": path,
+                "QUERY_STRING": "",
+                "SERVER_NAME": "127.0.0.1",
+                "SERVER_PORT": "8080",
+                "SERVER_PROTOCOL": "HTTP/1.1",
+                "HTTP_HOST": "127.0.0.1:8080",
+                "REMOTE_ADDR": "127.0.0.1",
+                "wsgi.url_scheme": "http",
+                "wsgi.input": io.BytesIO(b""),
+                "wsgi.errors": sys.stderr,
+                "wsgi.multithread": True,
+                "wsgi.multiprocess": False,
+                "wsgi.run_once": False,
+            }
+            statuses: list[str] = []
+            body = app(environ, lambda status, _headers, _exc=None: statuses.append(status))
+            b"".join(body)
+            if hasattr(body, "close"):
+                body.close()
+            if not statuses[0].startswith("200"):
+                raise RuntimeError(f"{variant}: {statuses[0]}")
+            return statuses
+
+        return call
+    from functions.cart import bootstrap
+    from functions.cart.adapters.cache import CachedProductCatalog
+
+    if variant == "cart lines (PostgreSQL)":
+        carts = bootstrap.cart_service().carts
+        return lambda: carts.items_of(USER)
+    from shared_lib.cache import MemcachedCache
+
+    shared = MemcachedCache(bootstrap.settings().memcached, prefix=bootstrap.MEMCACHED_PREFIX)
+    key = CachedProductCatalog.key(SKUS[0])
+    if shared.get_encoded(key) is None:
+        raise RuntimeError(f"{key} is not in Memcached")
+    return lambda: shared.get_encoded(key)
+
+
+def in_process_worker(variant: str, calls: int) -> None:
+    """Print {"user": µs, "system": µs} per call of `variant`, after a warm-up."""
+    call = in_process_call(variant)
+    for _ in range(max(200, calls // 10)):
+        call()
+    before = resource.getrusage(resource.RUSAGE_SELF)  # the process: under gevent, its hub's work counts
+    for _ in range(calls):
+        call()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    user = (after.ru_utime - before.ru_utime) / calls * 1e6
+    system = (after.ru_stime - before.ru_stime) / calls * 1e6
+    print(json.dumps({"user": user, "system": system}))
+
+
+# gevent patches the standard library before anything else is imported, as gunicorn's gevent workers do
+_UNDER_GEVENT = (
+    "from gevent import monkey; monkey.patch_all(); import runpy, sys; sys.argv[0] = 'bench.warm_list_cart';"
+    " runpy.run_module('bench.warm_list_cart', run_name='__main__', alter_sys=True)"
+)
+
+
+def in_process(args: argparse.Namespace) -> None:
+    """The --in-process benchmark: each variant under each mode in a fresh process per round, alternating."""
+    with contextlib.ExitStack() as stack:
+        cache = stack.enter_context(memcached())
+        overrides = {"CART_MEMCACHED": cache.address, "PRODUCT_LATENCY_MS": "0"}
+        running = stack.enter_context(shop(SERVICES, overrides, port_offset=free_offset()))
+        cart_port = int(running.url("cart").rsplit(":", 1)[1])
+        for sku in SKUS:  # the cart filled through the served cart, which puts the products in Memcached
+            add = load.post_json(f"/user/{USER}/cart/{sku}", lambda _rng: {"count": 1})
+            assert load.one(cart_port, add).status == 200, sku
+        env = {**os.environ, **running.environment, "PYTHONPATH": str(ROOT)}
+        runs: dict[tuple[str, str], list[dict[str, float]]] = {(v, m): [] for v in IN_PROCESS for m in MODES}
+        for round_number in range(args.rounds):
+            order = list(runs) if round_number % 2 == 0 else list(runs)[::-1]
+            for variant, mode in order:
+                start = ["-c", _UNDER_GEVENT] if mode == "gevent" else ["-m", "bench.warm_list_cart"]
+                command = [sys.executable, *start, "--in-process-variant", variant]
+                command += ["--calls", str(args.calls)]
+                done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+                one = json.loads(done.stdout.strip().splitlines()[-1])
+                runs[variant, mode].append(one)
+                print(
+                    f"round {round_number + 1}/{args.rounds} {variant:<24} {mode:<8} CPU µs/call"
+                    f" {one['user'] + one['system']:,.1f} (user {one['user']:,.1f},"
+                    f" system {one['system']:,.1f})",
+                    flush=True,
+                )
+    report("warm list_cart in process: CPU per call, threads and gevent", in_process_figures(runs, args))
+
+
+def in_process_figures(
+    runs: Mapping[tuple[str, str], list[dict[str, float]]], args: argparse.Namespace
+) -> dict[str, float | int | str]:
+    total = {key: [r["user"] + r["system"] for r in rounds] for key, rounds in runs.items()}
+    figures: dict[str, float | int | str] = {"rounds": args.rounds, "calls per round": args.calls}
+    for (variant, mode), rounds in runs.items():
+        figures[f"{variant}, {mode}: CPU µs/call"] = statistics.median(total[variant, mode])
+        figures[f"{variant}, {mode}: system µs/call"] = statistics.median(r["system"] for r in rounds)
+    for variant in IN_PROCESS:
+        figures[f"{variant}: gevent / threads"] = median_ratio(
+            total[variant, "gevent"], total[variant, "threads"]
+        )
+    for mode in MODES:
+        extra = [a - b for a, b in zip(total["list_cart", mode], total["bare", mode], strict=True)]
+        figures[f"list_cart - bare, {mode}: CPU µs/call"] = statistics.median(extra)
+    figures["load average (1 min) at the end"] = os.getloadavg()[0]
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--connections", type=int, default=8)
@@ -57,8 +198,17 @@ def main() -> None:
     parser.add_argument(
         "--baseline", type=Path, help="another tree whose list_cart alternates with this one's"
     )
+    parser.add_argument("--in-process", action="store_true", help="threads and gevent in process, no server")
+    parser.add_argument("--calls", type=int, default=2000, help="--in-process: calls per variant and round")
+    parser.add_argument("--in-process-variant", choices=IN_PROCESS, help=argparse.SUPPRESS)
     floor.add_server_option(parser)
     args = parser.parse_args()
+    if args.in_process_variant:
+        in_process_worker(args.in_process_variant, args.calls)
+        return
+    if args.in_process:
+        in_process(args)
+        return
     floor.check_servers(args.servers)
     with contextlib.ExitStack() as stack:
         cache = stack.enter_context(memcached())
