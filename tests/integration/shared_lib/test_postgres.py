@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 from pathlib import Path
 
@@ -54,6 +55,25 @@ def test_transaction_rolls_back_on_error(make_database) -> None:  # type: ignore
         conn.run("INSERT INTO rb VALUES (1)")
         raise ZeroDivisionError
     assert pool.run("SELECT count(*) FROM rb") == [[0]]
+
+
+def test_a_connection_builds_no_default_tls_context(
+    pg_server_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pg8000's default builds a TLS context per connection with ssl.create_default_context(), loading the
+    system's CA certificates to verify nothing (~45 ms of CPU each). connect() offers TLS with one context
+    made once, and against a server without TLS (this one) goes on in plain text, as pg8000's default does."""
+
+    def refused(*args: object, **kwargs: object) -> ssl.SSLContext:
+        raise AssertionError("a default TLS context was built for a connection")
+
+    monkeypatch.setattr(ssl, "create_default_context", refused)
+    for _ in range(2):
+        conn = connect(Dsn.parse(pg_server_dsn))
+        try:
+            assert conn.run("SELECT 1") == [[1]]
+        finally:
+            conn.close()
 
 
 def test_unreachable_database_is_transient() -> None:
