@@ -91,6 +91,8 @@ class ObservedFunction:
         else:
             self.span_name = f"{method} {self.route}".strip()
         self.faas_trigger = {"http": "http", "cloudevent": "pubsub", "cron": "timer"}[trigger]
+        # status -> (requests counter, duration histogram) of this function and route (_count)
+        self._series: dict[str, tuple[metrics.Child, metrics.Child]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
@@ -107,8 +109,22 @@ class ObservedFunction:
             statuses.append(status)
             return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
+        backend = tracing.backend()
+        if isinstance(backend, tracing.NoopBackend):  # metrics and logs only: no span to open or end
+            if self.trigger == "cloudevent":
+                _event_delay(environ, self.topic)
+            token = logs.enter_request(self.service, self.function)
+            status = "500"
+            try:
+                result = self.app(environ, recording_start_response)
+                status = statuses[-1][:3] if statuses else "500"
+            finally:
+                logs.leave_request(token)
+                self._count(status, time.perf_counter() - started)
+            return result
         status = "500"
-        with logs.request_context(self.service, self.function) as context, self._span(environ) as span:
+        span_of = self._span(environ, backend)
+        with logs.request_context(self.service, self.function) as context, span_of as span:
             try:
                 result = self.app(environ, recording_start_response)
                 status = statuses[-1][:3] if statuses else "500"
@@ -122,17 +138,23 @@ class ObservedFunction:
                     span.update(ended)
                     if status >= "500":
                         span.fail(f"HTTP {status}")
-                elapsed = time.perf_counter() - started
-                metrics.HTTP_REQUESTS.labels(self.function, self.route, status).inc()
-                metrics.HTTP_DURATION.labels(self.function, self.route, status).observe(elapsed)
+                self._count(status, time.perf_counter() - started)
         return result
 
-    def _span(self, environ: dict[str, Any]) -> tracing.Span:
-        backend = tracing.backend()
-        if isinstance(backend, tracing.NoopBackend):
-            if self.trigger == "cloudevent":
-                _event_delay(environ, self.topic)
-            return tracing.NOOP_SPAN
+    def _count(self, status: str, elapsed: float) -> None:
+        """One request answered with `status` in `elapsed` seconds: its count and its duration. The two series
+        of a status are looked up once per function (Family.labels returns prometheus-client's child)."""
+        series = self._series.get(status)
+        if series is None:
+            counted = metrics.HTTP_REQUESTS.labels(self.function, self.route, status)
+            timed = metrics.HTTP_DURATION.labels(self.function, self.route, status)
+            if counted is metrics.NOOP or timed is metrics.NOOP:  # observability off meanwhile: keep nothing
+                return
+            series = self._series[status] = (counted, timed)
+        series[0].inc()
+        series[1].observe(elapsed)
+
+    def _span(self, environ: dict[str, Any], backend: tracing.Backend) -> tracing.Span:
         # few attributes: the SDK cleans each one, and the span's name already says method and route
         attributes: dict[str, tracing.Attribute] = {
             "faas.name": self.function,

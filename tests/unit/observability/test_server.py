@@ -4,8 +4,12 @@ route template and status, a span per request, GET /metrics, and the token-guard
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -14,14 +18,15 @@ from werkzeug.test import Client
 
 from functions import entrypoint
 from functions.notifier import bootstrap as notifier_bootstrap
-from shared_lib.observability import logs, settings
-from shared_lib.observability.server import WorkerEndpoints
+from shared_lib.observability import logs, metrics, settings
+from shared_lib.observability.server import ObservedFunction, WorkerEndpoints
 from tests.http_client import fetch
 from tests.unit.notifier.fakes import Notifier, change, cloud_event
 from tests.unit.observability.conftest import sample
 
 PRODUCT = 1076963
 ROUTE = "/product/{sku:id}"
+ROOT = Path(__file__).resolve().parents[3]
 CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
@@ -171,3 +176,89 @@ def test_a_workers_endpoints_answer_its_health_and_metrics_on_a_real_port() -> N
         assert (status, json.loads(body)["code"]) == (404, 5)
     finally:
         endpoints.close()
+
+
+def _answering(statuses: list[str]) -> entrypoint.WSGIApp:
+    """A WSGI app that answers each request with the next of `statuses`."""
+    answers = iter(statuses)
+
+    def app(environ: dict[str, object], start_response: Callable[..., object]) -> list[bytes]:
+        start_response(next(answers), [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    return app
+
+
+def test_each_route_and_status_is_counted_and_timed_from_its_first_request_on() -> None:
+    """The middleware keeps each status's series once looked up: a status or a route seen later still gets its
+    own series, counted and timed from its first request, and the first status's keeps counting."""
+    routes = {"/first/{n}": ["200 OK", "200 OK", "418 I'M A TEAPOT", "200 OK"], "/second": ["503 BUSY"]}
+    before = {
+        (route, status): (
+            sample("shop_http_requests_total", function="observed_twice", route=route, status=status),
+            sample(
+                "shop_http_request_duration_seconds_count",
+                function="observed_twice",
+                route=route,
+                status=status,
+            ),
+        )
+        for route, statuses in routes.items()
+        for status in {s[:3] for s in statuses}
+    }
+    for route, statuses in routes.items():
+        observed = ObservedFunction(
+            _answering(statuses), function="observed_twice", service="svc", route=route, method="GET"
+        )
+        for _ in statuses:
+            body = observed({"PATH_INFO": "/x", "REQUEST_METHOD": "GET"}, lambda status, headers: None)
+            assert list(body) == [b"ok"]
+    expected = {("/first/{n}", "200"): 3, ("/first/{n}", "418"): 1, ("/second", "503"): 1}
+    for (route, status), (counted, timed) in before.items():
+        labels = {"function": "observed_twice", "route": route, "status": status}
+        assert sample("shop_http_requests_total", **labels) == counted + expected[route, status]
+        assert sample("shop_http_request_duration_seconds_count", **labels) == timed + expected[route, status]
+
+
+SERVING_WORKER = """
+import sys
+from shared_lib.observability.server import ObservedFunction
+
+def app(environ, start_response):
+    start_response(sys.argv[2], [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+observed = ObservedFunction(app, function="get_product", service="product", route="/product/{sku:id}")
+for _ in range(int(sys.argv[1])):
+    list(observed({"PATH_INFO": "/product/1", "REQUEST_METHOD": "GET"}, lambda status, headers: None))
+"""
+
+
+RENDER = "from shared_lib.observability import metrics; print(metrics.render().decode())"
+
+
+def test_in_multiprocess_mode_the_workers_requests_are_summed(tmp_path: Path) -> None:
+    directory = tmp_path / "metrics"
+    metrics.prepare_multiprocess_dir(str(directory))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    for count, status in (("2", "200 OK"), ("5", "200 OK"), ("1", "404 NOT FOUND")):
+        subprocess.run(
+            [sys.executable, "-c", SERVING_WORKER, count, status], cwd=ROOT, env=env, timeout=60, check=True
+        )
+    merged = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from shared_lib.observability import metrics; print(metrics.render().decode())",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    labels = 'function="get_product",route="/product/{sku:id}"'
+    assert f'shop_http_requests_total{{{labels},status="200"}} 7.0' in merged
+    assert f'shop_http_request_duration_seconds_count{{{labels},status="200"}} 7.0' in merged
+    assert f'shop_http_requests_total{{{labels},status="404"}} 1.0' in merged
