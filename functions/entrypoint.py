@@ -364,6 +364,7 @@ def serve(
             return function_app(target)
 
     share_metrics_between_workers(workers, target)
+    metrics.load_client_before_workers()  # before a gevent worker patches threading (see there)
     Server().run()
 
 
