@@ -1,15 +1,19 @@
-"""Small pieces the benchmarks share: free ports, scratch directories, percentiles and printing figures.
+"""Small pieces the benchmarks share: free ports, scratch directories, percentiles, printing figures and
+calling a WSGI app in process.
 
 CPU time from /proc and the alternation of what is compared are bench/cpu.py's."""
 
 from __future__ import annotations
 
 import atexit
+import io
 import json
 import shutil
+import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from shared_lib.devtools.kafka_server import topic_size
 from shared_lib.devtools.ports import free_port
@@ -46,3 +50,32 @@ def report(title: str, figures: Mapping[str, float | int | str]) -> None:
     (RESULTS / f"{slug}.json").write_text(
         json.dumps({"title": title, **figures}, indent=2, ensure_ascii=False)
     )
+
+
+def wsgi_get(app: Callable[..., object], path: str, label: str) -> list[str]:
+    """GET `path` from a WSGI app in this process, as a server on 127.0.0.1:8080 would call it; the body read
+    and closed. Its status line(s); RuntimeError unless 200 (`label` names what failed)."""
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8080",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1:8080",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    statuses: list[str] = []
+    body: Any = app(environ, lambda status, _headers, _exc=None: statuses.append(status))
+    b"".join(body)
+    if hasattr(body, "close"):
+        body.close()
+    if not statuses[0].startswith("200"):
+        raise RuntimeError(f"{label}: {statuses[0]}")
+    return statuses

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import resource
@@ -42,11 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import floor, load
-from bench.common import report
+from bench.common import report, wsgi_get
 from bench.cpu import Window, alternate, measure, median_ratio
 from bench.floor import ROOT
-from bench.stack import memcached, postgres
-from functions import devserver
+from bench.stack import sample_order
 
 BASELINE = " at baseline"
 
@@ -82,29 +80,7 @@ def in_process_worker(variant: str, calls: int, pause_us: float) -> None:
     app, path = wsgi_app(variant, pause_us)
 
     def call() -> None:
-        environ = {
-            "REQUEST_METHOD": "GET",
-            "PATH_INFO": path,
-            "QUERY_STRING": "",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "8080",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "HTTP_HOST": "127.0.0.1:8080",
-            "REMOTE_ADDR": "127.0.0.1",
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(b""),
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-        }
-        statuses: list[str] = []
-        body = app(environ, lambda status, _headers, _exc=None: statuses.append(status))
-        b"".join(body)
-        if hasattr(body, "close"):
-            body.close()
-        if not statuses[0].startswith("200"):
-            raise RuntimeError(f"{variant}: {statuses[0]}")
+        wsgi_get(app, path, variant)
 
     for _ in range(max(200, calls // 10)):
         call()
@@ -120,11 +96,8 @@ def in_process_worker(variant: str, calls: int, pause_us: float) -> None:
 def in_process(args: argparse.Namespace) -> None:
     """The --in-process benchmark: each variant's app in a fresh process per round, alternating."""
     with contextlib.ExitStack() as stack:
-        pg = stack.enter_context(postgres())
-        cache = stack.enter_context(memcached())
-        environment = devserver.service_environment(pg.dsn, memcached=cache.address)
-        devserver.prepare_databases(pg.dsn, environment)
-        uid = devserver.load_sample_order(environment["ORDERS_DATABASE_URL"])
+        sample = stack.enter_context(sample_order())
+        environment, uid = sample.environment, sample.uid
         env = {**os.environ, **environment, "BENCH_ORDER_UID": uid, "PYTHONPATH": str(ROOT)}
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in IN_PROCESS}
         for round_number in range(args.rounds):
@@ -182,11 +155,8 @@ def main() -> None:
     if args.baseline is not None and not (args.baseline / "functions" / "entrypoint.py").is_file():
         raise SystemExit(f"--baseline: {args.baseline} is not a tree of the shop")
     with contextlib.ExitStack() as stack:
-        pg = stack.enter_context(postgres())
-        cache = stack.enter_context(memcached())
-        environment = devserver.service_environment(pg.dsn, memcached=cache.address)
-        devserver.prepare_databases(pg.dsn, environment)
-        uid = devserver.load_sample_order(environment["ORDERS_DATABASE_URL"])
+        sample = stack.enter_context(sample_order())
+        environment, uid = sample.environment, sample.uid
         remote = {**environment, "ORDERS_LOCAL_CACHE_ENTRIES": "0"}
         variants = [("get_order memcached tier", remote)]
         if not args.memcached_only:
@@ -219,7 +189,7 @@ def main() -> None:
             if not name.startswith("bare"):
                 first = load.one(one.port, request)
                 assert first.status == 200, first.status
-        pg_pid, cache_pid = pg.pid, cache.process.pid if cache.process else None
+        pg_pid, cache_pid = sample.pg.pid, sample.cache.process.pid if sample.cache.process else None
         assert pg_pid is not None and cache_pid is not None
         tallies = {name: load.Tally("X-Cache") for name in served if not name.startswith("bare")}
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from bench import floor, load
 from bench.common import RESULTS
 from bench.create_order import order, stock_up
-from bench.stack import kafka_broker, memcached, postgres, shop
+from bench.stack import kafka_broker, memcached, postgres, sample_order, shop
 from functions import devserver
 from shared_lib.postgres import ConnectionPool
 
@@ -131,11 +131,8 @@ def profile(
 @contextlib.contextmanager
 def get_order_served() -> Iterator[tuple[dict[str, int], int, load.MakeRequest]]:
     with contextlib.ExitStack() as stack:
-        pg = stack.enter_context(postgres())
-        cache = stack.enter_context(memcached())
-        environment = devserver.service_environment(pg.dsn, memcached=cache.address)
-        devserver.prepare_databases(pg.dsn, environment)
-        uid = devserver.load_sample_order(environment["ORDERS_DATABASE_URL"])
+        sample = stack.enter_context(sample_order())
+        environment, uid = sample.environment, sample.uid
         served = stack.enter_context(floor.function("get_order", environment))
         yield {"worker": served.workers()[0]}, served.port, load.get(f"/order/{uid}")
 

@@ -63,6 +63,26 @@ def memcached() -> Iterator[MemcachedServer]:
         server.stop()
 
 
+@dataclass
+class SampleOrder:
+    pg: PgServer
+    cache: MemcachedServer
+    environment: dict[str, str]  # the services' environment for them, the databases prepared
+    uid: str  # the sample order's, loaded
+
+
+@contextlib.contextmanager
+def sample_order() -> Iterator[SampleOrder]:
+    """PostgreSQL and Memcached of their own, the services' environment for them with the databases prepared,
+    and the sample order loaded."""
+    with postgres() as pg, memcached() as cache:
+        environment = devserver.service_environment(pg.dsn, memcached=cache.address)
+        devserver.prepare_databases(pg.dsn, environment)
+        yield SampleOrder(
+            pg, cache, environment, devserver.load_sample_order(environment["ORDERS_DATABASE_URL"])
+        )
+
+
 @contextlib.contextmanager
 def shop(
     services: tuple[str, ...],

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import random
@@ -38,7 +37,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bench import floor, load
-from bench.common import report
+from bench.common import report, wsgi_get
 from bench.cpu import Window, alternate, measure, median_ratio
 from bench.floor import ROOT
 from bench.list_cart import SKUS
@@ -79,30 +78,7 @@ def in_process_call(variant: str) -> Callable[[], object]:
             app, path = function_app("list_cart"), f"/user/{USER}/cart"
 
         def call() -> object:
-            environ = {
-                "REQUEST_METHOD": "GET",
-                "PATH_INFO": path,
-                "QUERY_STRING": "",
-                "SERVER_NAME": "127.0.0.1",
-                "SERVER_PORT": "8080",
-                "SERVER_PROTOCOL": "HTTP/1.1",
-                "HTTP_HOST": "127.0.0.1:8080",
-                "REMOTE_ADDR": "127.0.0.1",
-                "wsgi.url_scheme": "http",
-                "wsgi.input": io.BytesIO(b""),
-                "wsgi.errors": sys.stderr,
-                "wsgi.multithread": True,
-                "wsgi.multiprocess": False,
-                "wsgi.run_once": False,
-            }
-            statuses: list[str] = []
-            body = app(environ, lambda status, _headers, _exc=None: statuses.append(status))
-            b"".join(body)
-            if hasattr(body, "close"):
-                body.close()
-            if not statuses[0].startswith("200"):
-                raise RuntimeError(f"{variant}: {statuses[0]}")
-            return statuses
+            return wsgi_get(app, path, variant)
 
         return call
     from functions.cart import bootstrap
