@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import floor, load
-from bench.common import report, wsgi_get
+from bench.common import print_cpu_per_call, report, wsgi_get
 from bench.cpu import Window, alternate, measure, median_ratio
 from bench.floor import ROOT
 from bench.stack import sample_order
@@ -82,15 +81,7 @@ def in_process_worker(variant: str, calls: int, pause_us: float) -> None:
     def call() -> None:
         wsgi_get(app, path, variant)
 
-    for _ in range(max(200, calls // 10)):
-        call()
-    before = resource.getrusage(resource.RUSAGE_THREAD)
-    for _ in range(calls):
-        call()
-    after = resource.getrusage(resource.RUSAGE_THREAD)
-    user = (after.ru_utime - before.ru_utime) / calls * 1e6
-    system = (after.ru_stime - before.ru_stime) / calls * 1e6
-    print(json.dumps({"user": user, "system": system}))
+    print_cpu_per_call(call, calls)
 
 
 def in_process(args: argparse.Namespace) -> None:

@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bench import floor, load
-from bench.common import report, wsgi_get
+from bench.common import print_cpu_per_call, report, wsgi_get
 from bench.cpu import Window, alternate, measure, median_ratio
 from bench.floor import ROOT
 from bench.list_cart import SKUS
@@ -99,15 +99,7 @@ def in_process_call(variant: str) -> Callable[[], object]:
 def in_process_worker(variant: str, calls: int) -> None:
     """Print {"user": µs, "system": µs} per call of `variant`, after a warm-up."""
     call = in_process_call(variant)
-    for _ in range(max(200, calls // 10)):
-        call()
-    before = resource.getrusage(resource.RUSAGE_SELF)  # the process: under gevent, its hub's work counts
-    for _ in range(calls):
-        call()
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    user = (after.ru_utime - before.ru_utime) / calls * 1e6
-    system = (after.ru_stime - before.ru_stime) / calls * 1e6
-    print(json.dumps({"user": user, "system": system}))
+    print_cpu_per_call(call, calls, resource.RUSAGE_SELF)  # the process: under gevent, its hub's work counts
 
 
 # gevent patches the standard library before anything else is imported, as gunicorn's gevent workers do
