@@ -223,14 +223,14 @@ class InProcessCache:
 
     @traced("get_many")
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
-        with self._lock:
-            found = {key: data for key in keys if (data := self._live(key)) is not None}
-        count_lookups(self.name, len(found), _counted_keys(dict.fromkeys(keys)) - len(found))
-        return {key: decode(data) for key, data in found.items()}
+        return {key: decode(data) for key, data in self._found(keys).items()}
 
     @traced("get_many")
     def get_many_encoded(self, keys: Sequence[str]) -> dict[str, bytes]:
         """get_many's values as the bytes stored (the same object on every hit of one entry), not decoded."""
+        return self._found(keys)
+
+    def _found(self, keys: Sequence[str]) -> dict[str, bytes]:
         with self._lock:
             found = {key: data for key in keys if (data := self._live(key)) is not None}
         count_lookups(self.name, len(found), _counted_keys(dict.fromkeys(keys)) - len(found))

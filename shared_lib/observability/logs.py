@@ -59,16 +59,6 @@ class request_context:
             self._token = None
 
 
-def enter_request(service: str, function: str) -> contextvars.Token[dict[str, Any] | None]:
-    """request_context without the context manager (the middleware's path with no span, every request):
-    the lines logged until `leave_request(token)` name this service and function and the ids bound."""
-    return _request.set({"service": service, "function": function})
-
-
-def leave_request(token: contextvars.Token[dict[str, Any] | None]) -> None:
-    _request.reset(token)
-
-
 def in_request() -> bool:
     return _request.get() is not None
 

@@ -109,21 +109,8 @@ class ObservedFunction:
             statuses.append(status)
             return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
-        backend = tracing.backend()
-        if isinstance(backend, tracing.NoopBackend):  # metrics and logs only: no span to open or end
-            if self.trigger == "cloudevent":
-                _event_delay(environ, self.topic)
-            token = logs.enter_request(self.service, self.function)
-            status = "500"
-            try:
-                result = self.app(environ, recording_start_response)
-                status = statuses[-1][:3] if statuses else "500"
-            finally:
-                logs.leave_request(token)
-                self._count(status, time.perf_counter() - started)
-            return result
         status = "500"
-        span_of = self._span(environ, backend)
+        span_of = self._span(environ, tracing.backend())
         with logs.request_context(self.service, self.function) as context, span_of as span:
             try:
                 result = self.app(environ, recording_start_response)
@@ -155,6 +142,10 @@ class ObservedFunction:
         series[1].observe(elapsed)
 
     def _span(self, environ: dict[str, Any], backend: tracing.Backend) -> tracing.Span:
+        if isinstance(backend, tracing.NoopBackend):  # metrics and logs only: a span that records nothing
+            if self.trigger == "cloudevent":
+                _event_delay(environ, self.topic)
+            return tracing.NOOP_SPAN
         # few attributes: the SDK cleans each one, and the span's name already says method and route
         attributes: dict[str, tracing.Attribute] = {
             "faas.name": self.function,
