@@ -27,9 +27,9 @@ import os
 if __name__ == "__main__":  # the container starting (`python -m functions.entrypoint`), not an import
     # Before the imports below, which build most of what a cold start builds (see startup_done).
     gc.disable()
-    # pydantic looks for plugins among the entry points of every installed distribution when it builds its
-    # first model (importing the table does): a scan of all their metadata at each start. The shop has none.
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    from shared_lib import lifecycle
+
+    lifecycle.program_starting()  # no pydantic plugin scan (importing the table builds the first model)
 
 import argparse
 import http.client

@@ -13,6 +13,11 @@ it) and GET /metrics. SIGTERM or SIGINT: it finishes the batch in flight, closes
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the worker starting, not an import
+    from shared_lib import lifecycle
+
+    lifecycle.program_starting()  # before loms' settings models are built (imported below)
+
 import argparse
 import logging
 import sys

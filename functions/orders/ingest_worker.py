@@ -13,12 +13,10 @@ consumer group, so more replicas than the topic has partitions only wait.
 
 from __future__ import annotations
 
-import os
-
 if __name__ == "__main__":  # the worker starting, not an import
-    # as the image's entrypoint does: pydantic would scan every installed distribution's entry points for
-    # plugins when it builds its first model (the consumer's, imported below); the shop has none
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    from shared_lib import lifecycle
+
+    lifecycle.program_starting()  # before the consumer's model is built (imported below)
 
 import argparse
 import logging
