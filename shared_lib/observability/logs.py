@@ -5,6 +5,12 @@ Only those fields (plus the logger's name and a traceback) are ever written: no 
 no headers, no `extra` of a call site, so no secret reaches the logs by accident. The level comes from
 ObservabilitySettings (SHOP_LOG_LEVEL). Named `logs`, not `logging`, so that it never shadows the standard
 module for a reader.
+
+A warning that repeats (the same logger and message template) is written at most once per
+SHOP_LOG_REPEAT_SECONDS (RepeatFilter): a dependency that is down warns on every request, and a flood of
+lines costs every worker CPU and, where stdout does not cooperate (gevent), stalls it on a slow log reader.
+The next line written for it says how many were held back (`suppressed`); `shop_log_warnings_total` counts
+every warning, written or held back. Errors and every other level are always written.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from shared_lib.observability import tracing
+from shared_lib.observability import metrics, tracing
 from shared_lib.observability.settings import settings
 
 ID_FIELDS = ("user_id", "order_id", "sku")
@@ -96,7 +103,92 @@ class JsonFormatter(logging.Formatter):
                 line[key] = context[key]
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
+        suppressed = getattr(record, SUPPRESSED, 0)
+        if suppressed:
+            line[SUPPRESSED] = suppressed
         return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Plain lines (SHOP_LOG_FORMAT=text), with the count of repeats held back before the line, if any."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        suppressed = getattr(record, SUPPRESSED, 0)
+        return f"{text} [{suppressed} like it suppressed]" if suppressed else text
+
+
+# the attribute RepeatFilter sets on a line it lets through after holding back repeats, and the JSON field
+SUPPRESSED = "suppressed"
+# at most this many (logger, template) pairs are watched; a new pair past it is written and not watched
+MAX_WATCHED = 1024
+
+
+class RepeatFilter(logging.Filter):
+    """Writes a warning the first time its logger logs its message template, then at most once per
+    `interval` seconds; one let through after others were held back carries their count (`suppressed`).
+
+    Only WARNING records are held back: errors (a request failed for a reason its caller sees as a 500, a
+    poison event dropped, a record that could not be dead-lettered) and every other level always pass, and so
+    does any warning of another logger or template, however close in time. Every warning is counted in
+    `shop_log_warnings_total` {logger, outcome: written | suppressed}, so the metrics lose none of them. A
+    count still held when no further line of its pair comes is in the metric only. `interval` 0: nothing is
+    held back. `clock` is injected by tests.
+
+    The lock is never held across anything that can switch greenlets (a dict lookup and two numbers): under
+    gevent, where it may be a native lock made before the worker patched threading, no greenlet waits on it.
+    """
+
+    def __init__(
+        self, interval: float, clock: Callable[[], float] = time.monotonic, max_watched: int = MAX_WATCHED
+    ) -> None:
+        super().__init__()
+        self.interval = interval
+        self.clock = clock
+        self.max_watched = max_watched
+        self._lock = threading.Lock()
+        # (logger, template) -> [end of its window, repeats held back since its last line]
+        self._windows: dict[tuple[str, str], list[float]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        written, suppressed = self._decide((record.name, str(record.msg)))
+        metrics.LOG_WARNINGS.labels(record.name, "written" if written else "suppressed").inc()
+        if suppressed:
+            setattr(record, SUPPRESSED, suppressed)
+        return written
+
+    def _decide(self, key: tuple[str, str]) -> tuple[bool, int]:
+        """(written, repeats held back before it) for one more warning of `key`."""
+        if self.interval <= 0:
+            return True, 0
+        now = self.clock()
+        with self._lock:
+            window = self._windows.get(key)
+            if window is not None and now < window[0]:
+                window[1] += 1
+                return False, 0
+            if window is None and len(self._windows) >= self.max_watched:
+                self._forget_quiet(now)
+                if len(self._windows) >= self.max_watched:
+                    return True, 0
+            held = 0 if window is None else int(window[1])
+            self._windows[key] = [now + self.interval, 0]
+            return True, held
+
+    def _forget_quiet(self, now: float) -> None:
+        """Stop watching the pairs whose window ended with nothing held back (their next line is a first)."""
+        for key in [key for key, (end, held) in self._windows.items() if end <= now and not held]:
+            del self._windows[key]
+
+    def held(self) -> dict[tuple[str, str], int]:
+        """The repeats held back since the last line written, per (logger, template) that has any."""
+        with self._lock:
+            return {key: int(held) for key, (_, held) in self._windows.items() if held}
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -124,11 +216,22 @@ def configure(force: bool = False) -> None:
         if config.log_format == "json" and config.observability:
             handler.setFormatter(JsonFormatter())
         else:
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+            handler.setFormatter(TextFormatter())
+        handler.addFilter(RepeatFilter(config.log_repeat_seconds))
         root.addHandler(handler)
         root.setLevel(config.log_level.upper())
         logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))  # every connection step at INFO
         _done = True
+
+
+def repeat_filter() -> RepeatFilter | None:
+    """The filter of the handler configure() put on the root logger (None before)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, _Handler):
+            for candidate in handler.filters:
+                if isinstance(candidate, RepeatFilter):
+                    return candidate
+    return None
 
 
 def reset() -> None:

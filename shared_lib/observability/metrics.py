@@ -224,6 +224,14 @@ HTTP_DURATION = Family(
     ("function", "route", "status"),
 )
 
+# logs: every warning, whether its line was written or held back as a repeat (shared_lib.observability.logs)
+LOG_WARNINGS = Family(
+    "counter",
+    "shop_log_warnings_total",
+    "Warnings logged, by logger and outcome (written, or suppressed as a repeat within the interval)",
+    ("logger", "outcome"),
+)
+
 # clients: calls to other functions and the product service (shared_lib.httpclient)
 CLIENT_DURATION = Family(
     "histogram",

@@ -35,6 +35,8 @@ class ObservabilitySettings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # a warning repeated (same logger and template) is written at most once per this many seconds (0: always)
+    log_repeat_seconds: float = Field(10.0, ge=0.0)
 
     # /debug/profile answers only with `Authorization: Bearer <token>`; empty: the endpoint does not exist
     profiling_token: SecretStr = SecretStr("")
