@@ -4,8 +4,9 @@ A cache is never the source of truth and never breaks a request: every Memcached
 becomes a miss or a no-op. Values are JSON, stored serialised, so a hit returns a fresh copy; an
 `EncodedCache` also hands out and takes the serialised bytes themselves (`get_encoded`, `set_encoded`,
 `load_through_encoded`), for a caller that answers with them as they are.
-Each cache has a name: its lookups are counted as hits and misses under it, and each call is a span when
-tracing is on. Nothing service-specific here.
+Each cache has a name: its lookups are counted as hits and misses under it, and each Memcached call is a span
+when tracing is on; an in-process cache's call is a dict operation, not a round trip: no span, its reads noted
+on the enclosing span instead (`shop.cache.<name>`). Nothing service-specific here.
 """
 
 from __future__ import annotations
@@ -96,6 +97,14 @@ def count_lookups(cache: str, hits: int, misses: int) -> None:
         metrics.CACHE_REQUESTS.labels(cache, "hit").inc(hits)
     if misses:
         metrics.CACHE_REQUESTS.labels(cache, "miss").inc(misses)
+
+
+def _count_local(cache: str, hits: int, misses: int) -> None:
+    """count_lookups of an in-process cache, whose calls are no spans: when the enclosing span is recorded, it
+    says `shop.cache.<name>`: hit, miss or partial (some keys of a get_many found), of its last read there."""
+    count_lookups(cache, hits, misses)
+    if hits or misses:
+        tracing.note(f"shop.cache.{cache}", "miss" if not hits else "partial" if misses else "hit")
 
 
 def _counted_keys(keys: Iterable[str]) -> int:
@@ -191,29 +200,25 @@ class InProcessCache:
             _, (_, evicted) = self._entries.popitem(last=False)
             self._bytes -= len(evicted)
 
-    @traced("get")
     def get(self, key: str) -> Any | None:
         with self._lock:
             data = self._live(key)
         if not key.endswith(LOCK_SUFFIX):
-            count_lookups(self.name, int(data is not None), int(data is None))
+            _count_local(self.name, int(data is not None), int(data is None))
         return None if data is None else decode(data)
 
-    @traced("get")
     def get_encoded(self, key: str) -> bytes | None:
         with self._lock:
             data = self._live(key)
-        count_lookups(self.name, int(data is not None), int(data is None))
+        _count_local(self.name, int(data is not None), int(data is None))
         return data
 
-    @traced("set")
     def set_encoded(self, key: str, data: bytes, ttl: float) -> None:
         if ttl <= 0:
             return
         with self._lock:
             self._store(key, data, ttl)
 
-    @traced("set_many")
     def set_many_encoded(self, items: Mapping[str, bytes], ttl: float) -> None:
         if ttl <= 0:
             return
@@ -221,11 +226,9 @@ class InProcessCache:
             for key, data in items.items():
                 self._store(key, data, ttl)
 
-    @traced("get_many")
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
         return {key: decode(data) for key, data in self._found(keys).items()}
 
-    @traced("get_many")
     def get_many_encoded(self, keys: Sequence[str]) -> dict[str, bytes]:
         """get_many's values as the bytes stored (the same object on every hit of one entry), not decoded."""
         return self._found(keys)
@@ -233,10 +236,9 @@ class InProcessCache:
     def _found(self, keys: Sequence[str]) -> dict[str, bytes]:
         with self._lock:
             found = {key: data for key in keys if (data := self._live(key)) is not None}
-        count_lookups(self.name, len(found), _counted_keys(dict.fromkeys(keys)) - len(found))
+        _count_local(self.name, len(found), _counted_keys(dict.fromkeys(keys)) - len(found))
         return found
 
-    @traced("set")
     def set(self, key: str, value: Any, ttl: float) -> None:
         data = encode(value)
         if ttl <= 0:
@@ -244,7 +246,6 @@ class InProcessCache:
         with self._lock:
             self._store(key, data, ttl)
 
-    @traced("add")
     def add(self, key: str, value: Any, ttl: float) -> bool | None:
         data = encode(value)
         with self._lock:
@@ -254,7 +255,6 @@ class InProcessCache:
                 self._store(key, data, ttl)
             return True
 
-    @traced("delete")
     def delete(self, key: str) -> None:
         with self._lock:
             if key in self._entries:

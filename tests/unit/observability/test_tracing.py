@@ -238,3 +238,29 @@ def test_a_request_under_an_unsampled_caller_continues_its_trace_in_a_span_of_it
     assert inner[0] == CALLER.split("-")[1] and inner[2] is False
     assert inner[1] != CALLER.split("-")[2]  # a span id of its own, as the SDK gives a dropped span
     assert carrier.get("tracestate") == "k=v"  # the caller's trace state goes on too
+
+
+def test_an_in_process_cache_read_is_noted_on_its_span_and_a_memcached_call_is_a_span_of_its_own(
+    spans: InMemorySpanExporter, memcached_address: str
+) -> None:
+    from shared_lib.cache import InProcessCache, MemcachedCache
+
+    tier = InProcessCache(name="orders-local")
+    tier.set_encoded("a", b"1", 60)  # outside any request: nothing to note it on
+    shared = MemcachedCache(memcached_address, prefix=f"tracing-{threading.get_ident()}")
+    with tracing.backend().server("GET /order/{uid}", {}, {}):
+        assert tier.get_encoded("a") == b"1"
+        assert tier.get_many_encoded(["a", "b"]) == {"a": b"1"}
+        tier.set_encoded("b", b"2", 60)
+        shared.get_encoded("a")
+    with tracing.backend().server("GET /order/{uid}", {}, {}):
+        assert tier.get_encoded("c") is None
+    first, second = (s for s in spans.get_finished_spans() if s.kind is SpanKind.SERVER)
+    children = [s.name for s in spans.get_finished_spans() if s.kind is not SpanKind.SERVER]
+    assert children == ["cache get"]  # Memcached's round trip; the tier's reads and write are no spans
+    assert first.attributes is not None and second.attributes is not None
+    assert first.attributes["shop.cache.orders-local"] == "partial"  # its last read: one key of two found
+    assert second.attributes["shop.cache.orders-local"] == "miss"
+    with tracing.backend().server("GET /order/{uid}", {}, {}):
+        tier.get_encoded("a")
+    assert spans.get_finished_spans()[-1].attributes == {"shop.cache.orders-local": "hit"}
