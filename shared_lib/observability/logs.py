@@ -185,10 +185,14 @@ class RepeatFilter(logging.Filter):
         for key in [key for key, (end, held) in self._windows.items() if end <= now and not held]:
             del self._windows[key]
 
+    def watched(self) -> dict[tuple[str, str], int]:
+        """Every (logger, template) watched, with the repeats held back since its last line written."""
+        with self._lock:
+            return {key: int(held) for key, (_, held) in self._windows.items()}
+
     def held(self) -> dict[tuple[str, str], int]:
         """The repeats held back since the last line written, per (logger, template) that has any."""
-        with self._lock:
-            return {key: int(held) for key, (_, held) in self._windows.items() if held}
+        return {key: held for key, held in self.watched().items() if held}
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
