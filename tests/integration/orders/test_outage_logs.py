@@ -3,22 +3,36 @@ PostgreSQL, real Memcached, the shop's JSON log handler on stdout) answers every
 while the cache is down, and its warnings about the cache are written once per template and then at most
 once per SHOP_LOG_REPEAT_SECONDS (logs.RepeatFilter). What the filter decided is checked exactly: the lines
 written, the counts they carry and what it still holds add up to every warning the metric counted; once
-Memcached is back and the interval is over, a new warning is written again."""
+Memcached is back and the interval is over, a new warning is written again. Served as the container serves
+it (gunicorn's gevent_pywsgi worker) with Memcached SIGSTOPped, each warning is written once and every one is
+counted on /metrics."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import time
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared_lib.devtools.memcached_server import MemcachedServer
 from shared_lib.observability import logs, settings
+from tests.conftest import MakeDatabase
 from tests.integration.orders.conftest import Apps
 from tests.integration.orders.test_get_order import new_order, read
+from tests.integration.orders.test_served_under_gevent import (
+    BURST,
+    answers_at_once,
+    serve_get_order,
+    unknown_orders,
+)
 from tests.polling import wait_for
 from tests.unit.observability.conftest import sample
 
@@ -113,3 +127,41 @@ def test_a_long_memcached_outage_logs_a_bounded_number_of_lines_and_counts_every
     assert written == len(during) + len(again)
     reported = sum(int(line.get("suppressed", 0)) for line in [*during, *again])
     assert suppressed == reported + held(repeat_filter)
+
+
+def test_served_under_gevent_a_sigstopped_memcached_writes_each_warning_once_and_counts_them_all(
+    make_database: MakeDatabase,
+    memcached_server: MemcachedServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the container serves it (functions.entrypoint, gevent_pywsgi), with an interval no test outlasts:
+    every cache warning of the outage after its first line is held back and counted, none timed."""
+    monkeypatch.setenv("SHOP_LOG_REPEAT_SECONDS", "3600")
+    memcached_server.start()  # running (another test may have stopped it)
+    memcached = memcached_server.process
+    assert memcached is not None
+    dsn = make_database("orders")
+    with serve_get_order(tmp_path, dsn, memcached_server.address, otlp="", sample_ratio="1.0") as served:
+        assert answers_at_once(served, unknown_orders(BURST)) == [404] * BURST  # Memcached up
+        os.kill(memcached.pid, signal.SIGSTOP)
+        try:
+            for _ in range(3):  # the cache's reads time out or find no server left; the database answers
+                assert answers_at_once(served, unknown_orders(BURST)) == [404] * BURST
+        finally:
+            os.kill(memcached.pid, signal.SIGCONT)
+        with urllib.request.urlopen(f"http://127.0.0.1:{served.port}/metrics", timeout=60) as response:
+            scraped = response.read().decode()
+        lines = [json.loads(line) for line in served.log_text().splitlines() if line.startswith("{")]
+    warned = {
+        s.labels["outcome"]: s.value
+        for family in text_string_to_metric_families(scraped)
+        for s in family.samples
+        if s.name == "shop_log_warnings_total" and s.labels["logger"] == CACHE_LOGGER
+    }
+    written = [line for line in lines if line["logger"] == CACHE_LOGGER and line["level"] == "warning"]
+    assert warned.get("written") == len(written) > 0
+    assert warned.get("written", 0) + warned.get("suppressed", 0) >= 3 * BURST  # each request warned
+    # one line per template at the most: shared_lib.cache has five warning templates
+    assert len(written) <= 5 and len({line["message"] for line in written}) == len(written), written
+    assert not any("suppressed" in line for line in written)
