@@ -91,3 +91,38 @@ def test_the_libraries_variant_imports_them_then_runs_the_floors_command() -> No
     result = run([*command[:3], "--help"])  # the floor's own argument parser answers, after the imports
     assert result.returncode == 0, result.stderr
     assert "--worker-class" in result.stdout
+
+
+BURN = """
+import subprocess, sys, time
+child = None
+if sys.argv[1] == "parent":  # it starts a child that burns too, and waits for it to say so
+    command = [sys.executable, "-c", sys.argv[2], "child", ""]
+    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    theirs = float(child.stdout.readline())
+else:
+    theirs = 0.0
+deadline = time.process_time() + 0.05
+while time.process_time() < deadline:
+    pass
+print(time.process_time() + theirs, flush=True)
+sys.stdin.readline()  # then waits, alive, until told to go (the child: until killed)
+if child:
+    child.kill()
+"""
+
+
+def test_a_trees_run_time_counts_every_live_process_below_it() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", BURN, "parent", BURN],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        burnt = float(process.stdout.readline())  # the parent's and its child's own CPU clocks, summed
+        assert burnt > 0.1
+        assert cold_start.tree_run_seconds(process.pid) >= burnt
+    finally:
+        process.communicate("\n", timeout=60)
