@@ -46,8 +46,9 @@ from gunicorn.workers.gthread import ThreadWorker
 from functions import table
 from functions.server_settings import ServerSettings
 from shared_lib import lifecycle, web
-from shared_lib.docs import DocsRoutes
-from shared_lib.observability import metrics, server
+from shared_lib.docs import DOC_PATHS, DocsRoutes
+from shared_lib.docs import STATIC_PREFIX as DOCS_STATIC_PREFIX
+from shared_lib.observability import metrics, profiling, server
 from shared_lib.observability import settings as observability_settings
 from shared_lib.web import EscapedControlCharacters
 
@@ -110,7 +111,31 @@ def function_app(target: str) -> WSGIApp:
         EscapedControlCharacters(observed), ROOT / "functions" / function.service / "openapi.yaml"
     )
     root_path = config.root_path
-    return HealthRoutes(RootPath(documented, root_path) if root_path else documented, target)
+    chain = HealthRoutes(RootPath(documented, root_path) if root_path else documented, target)
+    return FunctionFront(chain, observed)
+
+
+# Every path one of the wrappers around the observed function answers or rewrites (FunctionFront)
+_FRONT_PATHS = frozenset(
+    (*HEALTH_PATHS, *OPENFAAS_PROBE_PATHS, *DOC_PATHS, "", "/", server.METRICS_PATH, profiling.PATH)
+)
+
+
+class FunctionFront:
+    """One test of the path per request instead of one in each wrapper: a path that none of the wrappers
+    around the observed function acts on (a function's own route: nearly every request) goes straight to it;
+    the others (probes, docs, /metrics, /debug/profile, the root that RootPath rewrites, a path with a
+    control character) go through the whole chain, `chain`, unchanged."""
+
+    def __init__(self, chain: WSGIApp, observed: WSGIApp) -> None:
+        self.chain = chain
+        self.observed = observed
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path in _FRONT_PATHS or path.startswith(DOCS_STATIC_PREFIX) or web.has_control_character(path):
+            return self.chain(environ, start_response)
+        return self.observed(environ, start_response)
 
 
 class RootPath:

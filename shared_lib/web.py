@@ -467,6 +467,11 @@ class BodyLimit:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def has_control_character(path: str) -> bool:
+    """Whether EscapedControlCharacters would write part of `path` back as %XX text."""
+    return _CONTROL.search(path) is not None
+
+
 class EscapedControlCharacters:
     """Flask's router, which functions-framework mounts, matches no route for a path holding a control
     character (a %0A newline, …) and answers with its own HTML 404 before any handler runs. Write such

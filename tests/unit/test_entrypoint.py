@@ -76,6 +76,29 @@ def test_other_methods_on_health_paths_reach_the_function(product_client: Client
     assert product_client.post("/healthz").status_code == 404
 
 
+def test_every_path_a_wrapper_answers_still_reaches_it_through_the_front(
+    product_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FunctionFront sends a function's own paths straight to the observed function: every path one of the
+    wrappers around it answers or rewrites must still get that wrapper's answer."""
+    for path in ("/healthz", "/readyz", "/_/health", "/_/ready"):
+        assert product_client.get(path).get_json()["status"] == "ok", path
+    assert product_client.get("/openapi.json").get_json()["openapi"].startswith("3.")
+    assert product_client.get("/openapi.yaml").headers["Content-Type"] == "application/yaml"
+    assert b"swagger" in product_client.get("/docs").data.lower()
+    assert product_client.get("/docs/static/swagger-ui.css").status_code == 200
+    assert product_client.get("/docs/static/nothing.css").get_json()["code"] == 5
+    assert product_client.get("/metrics").headers["Content-Type"].startswith("text/plain")
+    # a control character: escaped, so the function's own routing answers in JSON (Flask's would be HTML)
+    escaped = product_client.get("/product/10%0A76963", headers={"X-API-KEY": "testToken"})
+    assert escaped.status_code in (400, 404) and escaped.get_json()["code"] in (3, 5)
+    # the root rewritten to the function's path (FUNCTION_ROOT_PATH, the cron-connector's call)
+    monkeypatch.setenv("FUNCTION_ROOT_PATH", "/product/1076963")
+    rooted = Client(entrypoint.function_app("get_product"))
+    answer = rooted.get("/", headers={"X-API-KEY": "testToken"})
+    assert answer.status_code == 200 and answer.get_json()["sku"] == 1076963
+
+
 def test_unknown_target_is_refused() -> None:
     with pytest.raises(ValueError, match="no function"):
         entrypoint.function_app("no_such_function")
