@@ -96,6 +96,9 @@ class Current(Generic[P, T]):
 
     def root(self) -> T:
         """The root in use: the last one `bootstrap` made, else one from the environment."""
+        current = self._current  # once built, read without the lock: one attribute read, on every request
+        if current is not None:  # (under gevent the lock is gevent's, thousands of instructions a turn)
+            return current
         with self._lock:
             if self._current is None:
                 self._current = cast(Callable[[], T], self._make)()
