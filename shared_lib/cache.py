@@ -11,6 +11,7 @@ on the enclosing span instead (`shop.cache.<name>`). Nothing service-specific he
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -180,6 +181,20 @@ class InProcessCache:
         self._entries.move_to_end(key)
         return data
 
+    def _read(self, key: str) -> bytes | None:
+        """A live entry's bytes, made the most recent, or None. A hit takes no lock: it is one get and one
+        move_to_end of the OrderedDict, each a single operation under the GIL that never yields to another
+        greenlet (an entry evicted between the two is answered as it was a moment before). Under gevent the
+        lock is gevent's, thousands of instructions a turn on every hit. A miss or an expired entry (dropped
+        then) is looked at again under the lock."""
+        entry = self._entries.get(key)
+        if entry is not None and self._clock() < entry[0]:
+            with contextlib.suppress(KeyError):
+                self._entries.move_to_end(key)
+            return entry[1]
+        with self._lock:
+            return self._live(key)
+
     def _drop(self, key: str) -> None:  # with the lock held
         _, data = self._entries.pop(key)
         self._bytes -= len(data)
@@ -201,15 +216,13 @@ class InProcessCache:
             self._bytes -= len(evicted)
 
     def get(self, key: str) -> Any | None:
-        with self._lock:
-            data = self._live(key)
+        data = self._read(key)
         if not key.endswith(LOCK_SUFFIX):
             _count_local(self.name, int(data is not None), int(data is None))
         return None if data is None else decode(data)
 
     def get_encoded(self, key: str) -> bytes | None:
-        with self._lock:
-            data = self._live(key)
+        data = self._read(key)
         _count_local(self.name, int(data is not None), int(data is None))
         return data
 
@@ -234,8 +247,7 @@ class InProcessCache:
         return self._found(keys)
 
     def _found(self, keys: Sequence[str]) -> dict[str, bytes]:
-        with self._lock:
-            found = {key: data for key in keys if (data := self._live(key)) is not None}
+        found = {key: data for key in keys if (data := self._read(key)) is not None}
         _count_local(self.name, len(found), _counted_keys(dict.fromkeys(keys)) - len(found))
         return found
 

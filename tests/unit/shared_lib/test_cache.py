@@ -188,6 +188,40 @@ class TestInProcessCache(CacheContract):
         cache.set("c", "c", 60)
         assert cache.get_many(["a", "b", "c"]) == {"a": "a", "c": "c"}
 
+    def test_a_hit_takes_no_lock_and_still_makes_the_entry_the_most_recent(self, clock: FakeClock) -> None:
+        """A hit is read without the cache's lock (under gevent a lock costs thousands of instructions): it
+        answers while another thread holds the lock, and still counts as a read for the eviction order."""
+        cache = InProcessCache(max_entries=2, clock=clock)
+        cache.set_encoded("a", b"1", 60)
+        cache.set_encoded("b", b"2", 60)
+        answers: dict[str, object] = {}
+        held, release = threading.Event(), threading.Event()
+
+        def holder() -> None:
+            with cache._lock:
+                held.set()
+                release.wait(120)  # longer than the reader is waited for
+
+        def reader() -> None:
+            answers["a"] = cache.get_encoded("a")
+            answers["many"] = cache.get_many_encoded(["a"])
+
+        locked = threading.Thread(target=holder)
+        locked.start()
+        assert held.wait(30)
+        read = threading.Thread(target=reader)
+        read.start()
+        read.join(10)
+        waited = read.is_alive()
+        release.set()
+        locked.join(30)
+        assert not waited, "a hit waited for the cache's lock"
+        assert answers == {"a": b"1", "many": {"a": b"1"}}
+        cache.set_encoded("c", b"3", 60)  # a was read after b was stored: b goes first
+        assert cache.get_many_encoded(["a", "b", "c"]) == {"a": b"1", "c": b"3"}
+        clock.now += 60  # expired: the read drops them (under the lock)
+        assert (cache.get_encoded("a"), cache.get_many_encoded(["c"]), cache.size) == (None, {}, (0, 0))
+
     def test_max_bytes_bounds_the_stored_values_and_a_value_over_it_is_not_kept(self) -> None:
         cache = InProcessCache(max_bytes=10)
         cache.set_encoded("a", b"1234", 60)
