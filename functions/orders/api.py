@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from types import MappingProxyType
 
 import flask
 
@@ -32,12 +33,19 @@ PAGE_HEADERS = {
 }
 
 
+# X-Cache: hit when a cache answered (this process's or Memcached), miss when the database did.
+# A public read: the page may be served from another origin (its own Knative Service in the cluster).
+# Made once: a reply's headers are only read.
+_FOUND_HEADERS = {
+    True: MappingProxyType({"X-Cache": "hit", "Access-Control-Allow-Origin": "*"}),
+    False: MappingProxyType({"X-Cache": "miss", "Access-Control-Allow-Origin": "*"}),
+}
+
+
 def get_order(service: OrdersService, call: web.Call) -> web.Reply:
     uid = parse_uid(call.text("order_uid"))
     body, hit = service.get(uid)  # the JSON as cached, sent as it is
-    # X-Cache: hit when a cache answered (this process's or Memcached), miss when the database did.
-    # A public read: the page may be served from another origin (its own Knative Service in the cluster).
-    return web.Reply(200, body, {"X-Cache": "hit" if hit else "miss", "Access-Control-Allow-Origin": "*"})
+    return web.Reply(200, body, _FOUND_HEADERS[hit])
 
 
 @functools.cache
