@@ -449,7 +449,9 @@ class BodyLimit:
             if int(declared) > self.max_bytes:
                 return self._too_large(start_response)
             return self.app(environ, start_response)
-        if environ.get("wsgi.input_terminated"):  # a body of unknown length (chunked): the server ends it
+        # A body of unknown length (chunked): the server ends it. Without Content-Length or Transfer-Encoding
+        # a request has no body (RFC 9112 6.3): a GET is passed on as it came, unread, its environ not copied
+        if environ.get("wsgi.input_terminated") and "HTTP_TRANSFER_ENCODING" in environ:
             body = environ["wsgi.input"].read(self.max_bytes + 1)
             if len(body) > self.max_bytes:
                 return self._too_large(start_response)

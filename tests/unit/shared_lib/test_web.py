@@ -327,6 +327,29 @@ def test_a_chunked_body_over_the_limit_is_413() -> None:
             assert response.get_data() == b"z" * size
 
 
+def test_a_request_without_a_body_is_passed_on_as_it_came() -> None:
+    """No Content-Length and no Transfer-Encoding: no body (RFC 9112 6.3), even where the server marks every
+    input as terminated (gunicorn, gevent's pywsgi): the app gets the very environ, its input unread."""
+    import io
+
+    stream = io.BytesIO(b"")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/order/x",
+        "wsgi.input": stream,
+        "wsgi.input_terminated": True,
+    }
+    seen: list[dict[str, Any]] = []
+
+    def app(given: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(given)
+        start_response("200 OK", [])
+        return [b""]
+
+    web.BodyLimit(app, max_bytes=100)(environ, lambda *_args: None)
+    assert seen[0] is environ and environ["wsgi.input"] is stream and stream.tell() == 0
+
+
 def test_an_observed_request_body_is_parsed_once_for_its_log_context_and_its_endpoint() -> None:
     from shared_lib.observability import logs
 
