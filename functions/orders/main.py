@@ -9,12 +9,16 @@ from functions import table
 from functions.orders import api, bootstrap
 from shared_lib import web
 
+# Each function's route, a value from the table, bound once rather than built on every request
+GET_ORDER = table.route("get_order")
+ORDER_PAGE = table.route("order_page")
+
 
 @functions_framework.http
 def get_order(request: flask.Request) -> flask.Response:
-    return web.handle(request, table.route("get_order"), api.get_order, bootstrap.orders_service)
+    return web.handle(request, GET_ORDER, api.get_order, bootstrap.orders_service)
 
 
 @functions_framework.http
 def order_page(request: flask.Request) -> flask.Response:
-    return api.order_page(request, table.route("order_page"), bootstrap.orders_service, bootstrap.api_url)
+    return api.order_page(request, ORDER_PAGE, bootstrap.orders_service, bootstrap.api_url)
