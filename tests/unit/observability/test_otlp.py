@@ -203,3 +203,31 @@ def test_the_configured_backend_exports_a_traced_request_whole(configured: Recei
     assert consumer.trace_id != server.trace_id and not consumer.parent_span_id  # a trace of its own …
     [link] = consumer.links  # … linked to the span that made the event
     assert (link.trace_id, link.span_id) == (query.trace_id, query.span_id)
+
+
+def test_the_encoder_groups_spans_by_a_resource_hashed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk import resources
+
+    exporter = InMemorySpanExporter()
+    backend = tracing.OtelBackend.exporting("orders", exporter, batch=False)
+    for _ in range(20):
+        with backend.server("GET /order/{order_uid}", {}, {"faas.name": "get_order"}):
+            pass
+    backend.shutdown()
+    hashed: list[object] = []
+    real_hash = resources.Resource.__hash__
+
+    def counted(resource: resources.Resource) -> int:
+        hashed.append(resource)
+        return real_hash(resource)
+
+    monkeypatch.setattr(resources.Resource, "__hash__", counted)
+    message = encode_spans(exporter.get_finished_spans())
+    assert hashed == []  # Resource.__hash__ JSON-dumps the attributes on each call: once a span (20) before
+    [group] = message.resource_spans  # still one resource, the spans grouped under it as the encoder does
+    resource = {a.key: a.value.string_value for a in group.resource.attributes}
+    assert resource["service.name"] == "orders" and resource["service.namespace"] == "shop"
+    assert resource["telemetry.sdk.name"] == "opentelemetry"  # Resource.create's attributes all kept
+    assert sum(len(scope.spans) for scope in group.scope_spans) == 20
+    plain = resources.Resource(backend.provider.resource.attributes, backend.provider.resource.schema_url)
+    assert plain == backend.provider.resource and hash(plain) == hash(backend.provider.resource)
