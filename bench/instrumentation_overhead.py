@@ -28,8 +28,9 @@ COMMIT` serves the same modes from that commit's tree as well (exported with `gi
 round with this tree's: the before/after of a change in one run.
 
 `--in-process` measures instead the observing middleware alone, in this process, around a trivial app that
-reads one traced in-process cache entry (what get_order does on a hit in its own tier): CPU µs per request
-of each mode, the exporter a null one (spans built, batched and handed over, nothing encoded or sent),
+reads one in-process cache entry (what get_order does on a hit in its own tier: noted on the request's span,
+no span of its own): CPU µs per request of each mode, the exporter a null one (spans built, batched and
+handed over, nothing encoded or sent),
 alternating modes in every round. No server, no load generator, little noise: the share of the per-request
 figure that is the wrapper's and the tracing backend's own.
 
