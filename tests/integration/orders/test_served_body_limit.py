@@ -17,6 +17,7 @@ import pytest
 from functions import entrypoint
 from shared_lib.devtools.ports import free_ports
 from tests.polling import wait_for
+from tests.processes import stop
 
 
 def chunked_post(port: int, size: int) -> tuple[int, dict[str, object]]:
@@ -75,9 +76,4 @@ def test_a_chunked_body_over_the_limit_is_413_under_each_server(worker_class: st
         status, body = chunked_post(port, 5)  # within the limit: the function's own answer (GET only)
         assert (status, body["code"]) == (405, 3)
     finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop(process)

@@ -36,6 +36,7 @@ from shared_lib.devtools.memcached_server import MemcachedServer
 from shared_lib.devtools.ports import free_ports
 from tests.conftest import MakeDatabase
 from tests.polling import wait_for
+from tests.processes import stop
 
 # a client's bound on one answer: far above any answer here (the OTLP export's own timeout is 5 s, the
 # cache's 0.2 s), and above gunicorn's 30 s heartbeat timeout, which then shows a hung worker as a reset
@@ -114,12 +115,7 @@ def serve_get_order(
         wait_for(healthy, timeout=60, interval=0.1, what="the served get_order answers /healthz")
         yield served
     finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop(process)
     assert "WORKER TIMEOUT" not in served.log_text(), served.log_text()
 
 
