@@ -53,7 +53,7 @@ from packaging.utils import canonicalize_name
 
 from bench import floor
 from bench.common import free_port, report, scratch_dir
-from bench.cpu import median_ratio, tree_cpu_seconds
+from bench.cpu import median_ratio, tree_cpu_seconds, tree_run_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ("/product/1076963", {"X-API-KEY": "testToken"})
@@ -182,24 +182,6 @@ class Start:
     root: Path = ROOT
     python: str = sys.executable
     venv: str = DEV
-
-
-def tree_run_seconds(root: int) -> float:
-    """Seconds a process and its descendants ran on a CPU, summed over their live threads from the scheduler's
-    nanosecond clock (/proc/<pid>/task/<tid>/schedstat); a thread that already exited is not counted (a cold
-    start's servers keep theirs)."""
-    nanoseconds, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            for task in os.listdir(f"/proc/{pid}/task"):
-                nanoseconds += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
-                todo += [
-                    int(child) for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-                ]
-        except OSError:  # exited while we looked
-            continue
-    return nanoseconds / 1e9
 
 
 def one_start(start: Start, worker_class: str = floor.DEFAULT_WORKER_CLASS) -> tuple[float, float, float]:

@@ -485,6 +485,6 @@ class EscapedControlCharacters:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if _CONTROL.search(path):
+        if has_control_character(path):
             environ = {**environ, "PATH_INFO": _CONTROL.sub(lambda m: f"%{ord(m.group()):02X}", path)}
         return self.app(environ, start_response)

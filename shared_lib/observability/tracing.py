@@ -314,10 +314,10 @@ def backend() -> Backend:
                 if installed:
                     _backend = chosen
                 current = _backend
-            if installed:
-                _install(chosen)
-            else:
+            if not installed:
                 chosen.shutdown()
+            elif not isinstance(chosen, NoopBackend):
+                lifecycle.on_shutdown(chosen.shutdown)  # flush what is buffered when the worker stops
             assert current is not None
             return current
         finally:
@@ -339,11 +339,6 @@ def _from_settings() -> Backend:
 
         return XrayBackend.to_daemon(service(), config.xray_daemon_address, config.trace_sample_ratio)
     return NoopBackend()
-
-
-def _install(chosen: Backend) -> None:
-    if not isinstance(chosen, NoopBackend):
-        lifecycle.on_shutdown(chosen.shutdown)  # flush what is buffered when the worker stops
 
 
 def use(chosen: Backend) -> Backend:

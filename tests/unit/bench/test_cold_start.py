@@ -13,7 +13,7 @@ import tomllib
 
 from packaging.requirements import Requirement
 
-from bench import cold_start, floor
+from bench import cold_start, cpu, floor
 
 
 def pinned() -> dict[str, str]:
@@ -123,6 +123,6 @@ def test_a_trees_run_time_counts_every_live_process_below_it() -> None:
         assert process.stdout is not None
         burnt = float(process.stdout.readline())  # the parent's and its child's own CPU clocks, summed
         assert burnt > 0.1
-        assert cold_start.tree_run_seconds(process.pid) >= burnt
+        assert cpu.tree_run_seconds(process.pid) >= burnt
     finally:
         process.communicate("\n", timeout=60)

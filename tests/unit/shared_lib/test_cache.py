@@ -26,6 +26,7 @@ from shared_lib.cache import (
     safe_key,
 )
 from shared_lib.errors import TransientError
+from tests.locking import waited_for
 
 
 class FakeClock:
@@ -195,27 +196,12 @@ class TestInProcessCache(CacheContract):
         cache.set_encoded("a", b"1", 60)
         cache.set_encoded("b", b"2", 60)
         answers: dict[str, object] = {}
-        held, release = threading.Event(), threading.Event()
-
-        def holder() -> None:
-            with cache._lock:
-                held.set()
-                release.wait(120)  # longer than the reader is waited for
 
         def reader() -> None:
             answers["a"] = cache.get_encoded("a")
             answers["many"] = cache.get_many_encoded(["a"])
 
-        locked = threading.Thread(target=holder)
-        locked.start()
-        assert held.wait(30)
-        read = threading.Thread(target=reader)
-        read.start()
-        read.join(10)
-        waited = read.is_alive()
-        release.set()
-        locked.join(30)
-        assert not waited, "a hit waited for the cache's lock"
+        assert not waited_for(cache._lock, reader), "a hit waited for the cache's lock"
         assert answers == {"a": b"1", "many": {"a": b"1"}}
         cache.set_encoded("c", b"3", 60)  # a was read after b was stored: b goes first
         assert cache.get_many_encoded(["a", "b", "c"]) == {"a": b"1", "c": b"3"}

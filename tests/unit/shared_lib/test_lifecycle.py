@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-
 from shared_lib.lifecycle import Current
+from tests.locking import waited_for
 
 
 class Root:
@@ -20,24 +19,8 @@ def test_a_built_root_is_handed_out_without_the_lock_and_a_replaced_one_is_close
     current: Current[[], Root] = Current(Root, Root.close)
     first = current.root()
     assert current.root() is first
-    held, release = threading.Event(), threading.Event()
     answers: list[Root] = []
-
-    def holder() -> None:
-        with current._lock:
-            held.set()
-            release.wait(120)  # longer than the reader is waited for
-
-    locked = threading.Thread(target=holder)
-    locked.start()
-    assert held.wait(30)
-    reader = threading.Thread(target=lambda: answers.append(current.root()))
-    reader.start()
-    reader.join(10)
-    waited = reader.is_alive()
-    release.set()
-    locked.join(30)
-    assert not waited, "root() waited for the lock"
+    assert not waited_for(current._lock, lambda: answers.append(current.root())), "root() waited for the lock"
     assert answers == [first]
     second = current.bootstrap()
     assert current.root() is second and first.closed and not second.closed
